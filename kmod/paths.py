@@ -1,0 +1,37 @@
+"""Where the data folders, the project and the caches live.
+
+The data folders (templates/, toolchains/, rules/) sit beside the package in a checkout and
+inside it in an installed wheel; both layouts resolve here and nowhere else.
+"""
+import os
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def data_dir(name: str) -> Path:
+    for candidate in (PACKAGE / name, PACKAGE.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"kmod data folder {name!r} is missing from this installation")
+
+
+def templates() -> Path:
+    return data_dir("templates")
+
+
+def toolchains() -> Path:
+    return data_dir("toolchains")
+
+
+def rules() -> Path:
+    return data_dir("rules")
+
+
+def cache_dir() -> Path:
+    """Downloads and bootstrap trees, shared by all checkouts (never inside the repo)."""
+    base = os.environ.get("KMOD_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kmod")
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

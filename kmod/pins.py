@@ -1,0 +1,133 @@
+"""Pinned kernels: toolchains/kernels/*.toml say what a pin is, toolchains/kernels.lock says exactly
+which packages (name, version, sha256) it resolved to. Builds use the lock and nothing else."""
+import json
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from . import arch as archmod
+from . import paths
+from .errors import UserError, unsupported
+
+LOCK_NAME = "kernels.lock"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    arch: str          # dpkg architecture of the .deb ("all", "amd64", "arm64")
+    role: str          # headers-common, kbuild, headers, image, busybox
+    filename: str      # path below the archive base URI
+    archive: str       # "main" or "security": which mirror base serves it
+    sha256: str
+    size: int
+    for_arch: str = "" # kmod arch name the package serves, "" when it serves all
+
+    @property
+    def basename(self) -> str:
+        return self.filename.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    suite: str
+    series: str
+    abi_regex: str
+    compiler: str
+    kbuild_package: str
+    arches: tuple[str, ...]
+    abi: str = ""
+    packages: tuple[Package, ...] = field(default=(), compare=False)
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.abi)
+
+    def release(self, arch: archmod.Arch) -> str:
+        """The kernel release (uname -r) of this pin on `arch`."""
+        return f"{self.abi}-{arch.kernel_flavour}"
+
+    def kdir(self, arch: archmod.Arch) -> str:
+        return f"/usr/src/linux-headers-{self.release(arch)}"
+
+    def packages_for(self, role: str, arch: archmod.Arch | None = None) -> list[Package]:
+        return [p for p in self.packages
+                if p.role == role and (arch is None or p.for_arch in ("", arch.name))]
+
+    def package(self, role: str, arch: archmod.Arch | None = None) -> Package:
+        found = self.packages_for(role, arch)
+        if not found:
+            raise UserError(f"the lock has no {role} package for {self.name}"
+                            + (f" on {arch.name}" if arch else ""),
+                            "run `invoke toolchains --update`")
+        return found[0]
+
+    def lock_entry(self) -> dict:
+        return {"abi": self.abi, "packages": [p.__dict__ for p in self.packages]}
+
+
+def lock_path() -> Path:
+    return paths.toolchains() / LOCK_NAME
+
+
+def read_lock() -> dict:
+    path = lock_path()
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("pins", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise UserError(f"{path} is not a valid lock ({e})", "restore it from git or run `invoke toolchains --update`")
+
+
+@cache
+def all_pins() -> dict[str, Pin]:
+    lock = read_lock()
+    pins = {}
+    for path in sorted((paths.toolchains() / "kernels").glob("*.toml")):
+        data = tomllib.loads(path.read_text())
+        for a in data["arches"]:
+            archmod.get(a)  # unknown arch in a pin file is a data error: fail loudly
+        entry = lock.get(data["name"], {})
+        pins[data["name"]] = Pin(
+            name=data["name"], suite=data["suite"], series=data["series"], abi_regex=data["abi_regex"],
+            compiler=data["compiler"], kbuild_package=data["kbuild_package"], arches=tuple(data["arches"]),
+            abi=entry.get("abi", ""), packages=tuple(Package(**p) for p in entry.get("packages", [])))
+    return pins
+
+
+def names() -> list[str]:
+    return list(all_pins())
+
+
+def get(name: str) -> Pin:
+    pins = all_pins()
+    if name in pins:
+        return pins[name]
+    # Let people say the series ("6.1") or the suite ("bookworm") when that is unambiguous.
+    matches = [p for p in pins.values() if name in (p.series, p.suite)]
+    if len(matches) == 1:
+        return matches[0]
+    raise unsupported("kernel", name, names())
+
+
+def select(spec: str | None) -> list[Pin]:
+    if spec in ("all", "", None):
+        return list(all_pins().values())
+    return [get(part.strip()) for part in spec.split(",")]
+
+
+def require_locked(pin: Pin) -> Pin:
+    if not pin.locked:
+        raise UserError(f"kernel {pin.name} is not in {lock_path()}", "run `invoke toolchains --update`")
+    return pin
+
+
+def write_lock(pins: dict[str, dict]) -> None:
+    from .atomic import write_json
+    write_json(lock_path(), {"format": 1, "comment": "written by `invoke toolchains --update`; do not edit",
+                             "pins": pins})
+    all_pins.cache_clear()
