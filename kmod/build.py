@@ -1,0 +1,238 @@
+"""The build matrix: modules x pinned kernels x arches, built in parallel, cached by inputs, recorded in
+the manifest. A cell whose inputs are unchanged is a cache hit: no engine is even contacted."""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import arch as archmod
+from . import atomic, diagnose, images, render
+from .errors import UserError
+from .manifest import Manifest
+from .pins import Pin, require_locked
+from .progress import Progress
+from .runtime import Mount, Runtime
+from .spec import Module, Project
+
+RECIPE_VERSION = "1"  # bump when the build command below changes meaning
+SRC_MOUNT, BUILD_MOUNT = "/kmod/src", "/kmod/build"
+# Fixed build identity so that the same inputs give the same bytes on any machine and checkout path.
+REPRODUCIBLE_ENV = {"KBUILD_BUILD_TIMESTAMP": "1970-01-01", "KBUILD_BUILD_USER": "kmod",
+                    "KBUILD_BUILD_HOST": "kmod", "SOURCE_DATE_EPOCH": "0", "LC_ALL": "C", "HOME": "/tmp"}
+
+
+@dataclass
+class Cell:
+    module: Module
+    pin: Pin | None           # None for a host build against a user-given KDIR
+    arch: archmod.Arch
+    sources: render.Sources
+    kdir: str
+    image: str = ""
+    key: str = ""
+    result: str = "pending"
+    record: dict = field(default_factory=dict)
+
+    @property
+    def kernel(self) -> str:
+        return self.pin.name if self.pin else "host"
+
+    @property
+    def id(self) -> str:
+        return f"{self.module.name}/{self.kernel}/{self.arch.name}"
+
+    def out_dir(self, dist: Path) -> Path:
+        return dist / self.module.name / self.kernel / self.arch.name
+
+
+def make_argv(cell: Cell, build_dir: str, build_arch: str) -> list[str]:
+    return ["make", "-C", cell.kdir, f"M={build_dir}", *cell.arch.make_vars(build_arch), "modules"]
+
+
+def cell_key(cell: Cell, build_arch: str) -> str:
+    doc = {"recipe": RECIPE_VERSION, "sources": cell.sources.files, "arch": cell.arch.name,
+           "kernel": cell.pin.lock_entry() if cell.pin else cell.kdir, "image": cell.image,
+           "argv": make_argv(cell, BUILD_MOUNT, build_arch), "env": REPRODUCIBLE_ENV}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[archmod.Arch],
+         kdir: str | None = None) -> list[Cell]:
+    build_arch = images.build_arch()
+    cells = []
+    for m in modules:
+        sources = render.render(m, project.dist / m.name / "src")
+        for a in arches:
+            if m.arches and a.name not in m.arches:
+                continue
+            if kdir:
+                cells.append(Cell(m, None, a, sources, kdir))
+                continue
+            for p in pins:
+                if a.name not in p.arches:
+                    continue
+                require_locked(p)
+                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p)))
+    if not cells:
+        raise UserError("nothing to build: no module, kernel and arch combination matches",
+                        "check --module/--kernel/--arch and the modules' `arches`")
+    for c in cells:
+        c.key = cell_key(c, build_arch)
+    return cells
+
+
+def cached(cell: Cell, manifest: Manifest, dist: Path) -> bool:
+    rec = manifest.cell(cell.id)
+    if not rec or rec.get("key") != cell.key or rec.get("result") != "ok":
+        return False
+    ko = cell.out_dir(dist) / f"{cell.module.name}.ko"
+    return ko.is_file() and sha256_file(ko) == rec.get("ko_sha256")
+
+
+def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progress: Progress) -> dict:
+    out = cell.out_dir(dist)
+    work_root = dist / ".work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=cell.id.replace("/", "_") + ".", dir=work_root))
+    started = time.monotonic()
+    try:
+        env = dict(REPRODUCIBLE_ENV)
+        if runtime.name == "docker":
+            # The sources are mounted read-only; kbuild writes objects next to them, so they are copied
+            # into the build folder first. Same container paths every time = path-independent output.
+            argv = ["sh", "-ec", 'cp -R "$0"/. "$1"/ && shift && exec "$@"', SRC_MOUNT, BUILD_MOUNT,
+                    *make_argv(cell, BUILD_MOUNT, build_arch)]
+            mounts = [Mount(cell.sources.dir, SRC_MOUNT, True), Mount(work, BUILD_MOUNT, False)]
+        else:
+            shutil.copytree(cell.sources.dir, work, dirs_exist_ok=True)
+            argv = make_argv(cell, str(work), build_arch)
+            env["KCFLAGS"] = f"-ffile-prefix-map={work}={BUILD_MOUNT}"
+            mounts = []
+        res = runtime.run(argv, image=cell.image, mounts=mounts, env=env, workdir="/",
+                          network=False, user=f"{os.getuid()}:{os.getgid()}",
+                          on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
+        log_path = out / "build.log"
+        header = f"# reproduce: {' '.join(argv)}\n# image: {cell.image or 'host'}\n"
+        atomic.write_text(log_path, header + res.output)
+        ko = work / f"{cell.module.name}.ko"
+        rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
+               "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
+               "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
+                                           "pin_abi": cell.pin.abi if cell.pin else ""},
+               "image": cell.image, "log": str(log_path.relative_to(dist)),
+               "seconds": {"container": round(res.seconds, 3)}}
+        if res.exit_code == 0 and ko.is_file():
+            dest = out / ko.name
+            atomic.copy_file(ko, dest)
+            rec.update(result="ok", ko=str(dest.relative_to(dist)), ko_sha256=sha256_file(dest), diagnosis=[])
+        else:
+            found = diagnose.diagnose(res.output)
+            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
+                       errors=diagnose.relevant_lines(res.output),
+                       diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
+        rec["seconds"]["total"] = round(time.monotonic() - started, 3)
+        return rec
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class Outcome:
+    cells: list[Cell]
+    manifest: Manifest
+
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.cells if c.result == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.failed else 0
+
+
+def default_jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def ensure_images(cells: list[Cell], quiet: bool = False) -> dict[str, dict]:
+    """Make sure every image the cells need exists (built once per pin); returns image -> labels."""
+    from .runtime.docker import client as docker_client
+    client = docker_client()
+    needed = {c.pin.name: c.pin for c in cells if c.pin}
+    missing = [p for p in needed.values() if not images.find(client, images.tag(p))]
+    if missing:
+        rows = [f"image {p.name}" for p in missing]
+        with Progress("toolchain images", rows, quiet) as prog:
+            def one(p):
+                row = f"image {p.name}"
+                prog.update(row, "running")
+                images.ensure(p, log=lambda s: prog.note(row, s), client=client)
+                prog.update(row, "ok")
+            with ThreadPoolExecutor(len(missing)) as pool:
+                list(pool.map(one, missing))
+    labels = {}
+    for p in needed.values():
+        img = images.find(client, images.tag(p))
+        labels[images.tag(p)] = {"id": img.id, **(img.labels or {})}
+    return labels
+
+
+def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs: int | None = None,
+        command: str = "", quiet: bool = False, after_build=None) -> Outcome:
+    """Build `cells`, skipping cache hits. `after_build(cell, record)` may add to a fresh record
+    (the lint step) and return False to fail the cell."""
+    from . import runtime as runtimes
+    dist = project.dist
+    manifest = Manifest(dist / "manifest.json")
+    todo = [c for c in cells if not cached(c, manifest, dist)]
+    for c in cells:
+        if c not in todo:
+            c.result, c.record = "cached", manifest.cell(c.id)
+    if not todo:
+        return Outcome(cells, manifest)
+    manifest.start_run(command)
+    for c in todo:
+        manifest.update_cell(c.id, result="pending", key=c.key)
+    manifest.save()
+    rt = runtimes.get(runtime_name)
+    build_arch = images.build_arch()
+    labels = ensure_images(todo, quiet) if runtime_name == "docker" else {}
+    status = "interrupted"
+    try:
+        with Progress("build", [c.id for c in cells], quiet) as prog:
+            for c in cells:
+                if c.result == "cached":
+                    prog.update(c.id, "cached", c.record.get("ko", ""))
+
+            def one(cell: Cell):
+                prog.update(cell.id, "running")
+                rec = build_one(cell, rt, dist, build_arch, prog)
+                if cell.image in labels:
+                    rec["image_id"] = labels[cell.image]["id"]
+                    rec["compiler"] = labels[cell.image].get("kmod.compiler", "")
+                if rec["result"] == "ok" and after_build and after_build(cell, rec) is False:
+                    rec["result"] = "failed"
+                cell.result, cell.record = rec["result"], rec
+                manifest.update_cell(cell.id, **rec)
+                manifest.save()
+                detail = rec.get("ko") or (rec["diagnosis"][0]["cause"] if rec.get("diagnosis") else
+                                           f"see {rec['log']}")
+                prog.update(cell.id, rec["result"], f"{detail} ({rec['seconds']['total']:.1f}s)")
+
+            with ThreadPoolExecutor(min(jobs or default_jobs(), len(todo))) as pool:
+                for f in [pool.submit(one, c) for c in todo]:
+                    f.result()
+        status = "failed" if any(c.result == "failed" for c in cells) else "ok"
+    finally:
+        rt.cleanup()
+        manifest.finish_run(status)
+    return Outcome(cells, manifest)

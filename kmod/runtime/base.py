@@ -1,0 +1,32 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Runtime:
+    name = "base"
+
+    def prepare(self, image: str | None) -> None:
+        raise NotImplementedError
+
+    def run(self, argv: list[str], *, image: str | None, mounts: list[Mount], env: dict[str, str],
+            workdir: str, network: bool = False, user: str | None = None,
+            timeout: float | None = None, on_output=None) -> Result:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        pass

@@ -1,0 +1,96 @@
+"""Docker through the SDK: containers are created, waited for and removed on every path (Ctrl-C too)."""
+import os
+import threading
+import time
+
+from ..errors import InfraError, UserError
+from .base import Mount, Result, Runtime
+
+NO_ENGINE_HINT = ("start one: `sudo dockerd &` (Debian: `apt-get install docker.io`), "
+                  "or set DOCKER_HOST")
+
+
+def client():
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        raise InfraError("the docker Python SDK is missing", "pip install docker") from None
+    try:
+        c = docker.from_env(timeout=600)
+        c.ping()
+        return c
+    except docker.errors.DockerException as e:
+        reason = str(e).split("(", 1)[0].strip() or type(e).__name__
+        raise InfraError(f"no Docker engine answers ({reason})", NO_ENGINE_HINT) from None
+
+
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self):
+        self.client = client()
+        self._live: set = set()
+        self._lock = threading.Lock()
+
+    def prepare(self, image: str | None) -> None:
+        import docker.errors
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise UserError(f"toolchain image {image} is not built", "run `invoke toolchains --build`") from None
+
+    def run(self, argv, *, image, mounts, env, workdir, network=False, user=None, timeout=None,
+            on_output=None) -> Result:
+        import docker.errors
+        start = time.monotonic()
+        volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts}
+        container = None
+        try:
+            container = self.client.containers.create(
+                image, argv, environment=env, working_dir=workdir, volumes=volumes, user=user,
+                network_mode="bridge" if network else "none", privileged=False, detach=True,
+                security_opt=["no-new-privileges"])
+            with self._lock:
+                self._live.add(container)
+            container.start()
+            if on_output:
+                buf = []
+                for chunk in container.logs(stream=True, follow=True):
+                    text = chunk.decode("utf-8", "replace")
+                    buf.append(text)
+                    on_output(text)
+                status = container.wait(timeout=timeout)
+                output = "".join(buf)
+            else:
+                status = container.wait(timeout=timeout)
+                output = container.logs().decode("utf-8", "replace")
+            return Result(status.get("StatusCode", 1), output, time.monotonic() - start,
+                          {"container": container})
+        except docker.errors.ImageNotFound:
+            raise UserError(f"image {image} is missing", "run `invoke toolchains --build`") from None
+        except docker.errors.APIError as e:
+            raise InfraError(f"Docker refused to run the build: {e.explanation or e}") from None
+        except Exception as e:  # requests timeouts and connection drops
+            if type(e).__name__ in ("ReadTimeout", "ConnectionError"):
+                raise InfraError(f"the Docker engine stopped answering: {e}", NO_ENGINE_HINT) from None
+            raise
+        finally:
+            if container is not None and not getattr(self, "_keep", False):
+                self._remove(container)
+
+    def _remove(self, container) -> None:
+        try:
+            container.remove(force=True)
+        except Exception:
+            pass  # already gone; nothing the user can act on
+        with self._lock:
+            self._live.discard(container)
+
+    def cleanup(self) -> None:
+        for c in list(self._live):
+            self._remove(c)
+
+
+def current_user() -> str:
+    return f"{os.getuid()}:{os.getgid()}"

@@ -1,0 +1,196 @@
+"""Invoke tasks: parse flags, call kmod.*, print, exit. `tasks.py` at the top of the checkout and the
+`kmod` console script both serve this one collection."""
+import functools
+import json
+import sys
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from .errors import KmodError
+
+COMMON_HELP = {
+    "arch": "x86_64, arm64, a comma list, or all (default: all)",
+    "kernel": "pinned kernel (e.g. bookworm-6.1, 6.1), a comma list, or all (default: all)",
+    "module": "module name from kmod.toml, a comma list, or all (default: the spec's `default`)",
+    "spec": "path to the spec file (default: kmod.toml here or in a parent folder)",
+}
+
+
+def cli_errors(fn):
+    """Turn our errors into one line on stderr and an exit code; no tracebacks for users."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KmodError as e:
+            print(e.line(), file=sys.stderr)
+            raise Exit(code=e.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise Exit(code=130) from None
+    return wrapper
+
+
+def _command_line() -> str:
+    return " ".join(["invoke" if sys.argv[0].endswith("invoke") else "kmod", *sys.argv[1:]])
+
+
+@task(help={**COMMON_HELP,
+            "symbol": "probe these symbols instead of the spec's (comma list; NAME or NAME+OFFSET)",
+            "runtime": "docker (default) or host (local tools; needs --kdir)",
+            "kdir": "kernel build tree for --runtime host (e.g. /lib/modules/$(uname -r)/build)",
+            "jobs": "parallel builds (default: number of cores)",
+            "no_lint": "skip the lint step after each build",
+            "boot_test": "boot-test every built cell in QEMU afterwards"})
+@cli_errors
+def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs=0,
+          no_lint=False, boot_test=False):
+    """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
+    from . import arch as archmod
+    from . import build as buildmod
+    from . import pins as pinsmod
+    from . import spec as specmod
+    from .errors import UserError
+    project = specmod.load(specmod.find(spec or None))
+    modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
+    arches = archmod.select(arch)
+    if runtime == "host":
+        if not kdir:
+            raise UserError("--runtime host needs --kdir", "e.g. --kdir /lib/modules/$(uname -r)/build")
+        from pathlib import Path
+        if not (Path(kdir) / "Makefile").is_file():
+            raise UserError(f"{kdir} is not a kernel build tree (no Makefile)", "point --kdir at the headers of the target kernel")
+        cells = buildmod.plan(project, modules, [], arches, kdir=kdir)
+    else:
+        cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches)
+    hook = None if no_lint else _lint_hook(project)
+    outcome = buildmod.run(project, cells, runtime, jobs or None, _command_line(), after_build=hook)
+    _report_build(project, outcome)
+    code = outcome.exit_code
+    if boot_test and code == 0:
+        from . import boot
+        code = boot.run_for_cells(project, outcome.cells)
+    if code:
+        raise Exit(code=code)
+
+
+def _lint_hook(project):
+    try:
+        from . import lint
+    except ImportError:
+        return None
+
+    def hook(cell, rec):
+        report = lint.lint_paths([project.dist / rec["ko"]], target=cell.pin.name if cell.pin else None,
+                                 jobs=1, probes=[str(p) for p in cell.module.probes] or None)
+        findings = [f for mod in report.modules for f in mod.findings]
+        rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message} for f in findings]
+        return report.exit_code("error") == 0
+    return hook
+
+
+def _report_build(project, outcome):
+    for c in outcome.cells:
+        rec = c.record or {}
+        if c.result == "failed":
+            print(f"FAILED {c.id} (log: {project.dist / rec.get('log', '')})", file=sys.stderr)
+            for line in rec.get("errors", [])[:6]:
+                print(f"    {line}", file=sys.stderr)
+            for d in rec.get("diagnosis", []):
+                print(f"  why: {d['advice']}", file=sys.stderr)
+            for f in rec.get("lint", []):
+                if f["severity"] == "error":
+                    print(f"  lint {f['rule']}: {f['message']}", file=sys.stderr)
+    ok = sum(c.result in ("ok", "cached") for c in outcome.cells)
+    cached = sum(c.result == "cached" for c in outcome.cells)
+    print(f"{ok}/{len(outcome.cells)} built ({cached} cached), manifest: {outcome.manifest.path}")
+
+
+@task(help={"module": COMMON_HELP["module"], "spec": COMMON_HELP["spec"],
+            "symbol": "probe these symbols instead of the spec's (comma list)"})
+@cli_errors
+def render(c, module="", symbol="", spec=""):
+    """Render module sources into dist/MODULE/src without building."""
+    from . import render as rendermod
+    from . import spec as specmod
+    project = specmod.load(specmod.find(spec or None))
+    for m in project.select(module or None):
+        m = specmod.with_overrides(m, symbol)
+        src = rendermod.render(m, project.dist / m.name / "src")
+        print(f"{m.name}: {src.dir} ({', '.join(src.files)})")
+
+
+@task(help={"update": "resolve the newest ABI of each pinned series from the mirror and rewrite the lock",
+            "build": "build the toolchain images of the selected pins now",
+            "kernel": COMMON_HELP["kernel"],
+            "json": "print the table as JSON"})
+@cli_errors
+def toolchains(c, update=False, build=False, kernel="all", json_=False):
+    """List pinned kernels and the state of their toolchain images; update the lock; build images."""
+    from . import arch as archmod
+    from . import images
+    from . import pins as pinsmod
+    selected = pinsmod.select(kernel)
+    if update:
+        from . import resolve
+        for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr)).items():
+            print(f"{name}: locked ABI {abi}")
+        selected = pinsmod.select(kernel)
+    if build:
+        from .progress import Progress
+        from .runtime.docker import client as docker_client
+        client = docker_client()
+        rows = [p.name for p in selected]
+        with Progress("toolchain images", rows) as prog:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(p):
+                prog.update(p.name, "running")
+                images.ensure(pinsmod.require_locked(p), log=lambda s: prog.note(p.name, s), client=client)
+                prog.update(p.name, "ok", images.tag(p))
+            with ThreadPoolExecutor(len(rows)) as pool:
+                list(pool.map(one, selected))
+    state = _image_states(selected)
+    rows = [{"kernel": p.name, "suite": p.suite, "abi": p.abi or "(not locked)", "compiler": p.compiler,
+             "arches": [archmod.get(a).name for a in p.arches],
+             "image": images.tag(p) if p.locked else "", "image_built": state.get(p.name)} for p in selected]
+    if json_:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(box=None)
+    for col in ("kernel", "suite", "ABI", "compiler", "arches", "image"):
+        t.add_column(col)
+    for r in rows:
+        built = {True: "[green]built[/]", False: "[yellow]not built[/]", None: "[dim]engine not reachable[/]"}
+        t.add_row(r["kernel"], r["suite"], r["abi"], r["compiler"], ",".join(r["arches"]),
+                  f"{r['image']} {built[r['image_built']]}")
+    Console().print(t)
+
+
+def _image_states(selected) -> dict:
+    from . import images
+    from .errors import InfraError
+    from .runtime.docker import client as docker_client
+    try:
+        client = docker_client()
+    except InfraError:
+        return {}
+    return {p.name: bool(p.locked and images.find(client, images.tag(p))) for p in selected}
+
+
+def collection() -> Collection:
+    ns = Collection(build, render, toolchains)
+    for optional in ("lint", "package", "boot"):
+        try:
+            mod = __import__(f"kmod.{optional}.tasks", fromlist=["tasks"])
+        except ImportError:
+            continue
+        for t in mod.TASKS:
+            ns.add_task(t)
+    return ns
+
+
+ns = collection()
