@@ -16,6 +16,9 @@ class KmodError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.message + (f" ({self.hint})" if self.hint else "")
+
     def line(self) -> str:
         """The single line shown to the user."""
         return f"{self.kind}: {self.message}" + (f" ({self.hint})" if self.hint else "")

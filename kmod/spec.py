@@ -14,7 +14,7 @@ TEMPLATES = ("kprobe", "kretprobe")
 
 # A kernel symbol: a C identifier, optionally with GCC clone suffixes (.isra.0, .constprop.0, .part.0,
 # .cold, ...), and an optional +offset (decimal or hex) into the function.
-CLONE_SUFFIX = r"(?:\.(?:isra|constprop|part|cold|lto_priv|localalias|llvm)(?:\.\d+)?)"
+CLONE_SUFFIX = r"(?:\.(?:isra|constprop|part|lto_priv|llvm)\.\d+|\.cold(?:\.\d+)?|\.localalias)"
 SYMBOL_RE = re.compile(rf"^(?P<name>[A-Za-z_][A-Za-z0-9_]*{CLONE_SUFFIX}*)(?:\+(?P<offset>0x[0-9a-fA-F]+|\d+))?$")
 KSYM_NAME_LEN = 127
 # Module names become C identifiers, file names and (with _ -> -) Debian/RPM package names.

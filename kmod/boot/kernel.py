@@ -1,0 +1,94 @@
+"""The pinned kernel image and busybox of one pin and arch, fetched once (sha256 from the lock) and
+unpacked into the cache. Only the few files a boot needs are kept: vmlinuz, System.map, config, busybox."""
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import fetch, paths
+from ..arch import Arch
+from ..errors import InfraError
+from ..pins import Package, Pin, require_locked
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    pin: Pin
+    arch: Arch
+    release: str
+    image: Path        # what QEMU's -kernel gets
+    system_map: Path
+    config: Path
+
+
+def _lock(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _extract(pkg: Package, members: dict[str, str], dest: Path) -> None:
+    """Unpack `members` (path in the .deb -> name in dest) of a locked package into `dest`, atomically."""
+    if all((dest / name).is_file() for name in members.values()):
+        return
+    with _lock(str(dest)):
+        if all((dest / name).is_file() for name in members.values()):
+            return
+        deb = fetch.fetch(pkg)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            # dpkg-deb -x would unpack thousands of in-tree modules we never use: take the members only.
+            tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+            res = subprocess.run(["tar", "-x", "-C", str(staging), "--wildcards", *members],
+                                 stdin=tar.stdout, capture_output=True, text=True)
+            tar.stdout.close()
+            if tar.wait() != 0 or res.returncode != 0:
+                raise InfraError(f"cannot unpack {pkg.basename}: {res.stderr.strip()[:300]}",
+                                 "delete it from the cache to download it again")
+            for member, name in members.items():
+                found = sorted(f for f in staging.rglob(Path(member).name) if f.is_file())
+                if not found:
+                    raise InfraError(f"{pkg.basename} has no {member}")
+                shutil.move(str(found[0]), staging / name)
+            for child in list(staging.iterdir()):
+                if child.name not in members.values():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if dest.exists():
+                shutil.rmtree(dest)
+            staging.rename(dest)
+        except FileNotFoundError as e:
+            raise InfraError(f"cannot unpack {pkg.basename}: {e.filename} is missing",
+                             "install dpkg and tar") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def kernel(pin: Pin, arch: Arch) -> Kernel:
+    require_locked(pin)
+    pkg = pin.package("image", arch)
+    release = pin.release(arch)
+    dest = paths.cache_dir() / "boot" / "kernels" / f"{pkg.sha256[:16]}_{release}"
+    _extract(pkg, {f"./boot/vmlinuz-{release}": arch.qemu["kernel_image"],
+                   f"./boot/System.map-{release}": "System.map",
+                   f"./boot/config-{release}": "config"}, dest)
+    return Kernel(pin, arch, release, dest / arch.qemu["kernel_image"], dest / "System.map", dest / "config")
+
+
+def busybox(pin: Pin, arch: Arch) -> Path:
+    """The static busybox of the guest arch, as locked for this pin."""
+    require_locked(pin)
+    pkg = pin.package("busybox", arch)
+    dest = paths.cache_dir() / "boot" / "busybox" / f"{pkg.sha256[:16]}_{arch.debian_arch}"
+    # ./bin/busybox before trixie, ./usr/bin/busybox since (merged /usr)
+    _extract(pkg, {"./*bin/busybox": "busybox"}, dest)
+    return dest / "busybox"
+
+
+def system_map(pin: Pin, arch: Arch) -> Path:
+    """System.map of a pinned kernel (for the lint's probe-target rules)."""
+    return kernel(pin, arch).system_map

@@ -1,0 +1,198 @@
+"""The module's functions and who calls whom, from relocations and from direct calls.
+
+Functions come from the symbol table (FUNC and NOTYPE symbols in executable sections; asm often has
+only NOTYPE labels). Calls come from the decoder's events: a call/jump with a relocation names its
+target; one without (a call to a static function in the same section) carries its target in the
+immediate. Every other relocation that lands exactly on a function's first byte takes that function's
+address: it may be called through a pointer.
+"""
+import bisect
+from dataclasses import dataclass, field
+
+from . import decode, ruledata
+from .elf import STB_LOCAL, STT_FUNC, STT_NOTYPE, STT_SECTION, Elf
+
+R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
+
+
+@dataclass
+class Function:
+    index: int
+    name: str
+    section: int
+    sec_name: str
+    start: int
+    end: int
+    aliases: list[str] = field(default_factory=list)
+    # the decoder's events inside this function, in address order
+    events: list = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name, *self.aliases]
+
+
+@dataclass
+class Call:
+    caller: int
+    addr: int
+    callee: int | None      # index of a function of this module
+    external: str | None    # name of a kernel symbol
+    tail: bool
+
+
+@dataclass
+class Graph:
+    elf: Elf
+    functions: list[Function]
+    calls: list[Call]
+    by_name: dict[str, int]
+    # function index -> where its address is taken ("section+0xoff" or "function+0xoff")
+    address_taken: dict[int, list[str]]
+    exports: set[int]
+    entries: set[int]
+    _starts: dict[int, list[int]] = field(default_factory=dict)
+    _callers: dict[int, list[Call]] | None = None
+
+    def function_at(self, sec: int, off: int) -> int | None:
+        starts = self._starts.get(sec)
+        if not starts:
+            return None
+        i = bisect.bisect_right(starts, off) - 1
+        if i < 0:
+            return None
+        f = self.functions[self._first[sec] + i]
+        return f.index if f.start <= off < max(f.end, f.start + 1) else None
+
+    def callers(self, fn: int) -> list[Call]:
+        if self._callers is None:
+            self._callers = {}
+            for c in self.calls:
+                if c.callee is not None:
+                    self._callers.setdefault(c.callee, []).append(c)
+        return self._callers.get(fn, [])
+
+    def calls_from(self, fn: int) -> list[Call]:
+        return [c for c in self.calls if c.caller == fn]
+
+    def where(self, fn: int, addr: int) -> str:
+        f = self.functions[fn]
+        return f"{f.name}+{addr - f.start:#x}"
+
+
+def _functions(elf: Elf) -> tuple[list[Function], dict[int, list[int]], dict[int, int]]:
+    per_sec: dict[int, dict[int, list]] = {}
+    for s in elf.symbols:
+        if s.type not in (STT_FUNC, STT_NOTYPE) or not s.name or not s.defined:
+            continue
+        if s.shndx >= len(elf.sections) or not elf.sections[s.shndx].executable:
+            continue
+        if s.name[0] in "$." or s.name.startswith((".L", "__pfx_", "__cfi_")):
+            continue   # mapping symbols, local labels, CFI/IBT padding
+        if s.value >= elf.sections[s.shndx].size:
+            continue
+        per_sec.setdefault(s.shndx, {}).setdefault(s.value, []).append(s)
+    functions: list[Function] = []
+    starts: dict[int, list[int]] = {}
+    first: dict[int, int] = {}
+    for sec in elf.sections:
+        if not sec.executable or sec.size == 0:
+            continue
+        entries = per_sec.get(sec.index, {})
+        if 0 not in entries:
+            entries = {0: [], **entries}    # code before the first symbol still runs: give it a name
+        offs = sorted(entries)
+        first[sec.index] = len(functions)
+        starts[sec.index] = offs
+        for i, off in enumerate(offs):
+            syms = entries[off]
+            # a FUNC, global name reads best; init_module/cleanup_module are aliases of the real ones
+            syms.sort(key=lambda s: (s.type != STT_FUNC, s.name in ("init_module", "cleanup_module"),
+                                     s.bind == STB_LOCAL, s.name))
+            name = syms[0].name if syms else f"{sec.name}+{off:#x}"
+            end = offs[i + 1] if i + 1 < len(offs) else sec.size
+            functions.append(Function(len(functions), name, sec.index, sec.name, off, end,
+                                      [s.name for s in syms[1:]]))
+    return functions, starts, first
+
+
+def build(elf: Elf) -> Graph:
+    functions, starts, first = _functions(elf)
+    g = Graph(elf, functions, [], {}, {}, set(), set(), starts)
+    g._first = first
+    for f in functions:
+        for n in f.names:
+            g.by_name.setdefault(n, f.index)
+
+    consumed: set[tuple[int, int]] = set()
+    for sec_index, offs in starts.items():
+        sec = elf.sections[sec_index]
+        relocs = {r.offset: r for r in elf.relocs.get(sec_index, ())}
+        used: set[int] = set()
+        evs = decode.events(elf, sec, relocs, used)
+        consumed.update((sec_index, o) for o in used)
+        base = first[sec_index]
+        n = len(offs)
+        i = 0
+        for ev in evs:
+            off = ev[0]
+            while i + 1 < n and offs[i + 1] <= off:
+                i += 1
+            fn = functions[base + i]
+            if ev[1] == decode.CALL:
+                target = ev[2]
+                if target[0] == "loc":
+                    _, tsec, toff = target
+                    if tsec == sec_index and fn.start <= toff < fn.end:
+                        continue       # a branch inside the function
+                    callee = g.function_at(tsec, toff)
+                    if callee is None:
+                        continue
+                    ev = (off, decode.CALL, callee, ev[3])
+                    g.calls.append(Call(fn.index, off, callee, None, ev[3]))
+                else:
+                    g.calls.append(Call(fn.index, off, None, target[1], ev[3]))
+            fn.events.append(ev)
+
+    _address_taken(g, consumed)
+    for s in elf.symbols:
+        if s.name.startswith("__ksymtab_") and s.name not in ("__ksymtab_gpl", "__ksymtab_strings"):
+            fn = g.by_name.get(s.name[len("__ksymtab_"):])
+            if fn is not None:
+                g.exports.add(fn)
+    for name in ("init_module", "cleanup_module"):
+        if name in g.by_name:
+            g.entries.add(g.by_name[name])
+    return g
+
+
+def _address_taken(g: Graph, consumed: set) -> None:
+    elf = g.elf
+    x86 = elf.machine == "EM_X86_64"
+    meta = ruledata.metadata_sections()
+    for sec_index, relocs in elf.relocs.items():
+        sec = elf.sections[sec_index]
+        if sec.name in meta:
+            continue
+        for r in relocs:
+            sym = elf.symbols[r.sym]
+            if not sym.defined or sym.shndx >= len(elf.sections):
+                continue
+            tsec = elf.sections[sym.shndx]
+            if not tsec.executable:
+                continue
+            if sec.executable and (sec_index, r.offset) in consumed:
+                continue   # a direct call, not an address
+            base = 0 if sym.type == STT_SECTION else sym.value
+            target = base + r.addend + (4 if x86 and r.type in (R_X86_64_PC32, R_X86_64_PLT32) else 0)
+            fn = g.function_at(sym.shndx, target)
+            if fn is None or g.functions[fn].start != target:
+                continue
+            if sec.executable:
+                user = g.function_at(sec_index, r.offset)
+                where = g.where(user, r.offset) if user is not None else f"{sec.name}+{r.offset:#x}"
+                if user == fn:
+                    continue   # e.g. a loop back to its own start
+            else:
+                where = f"{sec.name}+{r.offset:#x}"
+            g.address_taken.setdefault(fn, []).append(where)

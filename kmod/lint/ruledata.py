@@ -1,0 +1,104 @@
+"""The linter's data (rules/lint/*): loaded once per process, hashed into the cache key so that
+editing a data file invalidates cached results."""
+import fnmatch
+import hashlib
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from .. import paths
+
+LINT_CODE = Path(__file__).resolve().parent
+
+
+def folder() -> Path:
+    return paths.rules() / "lint"
+
+
+@cache
+def load(name: str) -> dict:
+    return tomllib.loads((folder() / f"{name}.toml").read_text())
+
+
+def rules() -> dict:
+    return load("rules")
+
+
+def severity(rule: str) -> str:
+    return rules()[rule]["severity"]
+
+
+@cache
+def fingerprint() -> str:
+    """Hash of every data file and of the linter's own code: any change means a fresh lint."""
+    h = hashlib.sha256()
+    for base in (folder(), LINT_CODE):
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and p.suffix in (".toml", ".txt", ".py"):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()[:24]
+
+
+class GlobSet:
+    """Match names against many globs with one compiled regex."""
+
+    def __init__(self, patterns, exclude=()):
+        self.rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or r"(?!)")
+        self.ex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in exclude) or r"(?!)")
+
+    def __contains__(self, name: str) -> bool:
+        return bool(self.rx.match(name)) and not self.ex.match(name)
+
+
+@cache
+def softfloat() -> GlobSet:
+    d = load("softfloat")
+    return GlobSet(d["patterns"], d.get("not_softfloat", ()))
+
+
+@cache
+def gpl_compatible() -> frozenset[str]:
+    return frozenset(load("licenses")["gpl_compatible"])
+
+
+@cache
+def metadata_sections() -> GlobSet:
+    return GlobSet(load("fpu")["metadata_sections"])
+
+
+def fpu_owner(arch_name: str) -> dict:
+    return load("fpu").get(arch_name, {}).get("owner", {"begin": [], "end": []})
+
+
+@cache
+def sleeping() -> list[tuple[GlobSet, str]]:
+    d = load("sleeping")
+    ex = d.get("not_sleeping", {}).get("names", [])
+    return [(GlobSet(e["names"], ex), e["source"]) for e in d["sleeping"]]
+
+
+def sleep_source(name: str) -> str | None:
+    for globs, source in sleeping():
+        if name in globs:
+            return source
+    return None
+
+
+@cache
+def gfp_alloc() -> dict[str, int]:
+    return dict(load("sleeping")["gfp_alloc"])
+
+
+def gfp_direct_reclaim() -> int:
+    return load("sleeping")["gfp_direct_reclaim"]
+
+
+@cache
+def gpl_only_default() -> frozenset[str]:
+    """GPL-only exports of the pinned kernels (rules/lint/gpl_only_symbols.txt, see gplonly.py)."""
+    p = folder() / "gpl_only_symbols.txt"
+    if not p.exists():
+        return frozenset()
+    return frozenset(l.split()[0] for l in p.read_text().splitlines() if l and not l.startswith("#"))

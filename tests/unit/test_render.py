@@ -1,0 +1,63 @@
+"""Rendered sources against golden files. Regenerate with KMOD_GOLDEN_RENDER=1 and review the diff."""
+import os
+from pathlib import Path
+
+import pytest
+
+from kmod import render, spec
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+PROJECT = spec.load(GOLDEN / "kmod.toml")
+REGENERATE = os.environ.get("KMOD_GOLDEN_RENDER") == "1"
+
+
+@pytest.mark.parametrize("name", sorted(PROJECT.modules))
+def test_golden(name, tmp_path):
+    sources = render.render(PROJECT.modules[name], tmp_path / name)
+    for fname in sources.files:
+        got = (tmp_path / name / fname).read_text()
+        golden = GOLDEN / name / fname
+        if REGENERATE:
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(got)
+        assert golden.exists(), f"no golden file {golden}; run with KMOD_GOLDEN_RENDER=1"
+        assert got == golden.read_text(), f"{golden} differs; regenerate with KMOD_GOLDEN_RENDER=1 and review"
+
+
+def test_portable_source_shape():
+    files = render.module_files(PROJECT.modules["multi_kprobe"])
+    c = files["multi_kprobe.c"]
+    assert "fault_handler" not in c  # removed in 5.14
+    assert "LINUX_VERSION_CODE" in c and "regs_get_kernel_argument" in c
+    assert 'MODULE_LICENSE("Dual MIT/GPL")' in c and "SPDX-License-Identifier: GPL-2.0-only OR MIT" in c
+    assert c.count(".pre_handler = kmod_pre") == 3 and ".offset = 0x4" in c
+    assert "module_param_cb(hits, &kmod_hits_ops, NULL, 0444)" in c
+    assert files["Kbuild"].strip().endswith("obj-m := multi_kprobe.o")
+
+
+def test_kretprobe_touches_only_stable_fields():
+    c = render.module_files(PROJECT.modules["openat_ret"])["openat_ret.c"]
+    assert "ri->data" in c and "regs_return_value(regs)" in c
+    for internal in ("ri->rp", "ri->task", "ri->ret_addr", "get_kretprobe(", "ri->rph"):
+        assert internal not in c
+
+
+def test_render_rewrites_only_changes(tmp_path):
+    m = PROJECT.modules["clone_probe"]
+    first = render.render(m, tmp_path)
+    c_file = tmp_path / "clone_probe.c"
+    mtime = c_file.stat().st_mtime_ns
+    (tmp_path / "stale.c").write_text("old")
+    again = render.render(m, tmp_path)
+    assert again.files == first.files and c_file.stat().st_mtime_ns == mtime
+    assert not (tmp_path / "stale.c").exists()
+
+
+def test_strict_undefined():
+    import jinja2
+    with pytest.raises(jinja2.UndefinedError):
+        render.render_text("module/Kbuild.j2")
+
+
+def test_c_string_escapes():
+    assert render.c_string('a"b\\c\n') == '"a\\"b\\\\c\\n"'
