@@ -80,6 +80,8 @@ def _lint_hook(project):
         from . import lint
     except ImportError:
         return None
+    if not hasattr(lint, "lint_paths"):
+        return None
 
     def hook(cell, rec):
         report = lint.lint_paths([project.dist / rec["ko"]], target=cell.pin.name if cell.pin else None,

@@ -1,0 +1,132 @@
+"""The build against real toolchain images: every pinned kernel and arch, real compilers, real headers."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from kmod import arch, pins
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+GOLDEN = ROOT / "tests" / "golden"
+MACHINES = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
+
+
+def kmod(*args, cwd, env=None, timeout=900):
+    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+
+
+def modinfo(ko: Path) -> dict:
+    with open(ko, "rb") as f:
+        elf = ELFFile(f)
+        data = elf.get_section_by_name(".modinfo").data()
+        machine = elf["e_machine"]
+    fields = dict(item.split("=", 1) for item in data.decode().split("\0") if "=" in item)
+    fields["machine"] = machine
+    return fields
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory, docker_client):
+    """Every golden module (kprobe, kretprobe, offsets, args, clones) on all six KDIRs, one invocation."""
+    work = tmp_path_factory.mktemp("matrix")
+    shutil.copy(GOLDEN / "kmod.toml", work / "kmod.toml")
+    proc = kmod("build", "--arch", "all", "--kernel", "all", "--module", "all", "--no-lint", cwd=work)
+    return work, proc
+
+
+def test_all_six_kdirs_build(matrix):
+    work, proc = matrix
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((work / "dist/manifest.json").read_text())
+    expected = {f"{m}/{p}/{a}" for m in ("clone_probe", "multi_kprobe", "openat_ret", "plain_ret")
+                for p in pins.names() for a in ("x86_64", "arm64")}
+    assert set(manifest["cells"]) == expected
+    assert manifest["runs"][-1]["status"] == "ok"
+    for cell_id, cell in manifest["cells"].items():
+        module, pin_name, arch_name = cell_id.split("/")
+        pin = pins.get(pin_name)
+        ko = work / "dist" / cell["ko"]
+        assert ko == work / "dist" / module / pin_name / arch_name / f"{module}.ko"
+        assert hashlib.sha256(ko.read_bytes()).hexdigest() == cell["ko_sha256"]
+        info = modinfo(ko)
+        assert info["machine"] == MACHINES[arch_name]
+        release = pin.release(arch.get(arch_name))
+        assert info["vermagic"].split()[0] == release, info["vermagic"]
+        if arch_name == "arm64":
+            assert info["vermagic"].split()[-1] == "aarch64"
+        assert info["license"] and info["name"] == module
+        assert cell["compiler"].startswith(pin.compiler) and cell["image_id"].startswith("sha256:")
+        assert cell["release"] == release and cell["seconds"]["total"] > 0
+        assert os.stat(ko).st_uid == os.getuid()
+
+
+@pytest.mark.parametrize("pin_name", ["bullseye-5.10", "trixie-6.12"])
+def test_hit_counters_are_sysfs_params(matrix, pin_name):
+    """`hits` and `symbols` are module parameters (read-only, checked at runtime by the boot test)."""
+    work, _ = matrix
+    with open(work / f"dist/multi_kprobe/{pin_name}/arm64/multi_kprobe.ko", "rb") as f:
+        modinfo_items = ELFFile(f).get_section_by_name(".modinfo").data().split(b"\0")
+    assert b"parm=hits:times each probe fired, comma-separated in probe order" in modinfo_items
+    assert b"parm=symbols:the probed symbols, in probe order" in modinfo_items
+
+
+def test_unchanged_rebuild_starts_no_container(matrix):
+    """A cache hit must not even talk to Docker: point it at a dead socket and it still succeeds."""
+    work, _ = matrix
+    proc = kmod("build", "--arch", "all", "--kernel", "all", "--module", "all", "--no-lint", cwd=work,
+                env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert proc.returncode == 0, proc.stderr
+    assert "24/24 built (24 cached)" in proc.stdout
+
+
+def test_changed_symbol_rebuilds_only_that_module(matrix):
+    work, _ = matrix
+    proc = kmod("build", "--arch", "arm64", "--kernel", "bookworm-6.1", "--module", "clone_probe",
+                "--symbol", "kernel_clone,do_exit", "--no-lint", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert "1/1 built (0 cached)" in proc.stdout
+    raw = (work / "dist/clone_probe/bookworm-6.1/arm64/clone_probe.ko").read_bytes()
+    assert b"do_exit\0" in raw
+
+
+def test_reproducible_across_checkout_paths(tmp_path, docker_client):
+    shas = []
+    for where in ("first/checkout", "second/elsewhere/deeper"):
+        d = tmp_path / where
+        d.mkdir(parents=True)
+        shutil.copy(GOLDEN / "kmod.toml", d / "kmod.toml")
+        proc = kmod("build", "--arch", "arm64,x86_64", "--kernel", "trixie-6.12", "--module", "openat_ret",
+                    "--no-lint", cwd=d)
+        assert proc.returncode == 0, proc.stderr
+        shas.append([hashlib.sha256((d / f"dist/openat_ret/trixie-6.12/{a}/openat_ret.ko").read_bytes()).hexdigest()
+                     for a in ("arm64", "x86_64")])
+    assert shas[0] == shas[1]
+
+
+def test_seed_sample_explained_on_6_1_and_builds_on_5_10(docker_client):
+    proc = kmod("build", "--module", "seed_kprobe", "--kernel", "bookworm-6.1,bullseye-5.10",
+                "--arch", "x86_64", "--no-lint", cwd=ROOT)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "FAILED seed_kprobe/bookworm-6.1/x86_64" in proc.stderr
+    assert "has no member named 'fault_handler'" in proc.stderr
+    assert "why: struct kprobe has no fault_handler since Linux 5.14" in proc.stderr
+    assert "seed_kprobe/bullseye-5.10/x86_64" not in proc.stderr.split("FAILED", 1)[1]
+    assert (ROOT / "dist/seed_kprobe/bullseye-5.10/x86_64/seed_kprobe.ko").is_file()
+
+
+def test_gpl_only_symbol_from_non_gpl_module_explained(tmp_path, docker_client):
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "proprietary"\nlicense = "Proprietary"\n'
+                                        'symbols = ["kernel_clone"]\n')
+    proc = kmod("build", "--kernel", "bookworm-6.1", "--arch", "x86_64", "--no-lint", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "GPL-only symbol 'register_kprobe'" in proc.stderr
+    assert "why: register_kprobe is exported GPL-only" in proc.stderr
