@@ -1,0 +1,102 @@
+"""DKMS packages (.deb, .rpm, source tarball) of the modules in a spec, in dist/packages/.
+
+Everything that can be refused is refused before anything is written: names and versions, the
+[package.MODULE] options, the signing paths, missing tools, and a module whose last build or lint
+failed (unless force). Then each format is built from one Payload (payload.py)."""
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildFailed, UserError
+from ..manifest import Manifest
+from ..spec import Module, Project
+from . import deb, dkms, rpm, tarball, tools
+from . import payload as payloadmod
+
+FORMATS = {"deb": deb, "rpm": rpm, "tarball": tarball}
+TOOLS = {"deb": "dpkg-deb", "rpm": "rpmbuild"}
+
+
+@dataclass
+class Built:
+    module: str
+    format: str
+    path: Path
+    seconds: float
+    lintian: list[str] = field(default_factory=list)
+
+
+def parse_formats(text: str) -> list[str]:
+    names = [f.strip() for f in (text or "deb,rpm,tarball").split(",") if f.strip()]
+    for n in names:
+        if n not in FORMATS:
+            raise UserError(f"unknown package format {n!r}", f"choose from: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def failures(project: Project, module: Module) -> list[str]:
+    """Why the manifest says this module's last build or lint failed (empty when it did not)."""
+    manifest = Manifest(project.dist / "manifest.json")
+    why = []
+    for cell_id, rec in sorted(manifest.cells.items()):
+        if cell_id.split("/", 1)[0] != module.name:
+            continue
+        lint_errors = [f for f in rec.get("lint") or [] if f.get("severity") == "error"]
+        if rec.get("result") == "failed" or lint_errors:
+            what = f"lint {lint_errors[0].get('rule', '')}" if lint_errors else "build"
+            why.append(f"{cell_id} ({what} failed)")
+    return why
+
+
+def check_manifest(project: Project, modules: list[Module], force: bool) -> None:
+    for m in modules:
+        bad = failures(project, m)
+        if bad and not force:
+            more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
+            raise UserError(f"refusing to package {m.name}: its last build failed for {', '.join(bad[:2])}{more}",
+                            "fix and rebuild (`invoke build`), or pass --force to package it anyway")
+
+
+def package(project: Project, modules: list[Module], formats: list[str], force: bool = False,
+            signing: dkms.Signing | None = None, lint: bool = True, out_dir: Path | None = None,
+            log=lambda s: None) -> list[Built]:
+    for f in formats:
+        if f in TOOLS:
+            tools.require(TOOLS[f], f"to build the .{f}")
+    if lint and "deb" in formats:
+        tools.require("lintian", "to check the .deb; or pass --no-lintian")
+    check_manifest(project, modules, force)
+    payloads = [payloadmod.build(project, m, signing) for m in modules]  # every refusal happens here
+    out_dir = Path(out_dir or project.dist / "packages")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_root = project.dist / ".work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="package.", dir=work_root))
+    built = []
+    try:
+        for p in payloads:
+            for f in formats:
+                start = time.monotonic()
+                path = FORMATS[f].build(p, out_dir, work)
+                built.append(Built(p.module.name, f, path, time.monotonic() - start))
+                log(f"{p.module.name}: {path}")
+                if f == "deb" and lint:
+                    built[-1].lintian = run_lintian(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return built
+
+
+def run_lintian(path: Path) -> list[str]:
+    """lintian's tags for a .deb; an error tag fails the packaging (exit 2)."""
+    import subprocess
+    exe = tools.require("lintian")
+    proc = subprocess.run([exe, "--no-cfg", "--tag-display-limit", "0", str(path)], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/tmp"})
+    tags = [ln for ln in proc.stdout.splitlines() if ln[:2] in ("E:", "W:", "I:", "P:", "X:")]
+    errors = [t for t in tags if t.startswith("E:")]
+    if errors or proc.returncode not in (0, 1) and not tags:
+        raise BuildFailed(f"lintian rejects {path.name}: {' | '.join(errors[:3]) or proc.stderr.strip()[-200:]}")
+    return tags

@@ -1,0 +1,199 @@
+"""dkms.conf and the DKMS source tree /usr/src/NAME-VERSION/ (dkms.conf, the rendered sources, a Makefile).
+
+dkms reads dkms.conf in three passes (kmod/package/README in docs/packaging.md has the detail): bash sources
+the file, an unquoted `eval echo` re-emits every value inside double quotes, and bash sources that
+again. A value therefore has to survive two double-quoted evaluations and one word split + glob. We
+escape `\\ " $ \\`` for both passes, let through only references to the variables dkms defines for a
+dkms.conf (${kernelver} and friends), and refuse what cannot survive the middle pass (glob characters,
+runs of whitespace, control characters) instead of guessing.
+"""
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import arch as archmod
+from .. import render
+from ..errors import UserError
+from ..spec import Module, Project
+
+SRC_PREFIX = "usr/src"
+# Variables dkms sets before it sources dkms.conf; a directive may refer to them as ${name}.
+DKMS_VARIABLES = ("kernelver", "arch", "kernel_source_dir", "dkms_tree", "source_tree", "module",
+                  "module_version")
+VAR_RE = re.compile(r"\$\{(" + "|".join(DKMS_VARIABLES) + r")\}")
+UNSAFE_RE = re.compile(r"[*?\[\]\x00-\x1f\x7f]|\s\s")
+# Oldest dkms that understands each directive we may write (Debian versions, as dh_dkms bumps them).
+DKMS_MIN = {"BUILD_EXCLUSIVE_CONFIG": "3.0.3-4~", "BUILD_EXCLUSIVE_KERNEL_MIN": "3.0.11",
+            "BUILD_EXCLUSIVE_KERNEL_MAX": "3.0.11"}
+DKMS_BASELINE = "2.1.0.0"  # /usr/lib/dkms/common.postinst
+# What a [package.MODULE] table in kmod.toml may set, and the dkms.conf directive each becomes.
+OPTIONS = {"make": "MAKE[0]", "pre_build": "PRE_BUILD", "post_build": "POST_BUILD",
+           "build_exclusive_kernel": "BUILD_EXCLUSIVE_KERNEL",
+           "build_exclusive_kernel_min": "BUILD_EXCLUSIVE_KERNEL_MIN",
+           "build_exclusive_kernel_max": "BUILD_EXCLUSIVE_KERNEL_MAX",
+           "maintainer": None, "homepage": None}
+KERNEL_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,2}$")
+MAINTAINER_RE = re.compile(r"^[A-Za-z0-9 .,'_-]{1,80} <[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>$")
+HOMEPAGE_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!&'()+,;=%-]{1,200}$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
+DEFAULT_MAINTAINER = "kmod packager <kmod@packages.invalid>"  # set yours in [package.MODULE]
+
+
+@dataclass(frozen=True)
+class Signing:
+    """Paths ON THE TARGET MACHINE of the MOK key and certificate dkms signs with. Only paths are
+    written anywhere; the key's content is never read."""
+    key: str
+    cert: str
+
+    @classmethod
+    def from_flags(cls, key: str, cert: str) -> "Signing | None":
+        if not key and not cert:
+            return None
+        if not (key and cert):
+            raise UserError("--sign-key and --sign-cert go together",
+                            "give both: the paths of the MOK key and certificate on the target machine")
+        for flag, value in (("--sign-key", key), ("--sign-cert", cert)):
+            if not PATH_RE.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
+                raise UserError(f"{flag} {value!r} is not a plain absolute path",
+                                "use an absolute path of letters, digits and . _ / + - (it names the file "
+                                "on the target machine; the file is never copied)")
+        return cls(key, cert)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-module packaging settings from an optional [package.MODULE] table in kmod.toml."""
+    directives: dict = field(default_factory=dict)  # dkms.conf name -> raw value
+    maintainer: str = DEFAULT_MAINTAINER
+    homepage: str = ""
+
+
+def dkms_quote(value: str, what: str = "value") -> str:
+    """A dkms.conf value, double-quoted, that arrives at dkms exactly as written (see module doc)."""
+    if not isinstance(value, str) or UNSAFE_RE.search(value) or value != value.strip():
+        raise UserError(f"{what} {value!r} cannot be written to dkms.conf safely",
+                        "dkms re-reads values through an unquoted echo: no * ? [ ], control characters, "
+                        "tabs, double spaces or leading/trailing spaces; put complex logic in a script")
+    out, pos = [], 0
+    for m in VAR_RE.finditer(value):
+        out.append(_escape_twice(value[pos:m.start()]))
+        out.append(m.group(0))  # expanded by the first pass to a value dkms made (a release, a path)
+        pos = m.end()
+    out.append(_escape_twice(value[pos:]))
+    return '"' + "".join(out) + '"'
+
+
+def _escape_twice(text: str) -> str:
+    once = re.sub(r'([\\"$`])', r"\\\1", text)
+    return re.sub(r'([\\"$`])', r"\\\1", once)
+
+
+def options_for(project: Project, module: Module) -> Options:
+    try:
+        data = tomllib.loads(project.path.read_text()).get("package", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        data = {}  # spec.load read the same file a moment ago; nothing new to report
+    raw = data.get(module.name, {}) if isinstance(data, dict) else {}
+    if not isinstance(raw, dict):
+        raise UserError(f"[package.{module.name}] in {project.path.name} must be a table")
+    return parse_options(module.name, raw)
+
+
+def parse_options(name: str, raw: dict) -> Options:
+    unknown = set(raw) - set(OPTIONS)
+    if unknown:
+        raise UserError(f"[package.{name}]: unknown key(s) {', '.join(sorted(unknown))}",
+                        f"known keys: {', '.join(sorted(OPTIONS))}")
+    directives = {}
+    for key, directive in OPTIONS.items():
+        if directive is None or key not in raw:
+            continue
+        value = raw[key]
+        if key.startswith("build_exclusive_kernel_m") and (not isinstance(value, str)
+                                                           or not KERNEL_VERSION_RE.fullmatch(value)):
+            raise UserError(f"[package.{name}] {key} = {value!r} is not a kernel version", 'e.g. "6.1"')
+        dkms_quote(value, f"[package.{name}] {key}")  # refuse now, before anything is written
+        directives[directive] = value
+    maintainer = raw.get("maintainer", DEFAULT_MAINTAINER)
+    if not isinstance(maintainer, str) or not MAINTAINER_RE.fullmatch(maintainer):
+        raise UserError(f"[package.{name}] maintainer {maintainer!r} is invalid", 'use "Full Name <user@host>"')
+    homepage = raw.get("homepage", "")
+    if homepage and (not isinstance(homepage, str) or not HOMEPAGE_RE.fullmatch(homepage)):
+        raise UserError(f"[package.{name}] homepage {homepage!r} is not an http(s) URL")
+    return Options(directives, maintainer, homepage)
+
+
+def uname_machine(arch: archmod.Arch) -> str:
+    """dkms matches BUILD_EXCLUSIVE_ARCH against `uname -m`: the first word of the GNU triplet."""
+    return arch.gnu_triplet.split("-", 1)[0]
+
+
+def exclusive_arch(module: Module) -> str:
+    if not module.arches:
+        return ""
+    machines = sorted({uname_machine(archmod.get(a)) for a in module.arches})
+    return "^(" + "|".join(re.escape(m) for m in machines) + ")$"
+
+
+def own_makefile(files: dict[str, bytes]) -> bool:
+    """True when we add our Makefile; a hand-written source with its own Makefile keeps it."""
+    return "Makefile" not in files
+
+
+def conf_directives(module: Module, opts: Options, files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(directive, already-quoted value) in the order they are written."""
+    pairs = [("PACKAGE_NAME", f'"{module.package_name}"'), ("PACKAGE_VERSION", f'"{module.version}"'),
+             ("BUILT_MODULE_NAME[0]", f'"{module.name}"'), ("DEST_MODULE_LOCATION[0]", '"/updates/dkms"'),
+             ("AUTOINSTALL", '"yes"'), ("BUILD_EXCLUSIVE_CONFIG", '"CONFIG_KPROBES"')]
+    arch_re = exclusive_arch(module)
+    if arch_re:
+        # Our own regex: ^ ( | ) $ only, no glob characters; quoted once is enough, twice is harmless.
+        pairs.append(("BUILD_EXCLUSIVE_ARCH", '"' + _escape_twice(arch_re) + '"'))
+    directives = dict(opts.directives)
+    if "MAKE[0]" not in directives and own_makefile(files):
+        # dkms prefixes "make" with -jN KERNELRELEASE=<the kernel it builds for>; our Makefile needs both.
+        directives["MAKE[0]"] = "make KDIR=${kernel_source_dir}"
+    for key in ("MAKE[0]", "PRE_BUILD", "POST_BUILD", "BUILD_EXCLUSIVE_KERNEL", "BUILD_EXCLUSIVE_KERNEL_MIN",
+                "BUILD_EXCLUSIVE_KERNEL_MAX"):
+        if key in directives:
+            pairs.append((key, dkms_quote(directives[key], key)))
+    return pairs
+
+
+def dkms_dependency(pairs: list[tuple[str, str]]) -> str:
+    """The oldest dkms (Debian version) that understands every directive written."""
+    from ..debversion import compare
+    need = DKMS_BASELINE
+    for key, _ in pairs:
+        v = DKMS_MIN.get(key)
+        if v and compare(v, need) > 0:
+            need = v
+    return need
+
+
+def dkms_conf(module: Module, opts: Options, files: dict[str, bytes]) -> str:
+    return render.render_text("package/dkms.conf.j2", m=module, pairs=conf_directives(module, opts, files))
+
+
+def framework_conf(signing: Signing) -> str:
+    return render.render_text("package/framework.conf.j2", key=dkms_quote(signing.key, "--sign-key"),
+                              cert=dkms_quote(signing.cert, "--sign-cert"))
+
+
+def source_dir(module: Module) -> str:
+    return f"{SRC_PREFIX}/{module.package_name}-{module.version}"
+
+
+def source_tree(module: Module, opts: Options, files: dict[str, bytes]) -> dict[str, bytes]:
+    """Relative path below /usr/src/NAME-VERSION -> content."""
+    tree = dict(files)
+    if own_makefile(files):
+        tree["Makefile"] = render.render_text("package/Makefile.j2", m=module).encode()
+    tree["dkms.conf"] = dkms_conf(module, opts, files).encode()
+    return dict(sorted(tree.items()))
+
+
+def read_sources(src_dir: Path, names) -> dict[str, bytes]:
+    return {n: (Path(src_dir) / n).read_bytes() for n in sorted(names)}

@@ -1,0 +1,46 @@
+"""NAME-dkms-VERSION-1.noarch.rpm with rpmbuild from a prepared tree; %post/%preun drive dkms with
+--rpm_safe_upgrade. Reproducible: SOURCE_DATE_EPOCH is the build time and clamps every mtime."""
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .. import atomic, render
+from . import tools
+from .payload import Payload, write_tree
+
+
+def file_name(p: Payload) -> str:
+    return f"{p.package}-{p.version}-1.noarch.rpm"
+
+
+def spec_text(p: Payload) -> str:
+    top = "usr/src"
+    dirs = [f"/{d}" for d in p.dirs(top) if d != top]
+    return render.render_text(
+        "package/spec.j2", m=p.module, package=p.package, version=p.version, summary=p.summary,
+        description=p.description, license=p.licenses[0], homepage=p.options.homepage, dkms_name=p.dkms_name,
+        dirs=dirs, files=list(p.files), maintainer=p.options.maintainer, spec_file=p.spec_file,
+        rpm_date=time.strftime("%a %b %d %Y", time.gmtime(p.epoch)))
+
+
+def build(p: Payload, out_dir: Path, work_root: Path) -> Path:
+    rpmbuild = tools.require("rpmbuild", "to build the .rpm")
+    work = Path(tempfile.mkdtemp(prefix="rpm.", dir=work_root))
+    write_tree(work / "SOURCES" / "root", p.files, p.epoch)
+    spec = work / "SPECS" / f"{p.package}.spec"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(spec_text(p))
+    defines = {"_topdir": str(work), "_buildhost": "kmod", "_binary_payload": "w9.gzdio",
+               "use_source_date_epoch_as_buildtime": "1", "clamp_mtime_to_source_date_epoch": "1",
+               "source_date_epoch_from_changelog": "0", "_rpmfilename": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
+               "_tmppath": str(work / "tmp"), "_dbpath": str(work / "db")}
+    (work / "tmp").mkdir()
+    argv = [rpmbuild, "-bb", "--nodeps", "--quiet"]
+    for k, v in defines.items():
+        argv += ["--define", f"{k} {v}"]
+    tools.run([*argv, str(spec)], env={"SOURCE_DATE_EPOCH": str(p.epoch)}, what="rpmbuild")
+    dest = out_dir / file_name(p)
+    atomic.copy_file(work / "RPMS" / file_name(p), dest)
+    os.chmod(dest, 0o644)
+    return dest

@@ -1,0 +1,32 @@
+"""`invoke package`: DKMS .deb, .rpm and source tarball in dist/packages/."""
+from invoke import task
+
+from ..tasks import COMMON_HELP, cli_errors
+
+
+@task(help={"module": COMMON_HELP["module"], "spec": COMMON_HELP["spec"],
+            "format": "deb, rpm, tarball or a comma list (default: all three)",
+            "force": "package even when the manifest says the module's last build or lint failed",
+            "sign_key": "path ON THE TARGET MACHINE of the MOK private key dkms signs with (never copied)",
+            "sign_cert": "path ON THE TARGET MACHINE of the matching MOK certificate",
+            "lintian": "run lintian on the .deb (default; --no-lintian skips it)"})
+@cli_errors
+def package(c, module="", format="", force=False, sign_key="", sign_cert="", spec="", lintian=True):
+    """Build DKMS packages (.deb, .rpm, .tar.gz) of modules into dist/packages/."""
+    from .. import spec as specmod
+    from . import dkms
+    from . import package as run
+    from . import parse_formats
+    project = specmod.load(specmod.find(spec or None))
+    modules = project.select(module or None)
+    formats = parse_formats(format)
+    signing = dkms.Signing.from_flags(sign_key, sign_cert)
+    for b in run(project, modules, formats, force=force, signing=signing, lint=lintian):
+        note = ""
+        if b.lintian:
+            warnings = sum(t.startswith("W:") for t in b.lintian)
+            note = f" (lintian: {warnings} warning(s), no errors)"
+        print(f"{b.module} {b.format}: {b.path} [{b.seconds:.2f}s]{note}")
+
+
+TASKS = [package]
