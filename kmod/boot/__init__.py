@@ -1,0 +1,254 @@
+"""Boot tests: each built cell (module x pinned kernel x arch) is loaded into the very kernel it was
+built for, on its own arch, in QEMU: insmod, probes registered, probes fire, rmmod, kernel healthy.
+
+    initramfs.py  busybox + module + rendered /init, as a cpio archive
+    kernel.py     the pinned kernel image and busybox, fetched and unpacked once into the cache
+    qemu.py       argv from the arch data, KVM or TCG, hard timeout, no VM left behind
+    verdict.py    the console -> pass / fail (with the step) / error
+    junit.py      JUnit XML for CI
+    probemap.py   the kernel's own symbol table and kprobe blacklist, per pin (for the lint)
+"""
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import arch as archmod
+from .. import atomic
+from .. import pins as pinsmod
+from ..errors import InfraError, UserError
+from ..manifest import Manifest
+from ..progress import Progress
+from . import initramfs, junit, kernel, qemu, verdict
+
+EXIT_PASS, EXIT_ERROR, EXIT_FAIL = 0, 1, 2
+
+
+@dataclass
+class Target:
+    """One cell to boot-test."""
+    module: object            # kmod.spec.Module
+    pin: pinsmod.Pin
+    arch: archmod.Arch
+    ko: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.module.name}/{self.pin.name}/{self.arch.name}"
+
+    @property
+    def probes(self) -> list[tuple[str, int]]:
+        return [(p.symbol, p.offset) for p in self.module.probes]
+
+    @property
+    def trigger(self) -> str:
+        return self.module.trigger or initramfs.default_trigger(self.module.symbols)
+
+
+@dataclass
+class Result:
+    target: Target
+    verdict: verdict.Verdict
+    seconds: dict = field(default_factory=dict)
+    console: Path | None = None
+    argv: list[str] = field(default_factory=list)
+    accel: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.target.id
+
+
+def default_jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def targets_from_manifest(project, manifest: Manifest, arches: list[archmod.Arch], pins: list[pinsmod.Pin],
+                          modules: list) -> list[Target]:
+    """The built (result ok) cells of the manifest that match the selection."""
+    wanted = {m.name: m for m in modules}
+    arch_names, pin_names = {a.name for a in arches}, {p.name for p in pins}
+    out = []
+    for cid, rec in sorted(manifest.cells.items()):
+        if (rec.get("result") != "ok" or not rec.get("ko") or rec.get("module") not in wanted
+                or rec.get("arch") not in arch_names or rec.get("kernel") not in pin_names):
+            continue
+        ko = project.dist / rec["ko"]
+        if not ko.is_file():
+            continue
+        out.append(Target(wanted[rec["module"]], pinsmod.get(rec["kernel"]), archmod.get(rec["arch"]), ko))
+    return out
+
+
+def targets_from_cells(project, cells) -> list[Target]:
+    out = []
+    for c in cells:
+        rec = c.record or {}
+        if c.pin is None or not rec.get("ko") or c.result not in ("ok", "cached"):
+            continue  # host builds (--kdir) have no pinned kernel to boot
+        out.append(Target(c.module, c.pin, c.arch, project.dist / rec["ko"]))
+    return out
+
+
+def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, ...] = (),
+             progress: Progress | None = None) -> Result:
+    """Build the initramfs, boot, judge. Never raises for a guest problem; InfraError for a host one."""
+    started = time.monotonic()
+    a = target.arch
+    k = kernel.kernel(target.pin, a)
+    bb = kernel.busybox(target.pin, a)
+    spec = initramfs.InitSpec(module=target.module.name, trigger=target.trigger,
+                              probes=tuple(f"{s}+{o:#x}" for s, o in target.probes))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    initrd = out_dir / "initramfs.cpio"
+    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec), target.ko, target.module.name))
+    accel = qemu.accel_for(a)
+    cmd = qemu.argv(a, k.image, initrd, append, accel)
+    log = out_dir / "console.log"
+    prepared = time.monotonic() - started
+    run = qemu.run(cmd, timeout, log=log, marks=(f"{initramfs.MARKER} step=init",),
+                   header=f"# reproduce: {shlex.join(cmd)}\n",
+                   on_line=(lambda ln: progress.note(target.id, ln)) if progress else None)
+    v = verdict.judge(run.lines, target.probes, target.module.name, timed_out=run.timed_out, timeout=timeout,
+                      exit_code=run.exit_code, needs_hits=not target.module.source)
+    boot_s = run.marks.get(f"{initramfs.MARKER} step=init")
+    seconds = {"prepare": round(prepared, 3), "boot": round(boot_s, 3) if boot_s is not None else None,
+               "test": round(run.seconds - boot_s, 3) if boot_s is not None else None,
+               "vm": round(run.seconds, 3), "total": round(time.monotonic() - started, 3)}
+    return Result(target, v, seconds, log, cmd, accel)
+
+
+@dataclass
+class Outcome:
+    results: list[Result]
+    errors: dict[str, str]  # cell id -> infrastructure error that kept it from booting
+
+    @property
+    def exit_code(self) -> int:
+        """0 all pass, 2 any module failed, 1 any infrastructure error (the results are incomplete)."""
+        if self.errors or any(r.verdict.status == verdict.ERROR for r in self.results):
+            return EXIT_ERROR
+        if any(r.verdict.status == verdict.FAIL for r in self.results):
+            return EXIT_FAIL
+        return EXIT_PASS
+
+    def by_id(self, cell_id: str) -> Result:
+        return next(r for r in self.results if r.id == cell_id)
+
+
+def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TIMEOUT, jobs: int | None = None,
+             append: tuple[str, ...] = (), quiet: bool = False, manifest: Manifest | None = None,
+             junit_path: Path | None = None) -> Outcome:
+    """Boot-test `targets` in parallel (one VM per core by default); results into the manifest and JUnit."""
+    if not targets:
+        raise UserError("nothing to boot-test: no built cell matches",
+                        "run `invoke build` first, or check --module/--kernel/--arch")
+    for a in {t.arch.name: t.arch for t in targets}.values():
+        qemu.require_binary(a)
+    # Longest first (by the last run's VM time), so that the cores finish together.
+    def last_vm(t: Target) -> float:
+        rec = (manifest.cell(t.id) or {}) if manifest is not None else {}
+        return ((rec.get("boot") or {}).get("seconds") or {}).get("vm") or 0.0
+    order = sorted(targets, key=last_vm, reverse=True)
+    results: dict[str, Result] = {}
+    errors: dict[str, str] = {}
+    with Progress("boot-test", [t.id for t in targets], quiet) as prog:
+        def one(t: Target):
+            prog.update(t.id, "running")
+            try:
+                r = boot_one(t, dist / t.module.name / t.pin.name / t.arch.name / "boot", timeout, append, prog)
+            except InfraError as e:
+                errors[t.id] = e.line()
+                prog.update(t.id, "error", e.message)
+                return
+            results[t.id] = r
+            if manifest is not None:
+                manifest.update_cell(t.id, boot=_record(r, dist, timeout))
+                manifest.save()
+            v = r.verdict
+            detail = (f"hits {','.join(map(str, v.hits or []))}" if v.status == verdict.PASS
+                      else f"{v.step}: {v.reason}")
+            prog.update(t.id, {"pass": "ok", "fail": "failed"}.get(v.status, "error"),
+                        f"{detail} ({r.seconds['vm']:.1f}s {r.accel})")
+
+        pool = ThreadPoolExecutor(min(jobs or default_jobs(), len(order)))
+        try:
+            for f in [pool.submit(one, t) for t in order]:
+                f.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            qemu.kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+    ordered = [results[t.id] for t in targets if t.id in results]
+    if junit_path:
+        junit.write(junit_path, ordered, errors, dist)
+    return Outcome(ordered, errors)
+
+
+def _record(r: Result, dist: Path, timeout: float) -> dict:
+    rec = r.verdict.record()
+    rec.update(seconds=r.seconds, console=_rel(r.console, dist), accel=r.accel, timeout=timeout,
+               command=shlex.join(r.argv), ko_sha256=_sha256(r.target.ko), trigger=r.target.trigger,
+               at=time.time())
+    return rec
+
+
+def _rel(path: Path | None, base: Path) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def report(outcome: Outcome, dist: Path) -> None:
+    """One line per non-passing cell, with the step, the reason and the console excerpt."""
+    results = outcome.results
+    for tid, msg in outcome.errors.items():
+        print(f"ERROR {tid}: {msg}", file=sys.stderr)
+    for r in results:
+        v = r.verdict
+        if v.status == verdict.PASS:
+            continue
+        word = "FAIL" if v.status == verdict.FAIL else "ERROR"
+        print(f"{word} {r.id} at {v.step}: {v.reason}", file=sys.stderr)
+        for line in v.excerpt[:12]:
+            print(f"    | {line}", file=sys.stderr)
+        print(f"    console: {r.console}", file=sys.stderr)
+    passed = sum(r.verdict.status == verdict.PASS for r in results)
+    print(f"{passed}/{len(results) + len(outcome.errors)} boot-tested ok, junit: {dist / 'boot-junit.xml'}",
+          file=sys.stderr)
+
+
+def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, jobs: int | None = None,
+        append: tuple[str, ...] = (), quiet: bool = False) -> int:
+    dist = project.dist
+    manifest = Manifest(dist / "manifest.json")
+    try:
+        outcome = boot_all(targets, dist, timeout, jobs, append, quiet, manifest, dist / "boot-junit.xml")
+    except KeyboardInterrupt:
+        qemu.kill_all()
+        raise
+    report(outcome, dist)
+    return outcome.exit_code
+
+
+def run_for_cells(project, cells, timeout: float | None = None, jobs: int | None = None) -> int:
+    """`invoke build --boot-test`: boot-test the cells just built. Returns the exit code."""
+    timeout = timeout or float(os.environ.get("KMOD_BOOT_TIMEOUT", qemu.DEFAULT_TIMEOUT))
+    try:
+        return run(project, targets_from_cells(project, cells), timeout, jobs)
+    except (UserError, InfraError) as e:
+        print(e.line(), file=sys.stderr)
+        return e.exit_code

@@ -1,0 +1,131 @@
+"""The boot-test initramfs: busybox-static of the guest arch, the module under test and a rendered
+/init, written as an uncompressed cpio (newc) archive by this code alone: no root, no mknod, no cpio
+tool, same bytes for the same inputs (mtime 0, uid 0)."""
+import io
+import shlex
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+from .. import paths
+
+# Steps the /init reports, in the order it runs them. The verdict parser attributes a console line
+# to the step in progress when it appeared, so this order is part of the contract with init.sh.j2.
+STEPS = ("init", "mount", "insmod", "kprobes", "trigger", "hits", "rmmod", "taint", "done")
+MARKER = "KMODBOOT"
+MODULE_DIR = "/kmod"
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates() / "boot")),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["sh"] = shlex.quote
+    env.globals.update(marker=MARKER, steps=STEPS)
+    return env
+
+
+@cache
+def trigger_table() -> dict:
+    """templates/boot/triggers.toml: symbol -> shell command that makes it run."""
+    return tomllib.loads((paths.templates() / "boot" / "triggers.toml").read_text())
+
+
+def default_trigger(symbols: list[str]) -> str:
+    """The workload that runs every probed symbol the tool knows, or the generic one for the rest."""
+    table = trigger_table()
+    known, commands = table["symbols"], []
+    for sym in symbols:
+        base = sym.split(".", 1)[0]  # kernel_clone.cold -> kernel_clone
+        cmd = known.get(sym) or known.get(base) or table["generic"]
+        if cmd not in commands:
+            commands.append(cmd)
+    return "; ".join(commands or [table["generic"]])
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """What /init does; rendered by templates/boot/init.sh.j2."""
+    module: str = ""                # module name (the .ko is /kmod/NAME.ko); "" boots without one
+    trigger: str = ""
+    probes: tuple[str, ...] = ()    # for the reader of the console only; the host checks them
+    dumps: tuple[tuple[str, str], ...] = field(default=())  # (name, guest path) to print gzip+base64
+
+
+def render_init(spec: InitSpec) -> str:
+    return _env().get_template("init.sh.j2").render(s=spec, module_dir=MODULE_DIR)
+
+
+class Cpio:
+    """A newc archive being written. Device nodes and modes are written as data: no privileges needed."""
+
+    def __init__(self):
+        self.buf = io.BytesIO()
+        self.ino = 1
+        self.names: set[str] = set()
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), nlink=1):
+        name = name.lstrip("/") or "."
+        self.names.add(name)
+        fields = [self.ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0]
+        self.ino += 1
+        hdr = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        self.buf.write(hdr + b"\0" * (-len(hdr) % 4))
+        self.buf.write(data + b"\0" * (-len(data) % 4))
+
+    def dir(self, name: str, mode=0o755):
+        self._entry(name, stat.S_IFDIR | mode, nlink=2)
+
+    def file(self, name: str, data: bytes, mode=0o644):
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str):
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int, mode=0o600):
+        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0, nlink=1)
+        data = self.buf.getvalue()
+        return data + b"\0" * (-len(data) % 512)
+
+
+def build(busybox: Path, init_script: str, ko: Path | None = None, module: str = "") -> bytes:
+    """The whole initramfs as bytes. busybox applets are linked by /init at run time (the guest
+    binary cannot run here to list them)."""
+    c = Cpio()
+    for d in ("/", "/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/root", MODULE_DIR):
+        c.dir(d)
+    # The kernel opens /dev/console before /init runs, before devtmpfs is mounted.
+    c.chardev("/dev/console", 5, 1)
+    c.file("/bin/busybox", Path(busybox).read_bytes(), 0o755)
+    c.symlink("/bin/sh", "busybox")
+    c.file("/init", init_script.encode(), 0o755)
+    if ko:
+        c.file(f"{MODULE_DIR}/{module}.ko", Path(ko).read_bytes())
+    return c.finish()
+
+
+def listing(data: bytes) -> list[tuple[str, int, int]]:
+    """(name, mode, size) of each entry: the inverse of build(), for tests and for reading a log."""
+    out, pos = [], 0
+    while pos < len(data):
+        hdr = data[pos:pos + 110]
+        if hdr[:6] != b"070701":
+            break
+        f = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
+        mode, size, namesize = f[1], f[6], f[11]
+        name_start = pos + 110
+        name = data[name_start:name_start + namesize - 1].decode()
+        data_start = name_start + namesize + (-(110 + namesize) % 4)
+        if name == "TRAILER!!!":
+            break
+        out.append((name, mode, size))
+        pos = data_start + size + (-size % 4)
+    return out

@@ -1,0 +1,194 @@
+"""Run one VM: the argv comes from the arch data (toolchains/arch/*.toml [qemu]), KVM when /dev/kvm is
+usable for the guest arch, else TCG; a hard timeout; the process is killed on timeout, on Ctrl-C and on
+exit, and never left behind. The console is streamed line by line, timestamped, into a log file."""
+import atexit
+import fcntl
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from ..arch import Arch, get as get_arch
+from ..errors import InfraError
+
+# Kernel command line common to every boot test: no reboot on panic (QEMU exits: -no-reboot), quiet
+# until /init raises the console level itself, and /dev/kmsg writes from /init never rate-limited.
+BASE_APPEND = ("panic=-1", "oops=panic", "quiet", "loglevel=4", "printk.devkmsg=on")
+DEFAULT_TIMEOUT = 300.0  # seconds per VM: generous, TCG on a loaded 2-core machine boots in ~5 s
+KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
+
+_live: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+
+
+def _host_arch() -> Arch | None:
+    try:
+        return get_arch(platform.machine())
+    except Exception:
+        return None
+
+
+@cache
+def kvm_usable(arch: Arch) -> bool:
+    """True when this host can run `arch` guests under KVM: same arch, /dev/kvm creates a VM, and QEMU
+    itself starts a KVM vCPU (nested setups exist where /dev/kvm opens but the vCPU cannot be set up)."""
+    host = _host_arch()
+    if host is None or host.name != arch.name or not shutil.which(arch.qemu["binary"]):
+        return False
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fcntl.ioctl(fd, KVM_GET_API_VERSION) != 12:
+            return False
+        os.close(fcntl.ioctl(fd, KVM_CREATE_VM, 0))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    q = arch.qemu
+    probe = [q["binary"], "-machine", f"{q['machine']},accel=kvm", "-cpu", q.get("kvm_cpu", "host"),
+             "-m", "64", "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"]
+    try:
+        res = subprocess.run(probe, input=b"quit\n", capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+def accel_for(arch: Arch) -> str:
+    """KMOD_BOOT_ACCEL=tcg|kvm forces one (kvm fails loudly when unusable); default: kvm if usable."""
+    forced = os.environ.get("KMOD_BOOT_ACCEL", "").strip().lower()
+    if forced == "tcg":
+        return "tcg"
+    if forced == "kvm":
+        if not kvm_usable(arch):
+            raise InfraError(f"KMOD_BOOT_ACCEL=kvm but /dev/kvm cannot run {arch.name} guests here")
+        return "kvm"
+    if forced:
+        raise InfraError(f"KMOD_BOOT_ACCEL={forced!r} is not tcg or kvm")
+    return "kvm" if kvm_usable(arch) else "tcg"
+
+
+def argv(arch: Arch, kernel: Path, initrd: Path, append: list[str] | tuple[str, ...] = (),
+         accel: str = "tcg") -> list[str]:
+    q = arch.qemu
+    cpu = q.get("kvm_cpu", "host") if accel == "kvm" else q["cpu"]
+    cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *append]
+    return [q["binary"], "-machine", f"{q['machine']},accel={accel}", "-cpu", cpu,
+            "-m", str(q.get("memory", "512M")), "-smp", str(q.get("smp", 1)),
+            "-nodefaults", "-display", "none", "-no-reboot",
+            "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
+            "-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(cmdline),
+            *q.get("extra_args", [])]
+
+
+def require_binary(arch: Arch) -> str:
+    path = shutil.which(arch.qemu["binary"])
+    if not path:
+        raise InfraError(f"{arch.qemu['binary']} is not installed",
+                         "install the packages listed in tests/integration/BOOT_REQUIRES.txt")
+    return path
+
+
+@dataclass
+class Run:
+    argv: list[str]
+    exit_code: int | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+    lines: list[str] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)  # first line containing key -> seconds
+
+    @property
+    def console(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # QEMU is its own group leader (start_new_session)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def kill_all() -> None:
+    """Kill every VM still running (Ctrl-C, exit)."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        _kill(p)
+
+
+atexit.register(kill_all)
+
+
+def run(cmd: list[str], timeout: float, log: Path | None = None, marks: tuple[str, ...] = (),
+        on_line=None, header: str = "") -> Run:
+    """Run QEMU until it exits or `timeout` seconds pass. `marks`: strings whose first appearance on the
+    console is timestamped (seconds since start)."""
+    result = Run(cmd)
+    log_f = open(log, "w", encoding="utf-8", errors="replace") if log else None
+    if log_f and header:
+        log_f.write(header)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        if log_f:
+            log_f.close()
+        raise InfraError(f"cannot start {cmd[0]}: {e}") from None
+    with _live_lock:
+        _live.add(proc)
+
+    def reader():
+        pending = [m for m in marks]
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r", "")
+            now = time.monotonic() - started
+            result.lines.append(line)
+            for m in list(pending):
+                if m in line:
+                    result.marks[m] = now
+                    pending.remove(m)
+            if log_f:
+                log_f.write(line + "\n")
+            if on_line:
+                on_line(line)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        result.exit_code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        result.timed_out = True
+    except BaseException:
+        result.interrupted = True
+        raise
+    finally:
+        if proc.poll() is None:
+            _kill(proc)
+        with _live_lock:
+            _live.discard(proc)
+        t.join(timeout=5)
+        proc.stdout.close()
+        result.seconds = time.monotonic() - started
+        if log_f:
+            tail = ("\n# killed after the timeout of %.0fs\n" % timeout if result.timed_out else
+                    "\n# interrupted\n" if result.interrupted else f"\n# qemu exit code {result.exit_code}\n")
+            log_f.write(tail)
+            log_f.close()
+    return result
