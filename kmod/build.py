@@ -6,7 +6,6 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from . import atomic, diagnose, images, render
 from .errors import UserError
 from .manifest import Manifest
 from .pins import Pin, require_locked
+from .parallel import parallel
 from .progress import Progress
 from .runtime import Mount, Runtime
 from .spec import Module, Project
@@ -163,29 +163,6 @@ def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def ensure_images(cells: list[Cell], quiet: bool = False) -> dict[str, dict]:
-    """Make sure every image the cells need exists (built once per pin); returns image -> labels."""
-    from .runtime.docker import client as docker_client
-    client = docker_client()
-    needed = {c.pin.name: c.pin for c in cells if c.pin}
-    missing = [p for p in needed.values() if not images.find(client, images.tag(p))]
-    if missing:
-        rows = [f"image {p.name}" for p in missing]
-        with Progress("toolchain images", rows, quiet) as prog:
-            def one(p):
-                row = f"image {p.name}"
-                prog.update(row, "running")
-                images.ensure(p, log=lambda s: prog.note(row, s), client=client)
-                prog.update(row, "ok")
-            with ThreadPoolExecutor(len(missing)) as pool:
-                list(pool.map(one, missing))
-    labels = {}
-    for p in needed.values():
-        img = images.find(client, images.tag(p))
-        labels[images.tag(p)] = {"id": img.id, **(img.labels or {})}
-    return labels
-
-
 def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs: int | None = None,
         command: str = "", quiet: bool = False, after_build=None) -> Outcome:
     """Build `cells`, skipping cache hits. `after_build(cell, record)` may add to a fresh record
@@ -205,7 +182,8 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
     manifest.save()
     rt = runtimes.get(runtime_name)
     build_arch = images.build_arch()
-    labels = ensure_images(todo, quiet) if runtime_name == "docker" else {}
+    labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin], quiet)
+              if runtime_name == "docker" else {})
     status = "interrupted"
     try:
         with Progress("build", [c.id for c in cells], quiet) as prog:
@@ -228,9 +206,7 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
                                            f"see {rec['log']}")
                 prog.update(cell.id, rec["result"], f"{detail} ({rec['seconds']['total']:.1f}s)")
 
-            with ThreadPoolExecutor(min(jobs or default_jobs(), len(todo))) as pool:
-                for f in [pool.submit(one, c) for c in todo]:
-                    f.result()
+            parallel(one, todo, min(jobs or default_jobs(), len(todo)))
         status = "failed" if any(c.result == "failed" for c in cells) else "ok"
     finally:
         rt.cleanup()

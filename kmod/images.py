@@ -113,8 +113,8 @@ def bootstrap(client, suite: str, name: str, log) -> None:
 
 def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
     """The toolchain image tag for `pin`, built if missing."""
-    from .runtime.docker import client as docker_client
-    client = client or docker_client()
+    from .runtime import docker as rtdocker
+    client = client or rtdocker.client()
     name = tag(pin)
     if find(client, name):
         return name
@@ -129,6 +129,7 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         (staging / "install.sh").write_text(install_script(pin))
         container = client.containers.create(base, ["sh", "/kmod/debs/install.sh"], detach=True,
                                              volumes={str(staging): {"bind": "/kmod/debs", "mode": "ro"}})
+        rtdocker.track(container)
         container.start()
         compiler, lines = "", []
         for chunk in container.logs(stream=True, follow=True):
@@ -150,13 +151,31 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         return name
     finally:
         if container is not None:
-            try:
-                container.remove(force=True)
-            except Exception:
-                pass
+            rtdocker.remove(container)
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def labels(client, name: str) -> dict:
     img = find(client, name)
     return (img.labels or {}) if img else {}
+
+
+def ensure_all(client, pins: list[Pin], quiet: bool = False) -> dict[str, dict]:
+    """Make sure the images of `pins` exist, building the missing ones in parallel with progress;
+    returns image tag -> {"id": ..., labels...}."""
+    from .parallel import parallel
+    from .progress import Progress
+    needed = {p.name: p for p in pins}
+    missing = [p for p in needed.values() if not find(client, tag(p))]
+    if missing:
+        with Progress("toolchain images", [p.name for p in missing], quiet) as prog:
+            def one(p: Pin):
+                prog.update(p.name, "running")
+                ensure(p, log=lambda s: prog.note(p.name, s), client=client)
+                prog.update(p.name, "ok", tag(p))
+            parallel(one, missing, len(missing))
+    out = {}
+    for p in needed.values():
+        img = find(client, tag(p))
+        out[tag(p)] = {"id": img.id, **(img.labels or {})}
+    return out

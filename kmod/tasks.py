@@ -140,19 +140,8 @@ def toolchains(c, update=False, build=False, kernel="all", json_=False):
             print(f"{name}: locked ABI {abi}")
         selected = pinsmod.select(kernel)
     if build:
-        from .progress import Progress
         from .runtime.docker import client as docker_client
-        client = docker_client()
-        rows = [p.name for p in selected]
-        with Progress("toolchain images", rows) as prog:
-            from concurrent.futures import ThreadPoolExecutor
-
-            def one(p):
-                prog.update(p.name, "running")
-                images.ensure(pinsmod.require_locked(p), log=lambda s: prog.note(p.name, s), client=client)
-                prog.update(p.name, "ok", images.tag(p))
-            with ThreadPoolExecutor(len(rows)) as pool:
-                list(pool.map(one, selected))
+        images.ensure_all(docker_client(), [pinsmod.require_locked(p) for p in selected])
     state = _image_states(selected)
     rows = [{"kernel": p.name, "suite": p.suite, "abi": p.abi or "(not locked)", "compiler": p.compiler,
              "arches": [archmod.get(a).name for a in p.arches],

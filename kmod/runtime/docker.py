@@ -25,13 +25,36 @@ def client():
         raise InfraError(f"no Docker engine answers ({reason})", NO_ENGINE_HINT) from None
 
 
+# Every container this process started and has not removed yet: on Ctrl-C (or any error) they are
+# force-removed, which also unblocks the threads waiting on them.
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def track(container) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(container)
+
+
+def remove(container) -> None:
+    try:
+        container.remove(force=True)
+    except Exception:
+        pass  # already gone; nothing the user can act on
+    with _LIVE_LOCK:
+        _LIVE.discard(container)
+
+
+def remove_all() -> None:
+    for c in list(_LIVE):
+        remove(c)
+
+
 class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self):
         self.client = client()
-        self._live: set = set()
-        self._lock = threading.Lock()
 
     def prepare(self, image: str | None) -> None:
         import docker.errors
@@ -50,9 +73,8 @@ class DockerRuntime(Runtime):
             container = self.client.containers.create(
                 image, argv, environment=env, working_dir=workdir, volumes=volumes, user=user,
                 network_mode="bridge" if network else "none", privileged=False, detach=True,
-                security_opt=["no-new-privileges"])
-            with self._lock:
-                self._live.add(container)
+                security_opt=["no-new-privileges"], labels={"kmod.role": "build"})
+            track(container)
             container.start()
             if on_output:
                 buf = []
@@ -76,20 +98,11 @@ class DockerRuntime(Runtime):
                 raise InfraError(f"the Docker engine stopped answering: {e}", NO_ENGINE_HINT) from None
             raise
         finally:
-            if container is not None and not getattr(self, "_keep", False):
-                self._remove(container)
-
-    def _remove(self, container) -> None:
-        try:
-            container.remove(force=True)
-        except Exception:
-            pass  # already gone; nothing the user can act on
-        with self._lock:
-            self._live.discard(container)
+            if container is not None:
+                remove(container)
 
     def cleanup(self) -> None:
-        for c in list(self._live):
-            self._remove(c)
+        remove_all()
 
 
 def current_user() -> str:

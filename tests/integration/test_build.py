@@ -130,3 +130,26 @@ def test_gpl_only_symbol_from_non_gpl_module_explained(tmp_path, docker_client):
     assert proc.returncode == 2
     assert "GPL-only symbol 'register_kprobe'" in proc.stderr
     assert "why: register_kprobe is exported GPL-only" in proc.stderr
+
+
+def test_ctrl_c_removes_containers(tmp_path, docker_client):
+    import signal
+    import time
+    (tmp_path / "kmod.toml").write_text((GOLDEN / "kmod.toml").read_text())
+    proc = subprocess.Popen([sys.executable, "-m", "kmod", "build", "--module", "all", "--no-lint"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not docker_client.containers.list(filters={"label": "kmod.role=build"}):
+            assert time.monotonic() < deadline and proc.poll() is None, "no build container ever started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert docker_client.containers.list(all=True, filters={"label": "kmod.role=build"}) == []
+    manifest = json.loads((tmp_path / "dist/manifest.json").read_text())
+    assert manifest["runs"][-1]["status"] == "interrupted"

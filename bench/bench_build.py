@@ -1,0 +1,99 @@
+"""Build benchmark (issue 2), every figure a ratio against a baseline measured in this same run:
+
+  one module, one arm64 target, warm image: `invoke build` wall / raw `docker run ... make` wall
+  no-change rebuild (cache hit): wall, and proof that no container started
+  six-cell matrix on all cores: parallel wall / sum of the cells' sequential walls
+  peak RSS of the tool's own process for the six-cell matrix
+
+Run: .venv/bin/python bench/bench_build.py   (writes the "Build" section of docs/benchmarks.md)
+"""
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import machine, run, update_section, wall  # noqa: E402
+
+from kmod import arch, images, pins  # noqa: E402
+
+SPEC = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
+KMOD = [sys.executable, "-m", "kmod"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def kmod(work: Path, *args, env=None):
+    return run([*KMOD, "build", "--no-lint", *args], cwd=work, env=env or ENV)
+
+
+def fresh(work: Path) -> None:
+    shutil.rmtree(work / "dist", ignore_errors=True)
+
+
+def main() -> None:
+    pin = pins.get("bookworm-6.1")
+    arm = arch.get("arm64")
+    work = Path(tempfile.mkdtemp(prefix="kmod-bench-"))
+    (work / "kmod.toml").write_text(SPEC)
+    kmod(work, "--arch", "arm64", "--kernel", pin.name)  # warm: image built, sources rendered
+    src = work / "dist/clone_probe/src"
+    image = images.tag(pin)
+
+    def raw():
+        b = Path(tempfile.mkdtemp(dir=work))
+        shutil.copytree(src, b, dirs_exist_ok=True)
+        run(["docker", "run", "--rm", "--network", "none", "-u", f"{os.getuid()}:{os.getgid()}",
+             "-v", f"{b}:/kmod/build", image, "make", "-C", pin.kdir(arm), "M=/kmod/build",
+             *arm.make_vars(images.build_arch()), "modules"])
+        shutil.rmtree(b)
+
+    def ours():
+        fresh(work)
+        kmod(work, "--arch", "arm64", "--kernel", pin.name)
+
+    raw_wall, our_wall = wall(raw, 5), wall(ours, 5)
+
+    # Cache hit: the engine is unreachable on purpose, so success proves no container started.
+    dead = {**ENV, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    hit_wall = wall(lambda: kmod(work, "--arch", "arm64", "--kernel", pin.name, env=dead), 5)
+    floor_wall = wall(lambda: run([sys.executable, "-c", "import invoke"]), 5)
+
+    cells = [(p.name, a) for p in pins.all_pins().values() for a in ("x86_64", "arm64")]
+    sequential = 0.0
+    for p, a in cells:
+        fresh(work)
+        t = time.perf_counter()
+        kmod(work, "--arch", a, "--kernel", p)
+        sequential += time.perf_counter() - t
+    fresh(work)
+    t = time.perf_counter()
+    proc = subprocess.Popen([*KMOD, "build", "--no-lint", "--arch", "all", "--kernel", "all"], cwd=work, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    parallel = time.perf_counter() - t
+    assert status == 0, "six-cell build failed"
+    peak_mib = usage.ru_maxrss / 1024
+    shutil.rmtree(work, ignore_errors=True)
+
+    body = f"""Measured {time.strftime('%Y-%m-%d')} on {machine()} with `python bench/bench_build.py`.
+
+| measure | value | target |
+|---|---|---|
+| one module, arm64, warm image: `invoke build` / raw `docker run make` | {our_wall:.2f} s / {raw_wall:.2f} s = **{our_wall / raw_wall:.2f}x** | <= 1.3x |
+| no-change rebuild (cache hit, engine unreachable: no container) | **{hit_wall:.2f} s** (bare `import invoke`: {floor_wall:.2f} s) | <= 0.3 s |
+| six-cell matrix, {os.cpu_count()} cores: parallel / sum of sequential | {parallel:.1f} s / {sequential:.1f} s = **{parallel / sequential:.2f}x** | <= 0.65x |
+| peak RSS of the tool's process, six-cell matrix | **{peak_mib:.0f} MiB** | < 200 MiB |
+"""
+    update_section("Build", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
