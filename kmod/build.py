@@ -127,7 +127,10 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
                "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
                "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
-                                           "pin_abi": cell.pin.abi if cell.pin else ""},
+                                           "pin_abi": cell.pin.abi if cell.pin else "",
+                                           "pin_packages": {p.basename: p.sha256 for p in cell.pin.packages
+                                                            if p.role in images.IMAGE_ROLES}
+                                           if cell.pin else {}},
                "image": cell.image, "log": str(log_path.relative_to(dist)),
                "seconds": {"container": round(res.seconds, 3)}}
         if res.exit_code == 0 and ko.is_file():

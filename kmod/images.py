@@ -46,8 +46,11 @@ def install_script(pin: Pin) -> str:
                               kdirs=[pin.kdir(a) for a in arches])
 
 
+IMAGE_ROLES = ("headers-common", "kbuild", "headers")  # the locked packages an image is made of
+
+
 def image_debs(pin: Pin):
-    return [p for p in pin.packages if p.role in ("headers-common", "kbuild", "headers")]
+    return [p for p in pin.packages if p.role in IMAGE_ROLES]
 
 
 def inputs_hash(pin: Pin) -> str:

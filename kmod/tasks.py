@@ -152,13 +152,13 @@ def toolchains(c, update=False, build=False, kernel="all", json_=False):
     from rich.console import Console
     from rich.table import Table
     t = Table(box=None)
-    for col in ("kernel", "suite", "ABI", "compiler", "arches", "image"):
-        t.add_column(col)
+    for col in ("kernel", "suite", "ABI", "compiler", "arches", "image", "state"):
+        t.add_column(col, no_wrap=True)
+    states = {True: "[green]built[/]", False: "[yellow]not built[/]", None: "[dim]no engine[/]"}
     for r in rows:
-        built = {True: "[green]built[/]", False: "[yellow]not built[/]", None: "[dim]engine not reachable[/]"}
         t.add_row(r["kernel"], r["suite"], r["abi"], r["compiler"], ",".join(r["arches"]),
-                  f"{r['image']} {built[r['image_built']]}")
-    Console().print(t)
+                  r["image"].split(":", 1)[-1], states[r["image_built"]])
+    Console(width=max(120, Console().width)).print(t)
 
 
 def _image_states(selected) -> dict:
