@@ -179,16 +179,16 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
             c.result, c.record = "cached", manifest.cell(c.id)
     if not todo:
         return Outcome(cells, manifest)
+    rt = runtimes.get(runtime_name)  # no engine: fail before touching the manifest
+    build_arch = images.build_arch()
     manifest.start_run(command)
     for c in todo:
         manifest.update_cell(c.id, result="pending", key=c.key)
     manifest.save()
-    rt = runtimes.get(runtime_name)
-    build_arch = images.build_arch()
-    labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin], quiet)
-              if runtime_name == "docker" else {})
     status = "interrupted"
     try:
+        labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin], quiet)
+                  if runtime_name == "docker" else {})
         with Progress("build", [c.id for c in cells], quiet) as prog:
             for c in cells:
                 if c.result == "cached":
