@@ -185,7 +185,6 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
     for c in todo:
         manifest.update_cell(c.id, result="pending", key=c.key)
     manifest.save()
-    status = "interrupted"
     try:
         labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin], quiet)
                   if runtime_name == "docker" else {})
@@ -211,6 +210,12 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
 
             parallel(one, todo, min(jobs or default_jobs(), len(todo)))
         status = "failed" if any(c.result == "failed" for c in cells) else "ok"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "error"
+        raise
     finally:
         rt.cleanup()
         manifest.finish_run(status)
