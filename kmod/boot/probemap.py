@@ -1,0 +1,158 @@
+"""The kernel probe map: a pinned kernel booted with no module dumps /proc/kallsyms and
+/sys/kernel/debug/kprobes/blacklist, cached per pin and arch. It is the kernel's own truth: it knows the
+symbols of built-in code the way the running kernel names them and what kprobes refuses, which
+System.map cannot show. The lint's probe-target rules read it through load() when it is there."""
+import base64
+import gzip
+import json
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from .. import atomic, paths
+from ..arch import Arch
+from ..errors import InfraError
+from ..pins import Pin, require_locked
+from ..progress import Progress
+from . import initramfs, kernel, qemu
+
+DUMPS = (("kallsyms", "/proc/kallsyms"), ("blacklist", "/sys/kernel/debug/kprobes/blacklist"))
+FUNCTION_TYPES = set("tTwW")
+FORMAT = 1
+
+
+def cache_path(pin: Pin, arch: Arch) -> Path:
+    require_locked(pin)
+    pkg = pin.package("image", arch)
+    return paths.cache_dir() / "boot" / "probemap" / f"{pkg.sha256[:16]}_{pin.release(arch)}"
+
+
+@dataclass
+class ProbeMap:
+    dir: Path
+
+    @cached_property
+    def symbols(self) -> dict[str, str]:
+        """name -> kallsyms type letter (first one seen; built-in code only, modules are not loaded)."""
+        out: dict[str, str] = {}
+        for line in (self.dir / "kallsyms").read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3:  # built-in symbols have no [module] column
+                out.setdefault(parts[2], parts[1])
+        return out
+
+    @cached_property
+    def functions(self) -> set[str]:
+        return {name for name, t in self.symbols.items() if t in FUNCTION_TYPES}
+
+    @cached_property
+    def blacklist(self) -> set[str]:
+        """Symbols whose range kprobes refuses ("0xSTART-0xEND\tsymbol" lines)."""
+        out = set()
+        for line in (self.dir / "blacklist").read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                out.add(parts[1])
+        return out
+
+    def has(self, symbol: str) -> bool:
+        return symbol in self.symbols
+
+    def is_function(self, symbol: str) -> bool:
+        return symbol in self.functions
+
+    def blacklisted(self, symbol: str) -> bool:
+        return symbol in self.blacklist
+
+    def describe(self, symbol: str) -> str:
+        if not self.has(symbol):
+            clones = sorted(s for s in self.functions if s.startswith(symbol + "."))
+            return "not in kallsyms" + (f" (compiled as {', '.join(clones[:4])})" if clones else "")
+        if self.blacklisted(symbol):
+            return "in the kprobe blacklist: cannot be probed"
+        return f"function (type {self.symbols[symbol]})" if self.is_function(symbol) else \
+            f"not a function (type {self.symbols[symbol]})"
+
+
+def load(pin: Pin, arch: Arch) -> ProbeMap | None:
+    """The cached map of a pinned kernel, or None when `invoke probe-map` has not made it yet."""
+    d = cache_path(pin, arch)
+    return ProbeMap(d) if (d / "meta.json").is_file() else None
+
+
+def extract_dumps(lines: list[str]) -> dict[str, bytes]:
+    """The gzip+base64 blocks between KMODBOOT-BEGIN NAME and KMODBOOT-END NAME, decoded."""
+    out, current, chunks = {}, None, []
+    begin, end = f"{initramfs.MARKER}-BEGIN ", f"{initramfs.MARKER}-END "
+    for line in lines:
+        if current is None:
+            if line.startswith(begin):
+                current, chunks = line[len(begin):].strip(), []
+        elif line.startswith(end):
+            try:
+                out[current] = gzip.decompress(base64.b64decode("".join(chunks)))
+            except (ValueError, OSError, EOFError) as e:
+                raise InfraError(f"the {current} dump on the console is damaged ({e})") from None
+            current = None
+        else:
+            chunks.append(line.strip())
+    return out
+
+
+def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT) -> ProbeMap:
+    qemu.require_binary(arch)
+    k = kernel.kernel(pin, arch)
+    bb = kernel.busybox(pin, arch)
+    dest = cache_path(pin, arch)
+    work = dest.with_name(dest.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    initrd = work / "initramfs.cpio"
+    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(initramfs.InitSpec(dumps=DUMPS))))
+    cmd = qemu.argv(arch, k.image, initrd, (), qemu.accel_for(arch))
+    started = time.monotonic()
+    run = qemu.run(cmd, timeout, log=work / "console.log", header=f"# reproduce: {shlex.join(cmd)}\n")
+    dumps = extract_dumps(run.lines)
+    missing = [name for name, _ in DUMPS if name not in dumps]
+    if missing:
+        why = "timed out" if run.timed_out else f"qemu exit code {run.exit_code}"
+        raise InfraError(f"probe map of {pin.name}/{arch.name}: no {', '.join(missing)} on the console ({why})",
+                         f"see {work / 'console.log'}")
+    for name, data in dumps.items():
+        atomic.write_bytes(work / name, data)
+    atomic.write_json(work / "meta.json", {"format": FORMAT, "kernel": pin.name, "arch": arch.name,
+                                           "release": pin.release(arch), "image_sha256": pin.package("image", arch).sha256,
+                                           "seconds": round(time.monotonic() - started, 3), "at": time.time()})
+    initrd.unlink()
+    (work / "console.log").unlink()  # megabytes of base64, decoded above
+    atomic.replace_dir(work, dest)
+    return ProbeMap(dest)
+
+
+def ensure(pairs: list[tuple[Pin, Arch]], refresh: bool = False, timeout: float | None = None,
+           jobs: int | None = None, quiet: bool = False) -> list[ProbeMap]:
+    """The maps of `pairs`, booting the kernels whose map is not cached (in parallel)."""
+    timeout = timeout or qemu.DEFAULT_TIMEOUT
+    found = {(p.name, a.name): (None if refresh else load(p, a)) for p, a in pairs}
+    todo = [(p, a) for p, a in pairs if found[(p.name, a.name)] is None]
+    if todo:
+        with Progress("probe-map", [f"{p.name}/{a.name}" for p, a in todo], quiet) as prog:
+            def one(pa):
+                p, a = pa
+                row = f"{p.name}/{a.name}"
+                prog.update(row, "running")
+                m = make(p, a, timeout)
+                found[(p.name, a.name)] = m
+                prog.update(row, "ok", f"{len(m.functions)} functions, {len(m.blacklist)} blacklisted")
+            import os
+            with ThreadPoolExecutor(min(jobs or os.cpu_count() or 1, len(todo))) as pool:
+                try:
+                    for f in [pool.submit(one, pa) for pa in todo]:
+                        f.result()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    qemu.kill_all()
+                    raise
+    return [found[(p.name, a.name)] for p, a in pairs]
