@@ -60,6 +60,7 @@ def test_rpm_spec(pl):
     assert "Name:           clone-probe-dkms" in spec and "Release:        1" in spec
     assert "BuildArch:      noarch" in spec and "Requires:       dkms" in spec
     assert "dkms add -m clone-probe -v 1.2.3 --rpm_safe_upgrade" in spec
+    assert "dkms install -m clone-probe -v 1.2.3 -k \"$kver\" --rpm_safe_upgrade" in spec
     assert "dkms remove -m clone-probe -v 1.2.3 --all --rpm_safe_upgrade" in spec
     assert "%dir /usr/src/clone-probe-1.2.3" in spec and "/usr/src/clone-probe-1.2.3/dkms.conf" in spec
     assert rpm.file_name(pl) == "clone-probe-dkms-1.2.3-1.noarch.rpm"
