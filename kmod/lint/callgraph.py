@@ -52,6 +52,8 @@ class Graph:
     exports: set[int]
     entries: set[int]
     _starts: dict[int, list[int]] = field(default_factory=dict)
+    _relocs: dict[int, dict] = field(default_factory=dict)
+    call_relocs: set = field(default_factory=set)   # (section, offset) of relocations that are direct calls
     _callers: dict[int, list[Call]] | None = None
 
     def function_at(self, sec: int, off: int) -> int | None:
@@ -87,8 +89,10 @@ def _functions(elf: Elf) -> tuple[list[Function], dict[int, list[int]], dict[int
             continue
         if s.shndx >= len(elf.sections) or not elf.sections[s.shndx].executable:
             continue
-        if s.name[0] in "$." or s.name.startswith((".L", "__pfx_", "__cfi_")):
+        if s.name[0] in "$." or s.name.startswith(("__pfx_", "__cfi_")):
             continue   # mapping symbols, local labels, CFI/IBT padding
+        if s.type == STT_NOTYPE and s.bind == STB_LOCAL:
+            continue   # a label inside asm code (macro-generated loop labels), not a function
         if s.value >= elf.sections[s.shndx].size:
             continue
         per_sec.setdefault(s.shndx, {}).setdefault(s.value, []).append(s)
@@ -135,25 +139,14 @@ def build(elf: Elf) -> Graph:
         n = len(offs)
         i = 0
         for ev in evs:
-            off = ev[0]
-            while i + 1 < n and offs[i + 1] <= off:
+            while i + 1 < n and offs[i + 1] <= ev[0]:
                 i += 1
             fn = functions[base + i]
-            if ev[1] == decode.CALL:
-                target = ev[2]
-                if target[0] == "loc":
-                    _, tsec, toff = target
-                    if tsec == sec_index and fn.start <= toff < fn.end:
-                        continue       # a branch inside the function
-                    callee = g.function_at(tsec, toff)
-                    if callee is None:
-                        continue
-                    ev = (off, decode.CALL, callee, ev[3])
-                    g.calls.append(Call(fn.index, off, callee, None, ev[3]))
-                else:
-                    g.calls.append(Call(fn.index, off, None, target[1], ev[3]))
-            fn.events.append(ev)
+            ev = _resolve(g, fn, sec_index, ev, record=True)
+            if ev is not None:
+                fn.events.append(ev)
 
+    g.call_relocs = consumed
     _address_taken(g, consumed)
     for s in elf.symbols:
         if s.name.startswith("__ksymtab_") and s.name not in ("__ksymtab_gpl", "__ksymtab_strings"):
@@ -164,6 +157,72 @@ def build(elf: Elf) -> Graph:
         if name in g.by_name:
             g.entries.add(g.by_name[name])
     return g
+
+
+def _resolve(g: Graph, fn: Function, sec_index: int, ev, record: bool):
+    """Turn a decoder event into one about functions: calls name a function index (or a kernel symbol),
+    jumps into another function become tail calls, calls/jumps inside the function become branches."""
+    off, kind = ev[0], ev[1]
+    if kind == decode.BRANCH:
+        if fn.start <= ev[2] < fn.end:
+            return ev
+        callee = g.function_at(sec_index, ev[2])
+        if callee is None:
+            return (off, decode.END, None, None, ev[4])
+        mode = 2 if ev[3] else 1
+        if record:
+            g.calls.append(Call(fn.index, off, callee, None, True))
+        return (off, decode.CALL, callee, mode, ev[4])
+    if kind != decode.CALL:
+        return ev
+    target, mode = ev[2], ev[3]
+    if target[0] != "loc":
+        if record:
+            g.calls.append(Call(fn.index, off, None, target[1], mode > 0))
+        return ev
+    _, tsec, toff = target
+    if tsec == sec_index and fn.start <= toff < fn.end:
+        return None if mode == 0 else (off, decode.BRANCH, toff, mode == 2, ev[4])
+    callee = g.function_at(tsec, toff)
+    if callee is None:
+        return (off, decode.END, None, None, ev[4]) if mode == 1 else None
+    if record:
+        g.calls.append(Call(fn.index, off, callee, None, mode > 0))
+    return (off, decode.CALL, callee, mode, ev[4])
+
+
+def ensure_cfg(g: Graph, fns) -> None:
+    """Give these functions their complete control flow (x86 decodes branches lazily; see decode.py)."""
+    if g.elf.machine != "EM_X86_64":
+        return
+    by_sec: dict[int, list[Function]] = {}
+    for fn in fns:
+        f = g.functions[fn]
+        if not getattr(f, "full", False):
+            by_sec.setdefault(f.section, []).append(f)
+    for sec_index, funcs in by_sec.items():
+        sec = g.elf.sections[sec_index]
+        relocs = g._relocs.get(sec_index)
+        if relocs is None:
+            relocs = g._relocs[sec_index] = {r.offset: r for r in g.elf.relocs.get(sec_index, ())}
+        if sum(f.end - f.start for f in funcs) * 3 > sec.size:
+            ranges = [(0, sec.size)]          # most of the section: one pass is cheaper
+        else:
+            ranges = [(f.start, f.end) for f in funcs]
+        evs = []
+        for lo, hi in ranges:
+            evs.extend(decode.x86_events(g.elf, sec, relocs, set(), lo, hi, full=True))
+        evs.sort(key=lambda e: e[0])
+        starts = [f.start for f in funcs]
+        for f in funcs:
+            f.events = []
+            f.full = True
+        for ev in evs:
+            k = bisect.bisect_right(starts, ev[0]) - 1
+            if k >= 0 and funcs[k].start <= ev[0] < funcs[k].end:
+                e = _resolve(g, funcs[k], sec_index, ev, record=False)
+                if e is not None:
+                    funcs[k].events.append(e)
 
 
 def _address_taken(g: Graph, consumed: set) -> None:

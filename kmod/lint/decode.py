@@ -1,18 +1,24 @@
 """Instruction decoding per architecture, reduced to the two things the rules need: where the FP/SIMD
 instructions are, and where the direct calls and jumps go.
 
-An executable section becomes a sorted list of events:
-  (offset, FP,   text, None)        an FP/SIMD instruction ("movaps xmm0, xmmword ptr [rdi]")
-  (offset, CALL, target, is_tail)   a direct call or jump; target is ("ext", name) or ("loc", sec, off)
-Offsets are section offsets (a module is relocatable; nothing has an address yet).
+An executable section becomes a sorted list of 5-tuples (offset, kind, a, b, next):
+  FP      a = text ("movaps xmm0, xmmword ptr [rdi]")
+  CALL    a = ("ext", name) or ("loc", sec, off); b = 0 call, 1 tail jump, 2 conditional tail jump
+  BRANCH  a = target offset in this section; b = conditional?
+  END     the flow stops here (ret, indirect jump, ud2/brk)
+`next` is the offset of the following instruction. Offsets are section offsets (a module is
+relocatable: nothing has an address yet). Only these instructions are kept: enough to build each
+function's control flow for the guard analysis without holding every instruction in memory.
 """
+import ctypes
 import re
+from itertools import compress
 
 import capstone
 
 from .elf import Elf, Section
 
-FP, CALL = 0, 1
+FP, CALL, BRANCH, END = 0, 1, 2, 3
 
 # x86 relocation types that patch a rel32 of a call/jmp/jcc
 R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
@@ -22,6 +28,7 @@ R_AARCH64_JUMP26, R_AARCH64_CALL26 = 282, 283
 _X86_REG = re.compile(r"\b[xyz]?mm\d")
 # FP/SIMD state instructions that name no vector register
 _X86_SPECIAL = frozenset({"emms", "ldmxcsr", "stmxcsr", "vldmxcsr", "vstmxcsr", "vzeroupper", "vzeroall"})
+_X86_END = frozenset({"ret", "ud2", "int3", "iret", "iretq", "sysret"})
 _A64_REG = re.compile(r"\b[vqdshbz]\d{1,2}\b|\bp\d{1,2}\b|fpcr|fpsr")
 
 
@@ -33,7 +40,9 @@ def _bytes_class(pred) -> re.Pattern:
 # SIMD&FP load/store groups; op0 (bits 28:25) == 0b0010 is SVE. Both are read from the top byte of each
 # little-endian word, so a regex over `text[3::4]` finds them without decoding every instruction.
 _A64_FP_TOP = _bytes_class(lambda b: (b & 0x0C) == 0x0C or (b & 0x1E) == 0x04)
-_A64_BRANCH_TOP = _bytes_class(lambda b: (b & 0x7C) == 0x14)   # b (0x14..0x17) and bl (0x94..0x97)
+# b (0x14..0x17), bl (0x94..0x97), b.cond (0x54), cbz/cbnz/tbz/tbnz (0x34..0x37, 0xb4..0xb7),
+# ret/br/blr (0xd6), brk (0xd4: BUG())
+_A64_BRANCH_TOP = _bytes_class(lambda b: (b & 0x7C) in (0x14, 0x34) or b in (0x54, 0xD4, 0xD6))
 
 _cs_cache: dict = {}
 
@@ -59,30 +68,124 @@ def _reloc_target(elf: Elf, r, adjust: int):
     return ("loc", sym.shndx, base + r.addend + adjust)
 
 
-def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list:
-    code = elf.section_bytes(sec)
+# Reading capstone's instruction array directly: the Python wrapper builds four objects per instruction
+# (about 2.5 us each), which made decoding slower than objdump. Instead cs_disasm() fills its C array,
+# we look at the array through a memoryview, pick the few instructions that matter by instruction id
+# (calls, jumps, returns, x87/mask/MXCSR instructions) or by a vector register in the operand text
+# (one regex over the whole array), and read only those.
+_INSN = capstone._cs_insn
+_SZ = ctypes.sizeof(_INSN)
+_OFF_ADDR, _OFF_SIZE = _INSN.address.offset, _INSN.size.offset
+_OFF_MN, _OFF_OP = _INSN.mnemonic.offset, _INSN.op_str.offset
+_OP_END = _OFF_OP + 160
+_CHUNK = 32768        # instructions per cs_disasm call: bounds memory (248 bytes per instruction)
+_X86_MMREG = re.compile(rb"mm[0-9]")
+
+
+def _x86_ids():
     cs = disassembler("EM_X86_64")
+    fp, call, jmp, jcc, end = set(), set(), set(), set(), set()
+    for i in range(1, capstone.x86.X86_INS_ENDING):
+        name = cs.insn_name(i) or ""
+        if name[:1] in ("f", "k") or name in _X86_SPECIAL:
+            fp.add(i)
+        elif name == "call":
+            call.add(i)
+        elif name == "jmp":
+            jmp.add(i)
+        elif name[:1] == "j":
+            jcc.add(i)
+        elif name in _X86_END:
+            end.add(i)
+    return frozenset(fp), frozenset(call), frozenset(jmp), frozenset(jcc), frozenset(end)
+
+
+_ids = None
+
+
+def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
+               lo: int = 0, hi: int | None = None, full: bool = False) -> list:
+    """Events of [lo, hi). Without `full`, conditional jumps and returns are left out (they are most of
+    the interesting instructions and only the FPU guard analysis needs them, for a few functions:
+    it asks again with full=True); conditional tail calls are then found from their relocations."""
+    global _ids
+    if _ids is None:
+        _ids = _x86_ids()
+    fp_ids, call_ids, jmp_ids, jcc_ids, end_ids = _ids
+    interesting = fp_ids | call_ids | jmp_ids | end_ids | (jcc_ids if full else frozenset())
+    code = elf.section_bytes(sec)
+    size_total = len(code) if hi is None else min(hi, len(code))
+    cbuf = ctypes.create_string_buffer(code[lo:size_total], max(size_total - lo, 0))
+    handle = disassembler("EM_X86_64").csh
     events = []
     append = events.append
-    special = _X86_SPECIAL
-    reg = _X86_REG.search
-    pos, end = 0, len(code)
-    while pos < end:
-        last = pos
-        for addr, size, mn, op in cs.disasm_lite(code[pos:], pos):
-            c = mn[0]
-            if c == "j" or mn == "call":
-                r = relocs.get(addr + size - 4)
+    pos = lo
+    while pos < size_total:
+        arr = ctypes.POINTER(_INSN)()
+        ptr = ctypes.cast(ctypes.byref(cbuf, pos - lo), ctypes.POINTER(ctypes.c_char))
+        n = capstone._cs.cs_disasm(handle, ptr, size_total - pos, pos, _CHUNK, ctypes.byref(arr))
+        if n == 0:
+            pos += 1      # a byte capstone cannot decode (data, padding, corruption): skip it
+            continue
+        try:
+            mv = memoryview((ctypes.c_char * (n * _SZ)).from_address(ctypes.addressof(arr.contents))).cast("B")
+            ids = mv.cast("I")[::_SZ // 4]
+            hits = list(compress(range(n), map(interesting.__contains__, ids)))
+            vec = set()
+            for m in _X86_MMREG.finditer(mv):
+                i, r = divmod(m.start(), _SZ)
+                # capstone leaves old bytes after the operand string's NUL: only count text before it
+                if _OFF_OP <= r < _OP_END and 0 not in mv[i * _SZ + _OFF_OP:m.start()]:
+                    vec.add(i)
+            if vec:
+                hits = sorted(vec.union(hits))
+            run = None
+            for i in hits:
+                b = i * _SZ
+                iid = ids[i]
+                addr = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little")
+                nxt = addr + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
+                if i in vec or iid in fp_ids:
+                    # FP instructions until the next control event form one run [addr, end): the guard
+                    # state cannot change inside it, so one event stands for all of them
+                    if run is None:
+                        run = [addr, FP, None, nxt, nxt]
+                        append(run)
+                    else:
+                        run[3] = run[4] = nxt
+                    continue
+                run = None
+                if iid in end_ids:
+                    append((addr, END, None, None, nxt))
+                    continue
+                mode = 0 if iid in call_ids else 1 if iid in jmp_ids else 2
+                r = relocs.get(nxt - 4)
                 if r is not None and r.type in (R_X86_64_PC32, R_X86_64_PLT32):
-                    append((addr, CALL, _reloc_target(elf, r, 4), c == "j"))
+                    append((addr, CALL, _reloc_target(elf, r, 4), mode, nxt))
                     used.add(r.offset)
-                elif op[:2] == "0x":
-                    append((addr, CALL, ("loc", sec.index, int(op, 16)), c == "j"))
-            elif c == "f" or c == "k" or mn in special or ("mm" in op and reg(op)):
-                append((addr, FP, f"{mn} {op}".strip(), None))
-            last = addr + size
-        # capstone stops at bytes it cannot decode (data, padding, corruption): skip one and go on
-        pos = last + 1 if last == pos else last
+                    continue
+                op = bytes(mv[b + _OFF_OP:b + _OFF_OP + 24]).split(b"\0", 1)[0]
+                if op[:2] == b"0x":
+                    if mode == 0:
+                        append((addr, CALL, ("loc", sec.index, int(op, 16)), 0, nxt))
+                    else:
+                        append((addr, BRANCH, int(op, 16), mode == 2, nxt))
+                elif mode == 1:
+                    append((addr, END, None, None, nxt))   # indirect jump
+            b = (n - 1) * _SZ
+            pos = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + \
+                (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
+            del ids, mv
+        finally:
+            capstone._cs.cs_free(arr, n)
+    if not full:
+        # jcc rel32 (0f 8x) to another function: a conditional tail call
+        for off, r in relocs.items():
+            if lo + 2 <= off < size_total and off not in used and r.type in (R_X86_64_PC32, R_X86_64_PLT32) \
+                    and code[off - 2] == 0x0F and 0x80 <= code[off - 1] <= 0x8F:
+                append((off - 2, CALL, _reloc_target(elf, r, 4), 2, off + 4))
+                used.add(off)
+        events.sort(key=lambda e: e[0])
     return events
 
 
@@ -102,6 +205,10 @@ def _a64_data_ranges(elf: Elf, sec: Section) -> list[tuple[int, int]]:
     return out
 
 
+def _sext(value: int, bits: int) -> int:
+    return value - (1 << bits) if value & (1 << (bits - 1)) else value
+
+
 def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list:
     code = elf.section_bytes(sec)
     code = code[:len(code) & ~3]
@@ -112,29 +219,36 @@ def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> 
         return any(a <= off < b for a, b in data)
 
     events = []
-    cs = disassembler("EM_AARCH64")
     for m in _A64_FP_TOP.finditer(tops):
         off = m.start() * 4
         if data and in_data(off):
             continue
-        insn = next(cs.disasm_lite(code[off:off + 4], off), None)
-        text = f"{insn[2]} {insn[3]}".strip() if insn else f".inst {int.from_bytes(code[off:off + 4], 'little'):#010x}"
-        events.append((off, FP, text, None))
+        events.append((off, FP, None, off + 4, off + 4))
     for m in _A64_BRANCH_TOP.finditer(tops):
         off = m.start() * 4
         if data and in_data(off):
             continue
         word = int.from_bytes(code[off:off + 4], "little")
-        tail = not word >> 31
-        r = relocs.get(off)
-        if r is not None and r.type in (R_AARCH64_CALL26, R_AARCH64_JUMP26):
-            events.append((off, CALL, _reloc_target(elf, r, 0), tail))
-            used.add(off)
-        else:
-            imm = word & 0x3FFFFFF
-            if imm & 0x2000000:
-                imm -= 0x4000000
-            events.append((off, CALL, ("loc", sec.index, off + imm * 4), tail))
+        top = word >> 24
+        nxt = off + 4
+        if (top & 0x7C) == 0x14:          # b / bl
+            mode = 0 if top & 0x80 else 1
+            r = relocs.get(off)
+            if r is not None and r.type in (R_AARCH64_CALL26, R_AARCH64_JUMP26):
+                events.append((off, CALL, _reloc_target(elf, r, 0), mode, nxt))
+                used.add(off)
+                continue
+            target = off + _sext(word & 0x3FFFFFF, 26) * 4
+            if mode == 0:
+                events.append((off, CALL, ("loc", sec.index, target), 0, nxt))
+            else:
+                events.append((off, BRANCH, target, False, nxt))
+        elif top == 0x54 or (top & 0x7E) == 0x34:   # b.cond, cbz, cbnz: imm19
+            events.append((off, BRANCH, off + _sext((word >> 5) & 0x7FFFF, 19) * 4, True, nxt))
+        elif (top & 0x7E) == 0x36:                 # tbz, tbnz: imm14
+            events.append((off, BRANCH, off + _sext((word >> 5) & 0x3FFF, 14) * 4, True, nxt))
+        elif (word & 0xFFFFFC1F) in (0xD65F0000, 0xD61F0000) or (word & 0xFFE0001F) == 0xD4200000:
+            events.append((off, END, None, None, nxt))   # ret, br (indirect jump), brk (BUG)
     events.sort(key=lambda e: e[0])
     return events
 
@@ -143,6 +257,13 @@ def events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list
     """Events of one section; the offsets of the relocations that fed a call are added to `used`."""
     fn = x86_events if elf.machine == "EM_X86_64" else a64_events
     return fn(elf, sec, relocs, used)
+
+
+def insn_text(elf: Elf, sec_index: int, off: int) -> str:
+    """The instruction at a section offset, as text (for messages)."""
+    code = elf.section_bytes(elf.sections[sec_index])[off:off + 16]
+    insn = next(disassembler(elf.machine).disasm_lite(code, off), None)
+    return f"{insn[2]} {insn[3]}".strip() if insn else f".byte {code[:4].hex()}"
 
 
 def disassemble(elf: Elf, sec: Section, start: int, end: int) -> list[tuple[int, int, str, str]]:

@@ -15,7 +15,7 @@ guarded.
 """
 from collections import deque
 
-from . import decode, ruledata
+from . import callgraph, decode, ruledata
 from .callgraph import Graph
 from .findings import Finding
 
@@ -45,27 +45,127 @@ def _kind(target, begin_ext, end_ext, begin_loc, end_loc) -> int:
     return 1 if name in begin_ext else -1 if name in end_ext else 0
 
 
+OFF, ON = 1, 2   # guard states as bits: a program point may be reached with the guard off, on, or both
+
+
+def _flow(f, kind_of) -> tuple[list, int, bool]:
+    """Forward dataflow over the function's control flow (built from its branch events).
+
+    Returns ([(event, state before it)], state at the exits, whether an end is reached with the guard off).
+    """
+    evs = f.events
+    leaders = {f.start}
+    for ev in evs:
+        k = ev[1]
+        if k == decode.BRANCH:
+            if f.start <= ev[2] < f.end:
+                leaders.add(ev[2])
+            leaders.add(ev[4])
+        elif k == decode.END or (k == decode.CALL and ev[3] == 1):
+            leaders.add(ev[4])
+    order = sorted(l for l in leaders if f.start <= l < f.end)
+    index = {l: i for i, l in enumerate(order)}
+    nb = len(order)
+    blocks: list[list] = [[] for _ in range(nb)]
+    b = 0
+    for ev in evs:
+        while b + 1 < nb and order[b + 1] <= ev[0]:
+            b += 1
+            if blocks[b] and blocks[b][0][1] == decode.FP and blocks[b][0][0] == order[b]:
+                pass
+        blocks[b].append(ev)
+        if ev[1] == decode.FP:
+            # a run of FP instructions that a branch target splits: the later block has FP code too
+            j = b + 1
+            while j < nb and order[j] < ev[3]:
+                blocks[j].insert(0, (order[j], decode.FP, None, ev[3], ev[3]))
+                j += 1
+    succ: list[list[int]] = []
+    for i, blk in enumerate(blocks):
+        last = blk[-1] if blk else None
+        nxt = [i + 1] if i + 1 < nb else []
+        if last is None or last[4] != (order[i + 1] if i + 1 < nb else None) and last[1] != decode.END \
+                and not (last[1] == decode.CALL and last[3] == 1) and last[1] != decode.BRANCH:
+            succ.append(nxt)
+        elif last[1] == decode.BRANCH:
+            t = index.get(last[2])
+            targets = [t] if t is not None else []
+            succ.append(targets + nxt if last[3] else targets)
+        elif last[1] == decode.END or (last[1] == decode.CALL and last[3] == 1):
+            succ.append([])
+        else:
+            succ.append(nxt)
+    state = [0] * nb
+    state[0] = OFF
+    work = [0]
+    out = [0] * nb
+    while work:
+        i = work.pop()
+        s = state[i]
+        for ev in blocks[i]:
+            if ev[1] == decode.CALL:
+                k = kind_of(ev[2])
+                if k:
+                    s = ON if k > 0 else OFF
+        out[i] = s
+        for j in succ[i]:
+            if state[j] | s != state[j]:
+                state[j] |= s
+                work.append(j)
+    seen, exit_state, ended_off = [], 0, False
+    for i, blk in enumerate(blocks):
+        s = state[i]
+        if not s:
+            continue      # unreachable from the entry (e.g. only via an indirect jump)
+        for ev in blk:
+            seen.append((ev, s))
+            if ev[1] == decode.CALL:
+                k = kind_of(ev[2])
+                if k < 0 and s & OFF:
+                    ended_off = True
+                if k:
+                    s = ON if k > 0 else OFF
+        if not succ[i]:
+            exit_state |= s
+    return seen, exit_state, ended_off
+
+
 def analyse(g: Graph, arch) -> tuple[dict[int, tuple[int, str]], dict[tuple[int, int], bool]]:
-    """(function -> first unguarded FP instruction, (caller, call address) -> guarded?)"""
+    """(function -> first FP instruction reachable with the guard off, (caller, call address) -> guarded?)"""
     begin_ext, end_ext, begin_loc, end_loc = _guard_sets(g, arch)
-    has_guard_calls = any(ev[1] == decode.CALL for f in g.functions for ev in f.events)
-    for _ in range(MAX_ROUNDS if has_guard_calls else 0):
+    fp_funcs = {f.index for f in g.functions if any(ev[1] == decode.FP for ev in f.events)}
+    if not fp_funcs:
+        return {}, {}
+    # only functions that can lead to FP code, or that call a guard, need their call sites classified
+    reach = set(fp_funcs)
+    todo = list(fp_funcs)
+    while todo:
+        for c in g.callers(todo.pop()):
+            if c.caller not in reach:
+                reach.add(c.caller)
+                todo.append(c.caller)
+
+    def calls_guard(f):
+        return any(ev[1] == decode.CALL and not isinstance(ev[2], int) and
+                   (ev[2][1] in begin_ext or ev[2][1] in end_ext) for ev in f.events)
+
+    relevant = [f for f in g.functions if f.index in reach or calls_guard(f)]
+    callgraph.ensure_cfg(g, [f.index for f in relevant])
+
+    def kind_of(target):
+        return _kind(target, begin_ext, end_ext, begin_loc, end_loc)
+
+    flows = {}
+    for _ in range(MAX_ROUNDS):
         changed = False
-        for f in g.functions:
-            on, ended_without_begin = False, False
-            for ev in f.events:
-                if ev[1] != decode.CALL:
-                    continue
-                k = _kind(ev[2], begin_ext, end_ext, begin_loc, end_loc)
-                if k > 0:
-                    on = True
-                elif k < 0:
-                    ended_without_begin |= not on
-                    on = False
-            if on and f.index not in begin_loc and f.index not in end_loc:
+        for f in relevant:
+            flows[f.index] = seen, exit_state, ended_off = _flow(f, kind_of)
+            if f.index in begin_loc or f.index in end_loc:
+                continue
+            if exit_state & ON:
                 begin_loc.add(f.index)
                 changed = True
-            elif ended_without_begin and f.index not in end_loc and f.index not in begin_loc:
+            elif ended_off and not any(ev[1] == decode.FP for ev, _ in seen):
                 end_loc.add(f.index)
                 changed = True
         if not changed:
@@ -73,66 +173,76 @@ def analyse(g: Graph, arch) -> tuple[dict[int, tuple[int, str]], dict[tuple[int,
 
     unguarded_fp: dict[int, tuple[int, str]] = {}
     site_guarded: dict[tuple[int, int], bool] = {}
-    for f in g.functions:
-        on = False
-        for ev in f.events:
+    for f in relevant:
+        for ev, s in flows[f.index][0]:
             if ev[1] == decode.CALL:
-                site_guarded[(f.index, ev[0])] = on
-                k = _kind(ev[2], begin_ext, end_ext, begin_loc, end_loc)
-                if k:
-                    on = k > 0
-            elif not on and f.index not in unguarded_fp:
-                unguarded_fp[f.index] = (ev[0], ev[2])
+                site_guarded[(f.index, ev[0])] = s == ON
+            elif ev[1] == decode.FP and s & OFF:
+                if f.index not in unguarded_fp or ev[0] < unguarded_fp[f.index][0]:
+                    unguarded_fp[f.index] = (ev[0], ev[2])
     return unguarded_fp, site_guarded
 
 
-def _unguarded_path(g: Graph, fn: int, site_guarded) -> tuple[str, list[int], int | None]:
-    """Walk callers over unguarded call sites. ("entry"|"pointer"|"none", path root..fn, pointer root)"""
+def _unguarded_path(g: Graph, fn: int, site_guarded, handlers: set[int]) -> tuple[str, list[int], int | None]:
+    """Walk callers over unguarded call sites, nearest first.
+
+    Returns (kind, path root..fn, root) where kind is "entry" (module init/exit or a probe handler: the
+    kernel calls these without any FPU guard), "export" or "pointer" (callers we cannot see), or "none".
+    """
     prev = {fn: None}
     queue = deque([fn])
-    pointer_root = None
+    weak = None
     while queue:
         n = queue.popleft()
-        if n in g.entries or n in g.exports:
-            path = []
-            while n is not None:
-                path.append(n)
-                n = prev[n]
-            return "entry", path, None
-        if pointer_root is None and n in g.address_taken:
-            pointer_root = n
+        if n in g.entries or n in handlers:
+            return "entry", _path(prev, n), n
+        if weak is None and n in g.exports:
+            weak = ("export", n)
+        elif weak is None and n in g.address_taken:
+            weak = ("pointer", n)
         for c in g.callers(n):
             if c.caller not in prev and not site_guarded.get((c.caller, c.addr), False):
                 prev[c.caller] = n
                 queue.append(c.caller)
-    if pointer_root is not None:
-        path, n = [], pointer_root
-        while n is not None:
-            path.append(n)
-            n = prev[n]
-        return "pointer", path, pointer_root
+    if weak is not None:
+        return weak[0], _path(prev, weak[1]), weak[1]
     return "none", [], None
 
 
-def check(g: Graph, arch) -> list[Finding]:
+def _path(prev: dict, n: int) -> list[int]:
+    path = []
+    while n is not None:
+        path.append(n)
+        n = prev[n]
+    return path
+
+
+def check(g: Graph, arch, handlers: set[int] = frozenset()) -> list[Finding]:
     unguarded_fp, site_guarded = analyse(g, arch)
     if not unguarded_fp:
         return []
     begin = "/".join(f"{n}()" for n in arch.fpu_guard_begin[:1])
     end = "/".join(f"{n}()" for n in arch.fpu_guard_end[:1])
     out = []
-    for fn, (addr, insn) in sorted(unguarded_fp.items()):
+    for fn, (addr, _) in sorted(unguarded_fp.items()):
         f = g.functions[fn]
-        kind, path, root = _unguarded_path(g, fn, site_guarded)
+        insn = decode.insn_text(g.elf, f.section, addr)
+        kind, path, root = _unguarded_path(g, fn, site_guarded, handlers)
         if kind == "none":
             continue
         chain = " -> ".join(g.functions[i].name for i in path)
         where = f"`{insn}` at {f.sec_name}+{addr:#x}"
         if kind == "entry":
+            how = "a probe handler" if root in handlers else "a module entry point"
             msg = (f"{f.name} uses FP/SIMD registers outside {begin}/{end}: first {where}; "
-                   f"unguarded path: {chain}. Wrap the FP code (or every call to it) in {begin} ... {end}, "
-                   f"or it corrupts the FP state of the interrupted task")
+                   f"unguarded path from {how}: {chain}. Wrap the FP code (or every call to it) in "
+                   f"{begin} ... {end}, or it corrupts the FP state of the interrupted task")
             sev = "error"
+        elif kind == "export":
+            msg = (f"{f.name} uses FP/SIMD registers ({where}) and is reachable unguarded from the exported "
+                   f"{g.functions[root].name} (path: {chain}). Callers in other modules must hold "
+                   f"{begin} ... {end}; document that, or take the guard inside")
+            sev = "warning"
         else:
             taken = ", ".join(g.address_taken[root][:3])
             msg = (f"{f.name} uses FP/SIMD registers ({where}) and is reached only through a function "

@@ -1,0 +1,78 @@
+"""The rules that need a target kernel: arch, vermagic, CRCs, exports, and the probed symbols."""
+from . import ruledata, symbols
+from .elf import Elf
+from .findings import Finding
+from .target import KernelTarget, close_names
+
+
+def arch_mismatch(module_arch: str, target_arches: list[str], target_name: str) -> Finding:
+    return Finding("arch-mismatch", "error",
+                   f"the module is {module_arch} but {target_name} is {'/'.join(target_arches) or 'another arch'}: "
+                   f"insmod fails with 'Exec format error'. Build it for the target's arch "
+                   f"(ARCH=... CROSS_COMPILE=...)")
+
+
+def check(elf: Elf, module_arch: str, t: KernelTarget) -> list[Finding]:
+    out = []
+    if t.arch and t.arch != module_arch:
+        return [arch_mismatch(module_arch, [t.arch], t.name)]
+    if t.vermagic:
+        mine = elf.modinfo_values("vermagic")
+        if not mine:
+            out.append(Finding("vermagic-mismatch", "error",
+                               f"the module has no vermagic; {t.name} expects '{t.vermagic.strip()}': insmod "
+                               f"refuses it ('bad vermagic'). Build it with kbuild against the target's headers",
+                               section=".modinfo"))
+        elif mine[0].split() != t.vermagic.split():
+            out.append(Finding("vermagic-mismatch", "error",
+                               f"vermagic '{mine[0].strip()}' differs from {t.name}'s '{t.vermagic.strip()}': "
+                               f"insmod refuses it ('version magic ... should be ...'). Rebuild against the "
+                               f"target's headers", section=".modinfo"))
+    if t.exports is not None:
+        out += symbols.modversions(elf, t.exports, t.name)
+        out += symbols.undefined(elf, t.exports, t.name)
+    return out
+
+
+def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Finding]:
+    """probe-target-* need the target's System.map; kretprobe-noreturn needs only the name."""
+    out = []
+    noreturn = set(ruledata.load("kprobes")["noreturn"])
+    for name, kind in sorted(probed.items()):
+        if kind == "kretprobe" and name in noreturn:
+            out.append(Finding("kretprobe-noreturn", "warning",
+                               f"kretprobe on {name}, which never returns: the return handler never runs and "
+                               f"each hit holds a kretprobe instance forever. Use a kprobe instead"))
+        if t is None or t.text is None:
+            continue
+        addr = t.text.get(name)
+        clones = t.clones.get(name, [])
+        if addr is None and not clones:
+            hint = close_names(t, name)
+            out.append(Finding("probe-target-missing", "error",
+                               f"{name} is not in {t.name}'s System.map: register_kprobe() fails with -ENOENT"
+                               + (f". Did you mean {', '.join(hint)}?" if hint else
+                                  ". It may be inlined or renamed in this kernel")))
+            continue
+        if addr is None:
+            out.append(Finding("probe-target-clone", "warning",
+                               f"{name} exists in {t.name} only as compiler clone(s) {', '.join(clones[:4])}: "
+                               f"probing {name} fails; probe the clone instead, and note that not every call "
+                               f"site may go through it"))
+            continue
+        if name in t.blacklist:
+            out.append(Finding("probe-target-blacklisted", "error",
+                               f"{name} is on {t.name}'s kprobe blacklist (NOKPROBE_SYMBOL): register_kprobe() "
+                               f"fails with -EINVAL. Probe a caller or callee instead"))
+            continue
+        section = t.in_blacklisted_range(addr)
+        if section:
+            out.append(Finding("probe-target-blacklisted", "error",
+                               f"{name} lies in {section} of {t.name}, which kprobes refuse (-EINVAL). Probe a "
+                               f"function outside {section} instead"))
+            continue
+        if clones:
+            out.append(Finding("probe-target-clone", "warning",
+                               f"{name} also has compiler clone(s) {', '.join(clones[:4])} in {t.name}: calls "
+                               f"that go to a clone (or were partially inlined) do not hit the probe"))
+    return out

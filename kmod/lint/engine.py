@@ -1,0 +1,73 @@
+"""Lint one module: parse it, build its call graph once, run every rule over it.
+
+Each rule runs on its own: a rule that fails on a strange module becomes a `lint-internal-error`
+warning and the others still run (in `strict` mode, used by the tests, the exception propagates so
+bugs are seen).
+"""
+from .. import arch as archmod
+from . import against, callgraph, fpu, license, probes, shape, sleep, symbols
+from .elf import BadElf, parse
+from .findings import RANK, Finding, ModuleResult
+
+
+def invalid(path: str, reason: str) -> ModuleResult:
+    return ModuleResult(path, None, [Finding("invalid-elf", "error",
+                                             f"{reason}: this is not a loadable kernel module")])
+
+
+def lint_bytes(data: bytes, path: str, target=None, probe_names: list[str] | None = None,
+               strict: bool = False) -> ModuleResult:
+    try:
+        elf = parse(data)
+    except BadElf as e:
+        return invalid(path, str(e))
+    arch = archmod.by_elf_machine(elf.machine)
+    if arch is None:
+        return ModuleResult(path, None, [Finding(
+            "unsupported-arch", "error",
+            f"ELF machine {elf.machine}: kmod lints {', '.join(a.name for a in archmod.all_arches().values())} "
+            f"modules only")])
+    result = ModuleResult(path, arch.name)
+    out = result.findings
+
+    def run(name, fn, *args, default=None):
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - one broken rule must not hide the others
+            if strict:
+                raise
+            out.append(Finding("lint-internal-error", "warning",
+                               f"rule {name} failed on this module ({type(e).__name__}: {e}); the other rules ran"))
+            return default
+
+    g = run("callgraph", callgraph.build, elf)
+    found = run("probes", probes.find, g, default=probes.Probes()) if g else probes.Probes()
+    if g:
+        out += run("fpu-unguarded", fpu.check, g, arch, found.handler_set(), default=[])
+        out += run("sleep-in-probe-handler", sleep.check, g, found.handlers, default=[])
+    out += run("softfloat-helper", symbols.softfloat, elf, default=[])
+    out += run("no-module-exit", shape.check, elf, default=[])
+
+    t = None
+    if target is not None:
+        t = run("target", target.for_arch, arch.name)
+        if t is None and not any(f.rule == "lint-internal-error" for f in out):
+            out.append(against.arch_mismatch(arch.name, target.arches(), target.spec))
+    gpl_only, source = _gpl_only(t)
+    out += run("license", license.check, elf, gpl_only, source, default=[])
+    if t is not None:
+        out += run("target", against.check, elf, arch.name, t, default=[])
+
+    probed = dict(found.symbols)
+    if probe_names is not None:
+        probed = {n: found.symbols.get(n, "kprobe") for n in probe_names}
+    out += run("probe-targets", against.probe_targets, probed, t, default=[])
+    out.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
+    return result
+
+
+def _gpl_only(t):
+    from . import ruledata
+    if t is not None and t.exports is not None:
+        return t.gpl_only(), f"{t.name}'s Module.symvers"
+    return ruledata.gpl_only_default(), "the pinned kernels' Module.symvers"

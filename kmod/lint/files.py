@@ -1,0 +1,71 @@
+"""Which files a PATH means, and their bytes (distributions ship .ko.xz and .ko.zst)."""
+import gzip
+import lzma
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import UserError
+
+SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+MAX_MODULE = 1 << 30    # a decompressed module larger than 1 GiB is a bomb, not a module
+
+
+class Unreadable(Exception):
+    """The file cannot be read or decompressed; the message is the reason."""
+
+
+def expand(paths: list) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.name.endswith(SUFFIXES) and f.is_file())
+            if not found:
+                raise UserError(f"no kernel modules (.ko, .ko.xz, .ko.zst) under {p}")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise UserError(f"no such file or directory: {p}")
+    seen = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+
+
+def read_module(path: Path, raw: bytes | None = None) -> bytes:
+    try:
+        data = raw if raw is not None else path.read_bytes()
+    except OSError as e:
+        raise Unreadable(f"cannot read: {e.strerror}") from None
+    name = path.name
+    try:
+        if name.endswith(".xz"):
+            d = lzma.LZMADecompressor()
+            out = d.decompress(data, max_length=MAX_MODULE)
+            if not d.eof:
+                raise Unreadable("truncated or oversized xz data")
+            return out
+        if name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=__import__("io").BytesIO(data)) as f:
+                return f.read(MAX_MODULE)
+        if name.endswith(".zst"):
+            return _unzstd(data)
+    except (lzma.LZMAError, OSError, EOFError) as e:
+        raise Unreadable(f"cannot decompress: {e}") from None
+    return data
+
+
+def _unzstd(data: bytes) -> bytes:
+    try:
+        import zstandard
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_MODULE)
+    except ImportError:
+        pass
+    except Exception as e:  # zstandard.ZstdError
+        raise Unreadable(f"cannot decompress: {e}") from None
+    if not shutil.which("zstd"):
+        raise Unreadable("is zstd-compressed and neither the zstd program nor the zstandard module is installed")
+    p = subprocess.run(["zstd", "-dc", "-q"], input=data, capture_output=True, timeout=120)
+    if p.returncode != 0:
+        raise Unreadable(f"cannot decompress: {p.stderr.decode(errors='replace').strip()[:200]}")
+    return p.stdout

@@ -1,0 +1,132 @@
+"""Find a module's kprobes: the struct kprobe / kretprobe objects it registers, their handlers and the
+symbol names they probe.
+
+A compiled `static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = h };` leaves
+relocations in the object's data: one to a string (the symbol name) and one to each handler. The
+object itself is the one whose address is loaded just before the call to register_kprobe()/
+register_kretprobe(). Handlers assigned at run time (`kp.pre_handler = h;`) show up as addresses taken
+in the registering function. With DWARF, functions with a handler's signature are handlers too.
+"""
+import bisect
+from dataclasses import dataclass, field
+
+from . import ruledata
+from .callgraph import Graph
+from .elf import SHF_EXECINSTR, STT_OBJECT, STT_SECTION, Elf
+
+R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
+SHF_STRINGS = 0x20
+OBJECT_FALLBACK = 512   # bytes scanned when the probe object has no symbol with a size
+
+
+@dataclass
+class Probes:
+    handlers: dict[int, str] = field(default_factory=dict)      # function index -> "kprobe"/"kretprobe"
+    symbols: dict[str, str] = field(default_factory=dict)       # probed symbol -> "kprobe"/"kretprobe"
+
+    def handler_set(self) -> set[int]:
+        return set(self.handlers)
+
+
+def _target(elf: Elf, r) -> tuple[int, int] | None:
+    sym = elf.symbols[r.sym]
+    if not sym.defined or sym.shndx >= len(elf.sections):
+        return None
+    base = 0 if sym.type == STT_SECTION else sym.value
+    adj = 4 if elf.machine == "EM_X86_64" and r.type in (R_X86_64_PC32, R_X86_64_PLT32) else 0
+    return sym.shndx, base + r.addend + adj
+
+
+def _object_range(elf: Elf, sec: int, off: int) -> tuple[int, int]:
+    best = None
+    starts = []
+    for s in elf.symbols:
+        if s.shndx != sec or s.type != STT_OBJECT:
+            continue
+        starts.append(s.value)
+        if s.value <= off < s.value + max(s.size, 1) and s.size:
+            best = (s.value, s.value + s.size)
+    if best:
+        return best
+    starts.sort()
+    i = bisect.bisect_right(starts, off)
+    end = starts[i] if i < len(starts) else off + OBJECT_FALLBACK
+    return off, min(end, off + OBJECT_FALLBACK)
+
+
+def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes, depth: int = 0) -> None:
+    elf = g.elf
+    for r in elf.relocs.get(sec, ()):
+        if not lo <= r.offset < hi:
+            continue
+        t = _target(elf, r)
+        if t is None:
+            continue
+        tsec, toff = t
+        target_sec = elf.sections[tsec]
+        if target_sec.flags & SHF_EXECINSTR:
+            fn = g.function_at(tsec, toff)
+            if fn is not None and g.functions[fn].start == toff:
+                probes.handlers.setdefault(fn, kind)
+        elif target_sec.flags & SHF_STRINGS or target_sec.name.startswith(".rodata"):
+            name = elf.cstring_at(tsec, toff)
+            if name and _looks_like_symbol(name):
+                probes.symbols.setdefault(name, kind)
+        elif depth == 0:
+            # register_kprobes(struct kprobe **kps, n): an array of pointers to the objects
+            a, b = _object_range(elf, tsec, toff)
+            _scan_object(g, tsec, a, b, kind, probes, depth + 1)
+
+
+def _looks_like_symbol(s: str) -> bool:
+    return 0 < len(s) < 128 and all(c.isalnum() or c in "_.$" for c in s) and not s[0].isdigit()
+
+
+def find(g: Graph) -> Probes:
+    data = ruledata.load("kprobes")
+    kinds = {n: "kprobe" for n in data["register_kprobe"]} | {n: "kretprobe" for n in data["register_kretprobe"]}
+    probes = Probes()
+    elf = g.elf
+    for call in g.calls:
+        kind = kinds.get(call.external or "")
+        if kind is None:
+            continue
+        f = g.functions[call.caller]
+        relocs = sorted((r for r in elf.relocs.get(f.section, ()) if f.start <= r.offset < call.addr),
+                        key=lambda r: r.offset)
+        # the object: the last data address loaded before the call
+        for r in reversed(relocs):
+            t = _target(elf, r)
+            if t is None or elf.sections[t[0]].flags & SHF_EXECINSTR:
+                continue
+            if elf.sections[t[0]].flags & SHF_STRINGS:
+                continue
+            lo, hi = _object_range(elf, *t)
+            _scan_object(g, t[0], lo, hi, kind, probes)
+            break
+        # handlers stored at run time: functions whose address the registering function takes
+        for r in relocs:
+            if (f.section, r.offset) in g.call_relocs:
+                continue
+            t = _target(elf, r)
+            if t is None or not elf.sections[t[0]].flags & SHF_EXECINSTR:
+                continue
+            fn = g.function_at(*t)
+            if fn is not None and fn != f.index and g.functions[fn].start == t[1]:
+                probes.handlers.setdefault(fn, kind)
+    _dwarf_handlers(g, probes)
+    return probes
+
+
+def _dwarf_handlers(g: Graph, probes: Probes) -> None:
+    """Functions whose DWARF signature is a kprobe or kretprobe handler's."""
+    if g.elf.section(".debug_info") is None:
+        return
+    try:
+        from . import dwarf
+        for name, kind in dwarf.handler_functions(g.elf):
+            fn = g.by_name.get(name)
+            if fn is not None:
+                probes.handlers.setdefault(fn, kind)
+    except Exception:   # DWARF is a bonus: a module with broken debug info is still linted
+        return

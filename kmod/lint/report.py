@@ -1,0 +1,88 @@
+"""Print a lint report: text for people, JSON for scripts, SARIF 2.1.0 for code-scanning UIs."""
+import json
+
+from . import ruledata
+from .findings import Report
+
+SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _addr(a: int | None) -> str | None:
+    return None if a is None else f"{a:#x}"
+
+
+def _where(f) -> str:
+    parts = []
+    if f.function:
+        parts.append(f.function)
+    if f.section:
+        parts.append(f.section + (f"+{f.address:#x}" if f.address is not None else ""))
+    return f" [{' '.join(parts)}]" if parts else ""
+
+
+def format_text(report: Report) -> str:
+    lines = []
+    for m in report.modules:
+        for f in m.findings:
+            lines.append(f"{m.path}: {f.severity}: {f.rule}{_where(f)}: {f.message}")
+    n = len(report.modules)
+    counts = ", ".join(f"{report.count(s)} {s}(s)" for s in ("error", "warning", "info"))
+    lines.append(f"{n} module(s) linted{f' against {report.target}' if report.target else ''}: {counts}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: Report) -> dict:
+    """{"modules": [{"path", "arch", "findings": [{"rule", "severity", "function", "address", "message"}]}]}
+    ("section" is added to each finding: an address inside a relocatable module means nothing without it)."""
+    return {"modules": [
+        {"path": m.path, "arch": m.arch,
+         "findings": [{"rule": f.rule, "severity": f.severity, "function": f.function,
+                       "address": _addr(f.address), "message": f.message, "section": f.section}
+                      for f in m.findings]}
+        for m in report.modules]}
+
+
+def format_json(report: Report) -> str:
+    return json.dumps(to_json(report), indent=2) + "\n"
+
+
+def to_sarif(report: Report) -> dict:
+    rules = ruledata.rules()
+    used = sorted({f.rule for _, f in report.findings()} | set(rules))
+    index = {r: i for i, r in enumerate(used)}
+    results = []
+    for m, f in report.findings():
+        loc = {"physicalLocation": {"artifactLocation": {"uri": m.path}}}
+        if f.function:
+            loc["logicalLocations"] = [{"name": f.function, "kind": "function"}]
+        props = {"arch": m.arch}
+        if f.section:
+            props["section"] = f.section
+        if f.address is not None:
+            props["address"] = _addr(f.address)
+        results.append({"ruleId": f.rule, "ruleIndex": index[f.rule], "level": SARIF_LEVEL[f.severity],
+                        "message": {"text": f.message}, "locations": [loc], "properties": props})
+    driver = {
+        "name": "kmod-lint", "informationUri": "https://example.invalid/kmod/docs/lint.md",
+        "rules": [{"id": r, "shortDescription": {"text": rules.get(r, {}).get("summary", r)},
+                   "helpUri": f"docs/lint.md#{r}",
+                   "defaultConfiguration": {"level": SARIF_LEVEL[rules.get(r, {}).get("severity", "warning")]}}
+                  for r in used]}
+    return {"$schema": SARIF_SCHEMA, "version": "2.1.0",
+            "runs": [{"tool": {"driver": driver}, "results": results,
+                      "artifacts": [{"location": {"uri": m.path}} for m in report.modules]}]}
+
+
+def format_sarif(report: Report) -> str:
+    return json.dumps(to_sarif(report), indent=2) + "\n"
+
+
+FORMATS = {"text": format_text, "json": format_json, "sarif": format_sarif}
+
+
+def format_report(report: Report, fmt: str) -> str:
+    if fmt not in FORMATS:
+        from ..errors import UserError
+        raise UserError(f"unknown format {fmt!r}", "choose text, json or sarif")
+    return FORMATS[fmt](report)

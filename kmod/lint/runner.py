@@ -1,0 +1,153 @@
+"""Lint many files: expand the paths, answer from the cache what it knows, lint the rest in a process
+pool (forked after the target is loaded, so workers share it), remember the new results.
+
+Cache key: sha256 of the file, the target, the rule data and the linter's code, and the probe list.
+A stat index (path, size, mtime, inode -> sha256) spares rereading unchanged files, which is what
+makes a rerun over thousands of modules take a fraction of a second.
+"""
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .. import atomic, paths
+from . import engine, files, ruledata
+from .findings import Finding, ModuleResult, Report
+from .target import TargetSpec
+
+INDEX_FORMAT = 1
+_state: dict = {}   # what forked workers inherit: the target and the probe list
+
+
+def cache_root() -> Path:
+    return paths.cache_dir() / "lint"
+
+
+def _index_path() -> Path:
+    return cache_root() / "stat-index.pickle"
+
+
+def _load_index() -> dict:
+    try:
+        data = pickle.loads(_index_path().read_bytes())
+        return data["files"] if data.get("format") == INDEX_FORMAT else {}
+    except Exception:
+        return {}
+
+
+def _stat_key(st) -> tuple:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _result_path(key: str) -> Path:
+    return cache_root() / "results" / key[:2] / f"{key}.json"
+
+
+def _key(sha: str, context: str) -> str:
+    return hashlib.sha256(f"{sha}|{context}".encode()).hexdigest()
+
+
+def _to_json(r: ModuleResult) -> dict:
+    return {"arch": r.arch, "findings": [f.to_dict() for f in r.findings]}
+
+
+def _from_json(path: str, d: dict) -> ModuleResult:
+    return ModuleResult(path, d["arch"], [Finding.from_dict(f) for f in d["findings"]])
+
+
+def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | None = None,
+              strict: bool = False) -> ModuleResult:
+    """Lint one file in this process, no cache."""
+    try:
+        data = files.read_module(path)
+    except files.Unreadable as e:
+        return engine.invalid(str(path), str(e))
+    return engine.lint_bytes(data, str(path), target, probes, strict=strict)
+
+
+def _work(item: tuple[str, str | None]) -> tuple[str, dict]:
+    path, key = item
+    r = lint_file(Path(path), _state.get("target"), _state.get("probes"))
+    d = _to_json(r)
+    if key:
+        try:
+            atomic.write_text(_result_path(key), json.dumps(d))
+        except OSError:
+            pass    # a read-only cache costs speed, never results
+    return path, d
+
+
+def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
+               probes: list[str] | None = None, use_cache: bool = True) -> Report:
+    targets = files.expand(paths_in)
+    spec = TargetSpec(target) if target else None
+    context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), ",".join(probes or []) if probes is not None else "-"])
+
+    index = _load_index() if use_cache else {}
+    new_index = {}
+    results: dict[str, ModuleResult] = {}
+    todo: list[tuple[str, str | None, int]] = []
+    for p in targets:
+        sp = str(p)
+        try:
+            st = p.stat()
+        except OSError as e:
+            results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
+            continue
+        key = None
+        if use_cache:
+            ent = index.get(sp)
+            try:
+                sha = ent[1] if ent and ent[0] == _stat_key(st) else _digest(p)
+            except OSError as e:
+                results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
+                continue
+            new_index[sp] = (_stat_key(st), sha)
+            key = _key(sha, context)
+            try:
+                results[sp] = _from_json(sp, json.loads(_result_path(key).read_text()))
+                continue
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        todo.append((sp, key, st.st_size))
+    cached = len(results)
+
+    if todo:
+        if spec is not None:
+            spec.prepare(spec.arches())   # download/parse once, before forking
+        _state.update(target=spec, probes=probes)
+        todo.sort(key=lambda t: -t[2])     # biggest first: the pool ends together
+        items = [(sp, key) for sp, key, _ in todo]
+        workers = min(jobs or _cpus(), len(items))
+        if workers <= 1:
+            done = map(_work, items)
+            for sp, d in done:
+                results[sp] = _from_json(sp, d)
+        else:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                for sp, d in pool.map(_work, items, chunksize=max(1, min(16, len(items) // (workers * 8)))):
+                    results[sp] = _from_json(sp, d)
+    if use_cache and new_index != index:
+        merged = {**index, **new_index}
+        try:
+            atomic.write_bytes(_index_path(), pickle.dumps({"format": INDEX_FORMAT, "files": merged}))
+        except OSError:
+            pass
+    report = Report([results[str(p)] for p in targets if str(p) in results], target=target, cached=cached)
+    return report
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

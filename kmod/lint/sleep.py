@@ -1,0 +1,80 @@
+"""sleep-in-probe-handler: a kprobe/kretprobe handler that can reach a function that may sleep.
+
+Handlers run with preemption disabled (kprobes on x86 also with interrupts off in the int3 path);
+sleeping there is "BUG: scheduling while atomic" or a hard hang. Follow every call from each handler
+inside the module, breadth first, and report the first path to each sleeping kernel function (the
+list, with the documentation that says each may sleep, is rules/lint/sleeping.toml). Allocations are
+judged by their GFP flags when the flags are a constant at the call site.
+"""
+import re
+from collections import deque
+
+from . import decode, ruledata
+from .callgraph import Graph
+from .findings import Finding
+
+RULE = "sleep-in-probe-handler"
+LOOKBACK = 12   # instructions searched backwards for the flags argument
+_X86_ARGS = {1: ("rdi", "edi", "di", "dil"), 2: ("rsi", "esi", "si", "sil"), 3: ("rdx", "edx", "dx", "dl")}
+_A64_ARGS = {1: ("x0", "w0"), 2: ("x1", "w1"), 3: ("x2", "w2")}
+_IMM = re.compile(r"^#?(-?0x[0-9a-f]+|-?\d+)$")
+
+
+def _gfp_constant(g: Graph, caller: int, call_addr: int, arg: int) -> int | None:
+    """The constant passed as argument `arg` at a call site, if the code sets it with an immediate."""
+    f = g.functions[caller]
+    insns = decode.disassemble(g.elf, g.elf.sections[f.section], f.start, min(call_addr, f.end))
+    regs = (_X86_ARGS if g.elf.machine == "EM_X86_64" else _A64_ARGS)[arg]
+    for _addr, _size, mn, op in reversed(insns[-LOOKBACK:]):
+        parts = [p.strip() for p in op.split(",")]
+        if not parts or parts[0] not in regs:
+            continue
+        if mn == "xor" and len(parts) == 2 and parts[1] == parts[0]:
+            return 0
+        if mn in ("mov", "movz", "movabs") and len(parts) == 2:
+            m = _IMM.match(parts[1])
+            if m:
+                return int(m.group(1), 0) & 0xFFFFFFFF
+        return None   # written some other way: not a constant we can read
+    return None
+
+
+def check(g: Graph, handlers: dict[int, str]) -> list[Finding]:
+    if not handlers:
+        return []
+    gfp_alloc = ruledata.gfp_alloc()
+    reclaim = ruledata.gfp_direct_reclaim()
+    out, reported = [], set()
+    for h, kind in sorted(handlers.items()):
+        prev = {h: None}
+        queue = deque([h])
+        while queue:
+            fn = queue.popleft()
+            for c in g.calls_from(fn):
+                if c.callee is not None:
+                    if c.callee not in prev:
+                        prev[c.callee] = fn
+                        queue.append(c.callee)
+                    continue
+                name = c.external
+                why = ruledata.sleep_source(name)
+                if why is None and name in gfp_alloc:
+                    flags = _gfp_constant(g, fn, c.addr, gfp_alloc[name])
+                    if flags is not None and flags & reclaim:
+                        why = (f"its GFP flags {flags:#x} include __GFP_DIRECT_RECLAIM (GFP_KERNEL and friends); "
+                               f"use GFP_ATOMIC in a handler (Documentation/core-api/memory-allocation.rst)")
+                if why is None or (h, name) in reported:
+                    continue
+                reported.add((h, name))
+                path, n = [], fn
+                while n is not None:
+                    path.append(g.functions[n].name)
+                    n = prev[n]
+                chain = " -> ".join(reversed(path)) + f" -> {name}"
+                f = g.functions[fn]
+                out.append(Finding(
+                    RULE, "error",
+                    f"{kind} handler {g.functions[h].name} can sleep: {chain} ({why}). Handlers run with "
+                    f"preemption disabled; defer the work (e.g. to a workqueue) or use a non-sleeping variant",
+                    f.name, f.sec_name, c.addr))
+    return out

@@ -1,0 +1,44 @@
+"""Rules about the module's undefined symbols: soft-float helpers always; with a target, the symbols
+the target does not export and the CRCs that disagree with its Module.symvers."""
+from . import ruledata
+from .elf import Elf
+from .findings import Finding
+
+# Defined by the final link of a .ko (the .mod.c part); an unlinked object may still reference them.
+LINKER_PROVIDED = frozenset({"__this_module", "_GLOBAL_OFFSET_TABLE_"})
+
+
+def softfloat(elf: Elf) -> list[Finding]:
+    sf = ruledata.softfloat()
+    return [Finding("softfloat-helper", "error",
+                    f"undefined reference to {name}, a libgcc soft-float helper that no kernel exports: insmod "
+                    f"will fail with 'Unknown symbol {name}'. Remove the floating-point arithmetic (use integer "
+                    f"or fixed-point math), or do it in SIMD code between the FPU guards")
+            for name in elf.undefined if name in sf]
+
+
+def undefined(elf: Elf, exports: dict, target_name: str) -> list[Finding]:
+    sf = ruledata.softfloat()
+    out = []
+    for name in elf.undefined:
+        if name in exports or name in LINKER_PROVIDED or name in sf:
+            continue
+        out.append(Finding("undefined-symbol", "error",
+                           f"{name} is not exported by {target_name}: insmod will fail with 'Unknown symbol "
+                           f"{name}'. Check the name and the kernel version (or load the module that exports "
+                           f"it first)"))
+    return out
+
+
+def modversions(elf: Elf, exports: dict, target_name: str) -> list[Finding]:
+    out = []
+    for name, crc in elf.versions.items():
+        entry = exports.get(name)
+        if entry is None or entry[0] is None:
+            continue
+        if entry[0] != crc:
+            out.append(Finding("modversion-mismatch", "error",
+                               f"__versions has CRC {crc:#010x} for {name}, {target_name} has {entry[0]:#010x}: "
+                               f"insmod fails with 'disagrees about version of symbol {name}'. Rebuild the "
+                               f"module against {target_name}'s headers", section="__versions"))
+    return out

@@ -1,0 +1,325 @@
+"""The kernel a module is checked against: its arch, vermagic, exports (Module.symvers) and symbols
+(System.map).
+
+A target is a pin name (the locked linux-headers and linux-image packages of that pin are fetched and
+the few files needed are extracted into the cache), or a path: a kernel headers tree (Module.symvers,
+.config, include/config/kernel.release), an unpacked image (boot/System.map-*), a System.map or a
+Module.symvers file. What was read is kept as one pickle per pin and arch, so later runs load it in
+milliseconds.
+"""
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import arch as archmod
+from .. import atomic, fetch, paths, pins
+from ..errors import InfraError, UserError
+from . import ruledata
+
+FORMAT = 3   # bump when the pickled layout changes
+CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|cold|lto_priv|llvm)(?:\.\d+)*")
+TEXT_TYPES = frozenset("TtWw")
+
+
+@dataclass
+class KernelTarget:
+    name: str                                   # what messages call it: "bookworm-6.1 (6.1.0-56-amd64)"
+    arch: str | None = None
+    release: str | None = None
+    vermagic: str | None = None
+    exports: dict[str, tuple[int | None, bool]] | None = None   # name -> (crc, GPL-only?)
+    text: dict[str, int] | None = None          # System.map text symbols -> address
+    blacklist: set[str] = field(default_factory=set)           # NOKPROBE_SYMBOL (_kbl_addr_*)
+    ranges: list[tuple[int, int, str]] = field(default_factory=list)  # blacklisted text ranges
+    clones: dict[str, list[str]] = field(default_factory=dict)  # base name -> its .isra/.constprop/... clones
+
+    def gpl_only(self) -> set[str]:
+        return {n for n, (_, gpl) in (self.exports or {}).items() if gpl}
+
+    def in_blacklisted_range(self, addr: int) -> str | None:
+        for lo, hi, name in self.ranges:
+            if lo <= addr < hi:
+                return name
+        return None
+
+
+class TargetSpec:
+    """What --target named; resolves to a KernelTarget per module arch (a pin has one per arch)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self._cache: dict[str, KernelTarget | None] = {}
+        path = Path(spec).expanduser()
+        if path.exists():
+            self.pin = None
+            self.path = path.resolve()
+            self._fixed = from_path(self.path)
+            st = self.path.stat()
+            self.key = f"path:{self.path}:{st.st_mtime_ns}:{st.st_size}"
+        else:
+            self.path = None
+            self.pin = pins.require_locked(pins.get(spec))
+            self._fixed = None
+            self.key = "pin:" + hashlib.sha256(repr(self.pin.lock_entry()).encode()).hexdigest()[:16]
+
+    def arches(self) -> list[str]:
+        if self.pin:
+            return list(self.pin.arches)
+        return [self._fixed.arch] if self._fixed.arch else []
+
+    def for_arch(self, arch_name: str | None) -> KernelTarget | None:
+        """The target for a module of this arch; None when a pin has no such arch (arch-mismatch)."""
+        if self._fixed is not None:
+            return self._fixed
+        if arch_name not in self.pin.arches:
+            return None
+        if arch_name not in self._cache:
+            self._cache[arch_name] = load_pin(self.pin, archmod.get(arch_name))
+        return self._cache[arch_name]
+
+    def prepare(self, arch_names) -> None:
+        """Load (download, extract) everything before worker processes fork, so they share it."""
+        for a in arch_names:
+            if a:
+                self.for_arch(a)
+
+
+# ----------------------------------------------------------------------------------------------------
+# parsing
+
+def parse_symvers(text: str) -> dict[str, tuple[int | None, bool]]:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 4:
+            continue
+        try:
+            crc = int(parts[0], 16)
+        except ValueError:
+            crc = None
+        out[parts[1]] = (crc, parts[3].endswith("_GPL"))
+    return out
+
+
+def parse_system_map(text: str, target: KernelTarget) -> None:
+    data = ruledata.load("kprobes")
+    prefix = data["blacklist_prefix"]
+    marks = {}
+    wanted = {s for pair in data["blacklist_ranges"] for s in pair[:2]}
+    textsyms: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        addr_s, typ, name = parts[0], parts[1], parts[2]
+        if name in wanted:
+            marks[name] = int(addr_s, 16)
+        if name.startswith(prefix):
+            target.blacklist.add(name[len(prefix):])
+        if typ in TEXT_TYPES:
+            try:
+                textsyms.setdefault(name, int(addr_s, 16))
+            except ValueError:
+                continue
+    target.text = textsyms
+    for start, end, label in data["blacklist_ranges"]:
+        if start in marks and end in marks:
+            target.ranges.append((marks[start], marks[end], label))
+    for name in textsyms:
+        m = CLONE_RE.match(name)
+        if m:
+            target.clones.setdefault(m.group("base"), []).append(name)
+
+
+def _config(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v.strip('"')
+    return out
+
+
+def vermagic_from_config(release: str, config: dict[str, str]) -> str:
+    """include/linux/vermagic.h, from the config of the kernel."""
+    words = [release]
+    if config.get("CONFIG_SMP") == "y":
+        words.append("SMP")
+    if config.get("CONFIG_PREEMPT_RT") == "y":
+        words.append("preempt_rt")
+    elif config.get("CONFIG_PREEMPT_BUILD") == "y" or config.get("CONFIG_PREEMPT") == "y":
+        words.append("preempt")
+    if config.get("CONFIG_MODULE_UNLOAD") == "y":
+        words.append("mod_unload")
+    if config.get("CONFIG_MODVERSIONS") == "y":
+        words.append("modversions")
+    if config.get("CONFIG_ARM64") == "y":
+        words.append("aarch64")
+    return " ".join(words)
+
+
+def _arch_from_config(config: dict[str, str]) -> str | None:
+    if config.get("CONFIG_X86_64") == "y":
+        return "x86_64"
+    if config.get("CONFIG_ARM64") == "y":
+        return "arm64"
+    return None
+
+
+def from_path(path: Path) -> KernelTarget:
+    t = KernelTarget(name=str(path))
+    found = False
+    if path.is_file():
+        text = path.read_text(errors="replace")
+        if "\tEXPORT_SYMBOL" in text[:4096]:
+            t.exports = parse_symvers(text)
+        else:
+            parse_system_map(text, t)
+            if not t.text:
+                raise UserError(f"{path} is neither a System.map nor a Module.symvers",
+                                "give a pin name, a kernel headers tree, a System.map or a Module.symvers")
+        return t
+    if (path / "Module.symvers").is_file():
+        t.exports = parse_symvers((path / "Module.symvers").read_text(errors="replace"))
+        found = True
+    maps = [path / "System.map", *sorted(path.glob("System.map-*")), *sorted((path / "boot").glob("System.map-*"))]
+    for m in maps:
+        if m.is_file():
+            parse_system_map(m.read_text(errors="replace"), t)
+            found = True
+            break
+    config = {}
+    for c in [path / ".config", *sorted((path / "boot").glob("config-*"))]:
+        if c.is_file():
+            config = _config(c.read_text(errors="replace"))
+            break
+    release_file = path / "include/config/kernel.release"
+    if release_file.is_file():
+        t.release = release_file.read_text().strip()
+    elif maps and maps[-1].name.startswith("System.map-"):
+        t.release = maps[-1].name[len("System.map-"):]
+    t.arch = _arch_from_config(config)
+    if t.release and config:
+        t.vermagic = vermagic_from_config(t.release, config)
+    if not found:
+        raise UserError(f"{path} has no Module.symvers or System.map",
+                        "give a pin name, a kernel headers tree (/usr/src/linux-headers-*), or a System.map")
+    if t.release:
+        t.name = f"{path} ({t.release})"
+    return t
+
+
+# ----------------------------------------------------------------------------------------------------
+# pins: fetch the locked packages and keep what the rules need
+
+def _extract(deb: Path, dest: Path, patterns: list[str]) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+        tar = subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", *patterns], stdin=dpkg.stdout,
+                             capture_output=True)
+        dpkg.stdout.close()
+        rc = dpkg.wait()
+    except FileNotFoundError as e:
+        raise InfraError(f"cannot unpack {deb.name}: {e.filename} is not installed", "apt-get install dpkg tar")
+    if rc != 0:
+        raise InfraError(f"cannot unpack {deb.name}: dpkg-deb exited with {rc}", "delete it from the cache and retry")
+    if tar.returncode not in (0, 2):   # 2: a pattern matched nothing, which callers check themselves
+        raise InfraError(f"cannot unpack {deb.name}: {tar.stderr.decode(errors='replace').strip()[:200]}")
+
+
+def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
+    """The whole linux-image package of a pin, unpacked once into the cache (System.map, lib/modules)."""
+    pkg = pin.package("image", arch)
+    dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
+    if (dest / ".complete").exists():
+        return dest
+    deb = fetch.fetch(pkg)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
+    try:
+        _extract(deb, tmp, ["*"])
+        (tmp / ".complete").write_text(pkg.sha256 + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def headers_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[str, str]:
+    """(Module.symvers, .config) of the pin's linux-headers package for this arch."""
+    pkg = pin.package("headers", arch)
+    deb = fetch.fetch(pkg)
+    with tempfile.TemporaryDirectory(dir=paths.cache_dir()) as tmp:
+        _extract(deb, Path(tmp), ["*/Module.symvers", "*/.config"])
+        symvers = list(Path(tmp).rglob("Module.symvers"))
+        config = list(Path(tmp).rglob(".config"))
+        if not symvers:
+            raise InfraError(f"{pkg.basename} has no Module.symvers", "the lock points at an unexpected package")
+        return symvers[0].read_text(errors="replace"), config[0].read_text(errors="replace") if config else ""
+
+
+def _first_vermagic(tree: Path) -> str | None:
+    from .elf import BadElf, parse
+    for root, _dirs, files in os.walk(tree / "lib" / "modules"):
+        for f in sorted(files):
+            if f.endswith(".ko"):
+                try:
+                    v = parse(Path(root, f).read_bytes()).modinfo_values("vermagic")
+                except BadElf:
+                    continue
+                if v:
+                    return v[0]
+    return None
+
+
+def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
+    key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
+                         .encode()).hexdigest()[:16]
+    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.pickle"
+    if cached.exists():
+        try:
+            return pickle.loads(cached.read_bytes())
+        except Exception:
+            cached.unlink(missing_ok=True)   # a damaged cache entry is rebuilt, never trusted
+    release = pin.release(arch)
+    t = KernelTarget(name=f"{pin.name} ({release})", arch=arch.name, release=release)
+    symvers, config = headers_files(pin, arch)
+    t.exports = parse_symvers(symvers)
+    tree = image_tree(pin, arch)
+    maps = sorted((tree / "boot").glob("System.map-*"))
+    if not maps:
+        raise InfraError(f"{pin.package('image', arch).basename} has no boot/System.map-*")
+    parse_system_map(maps[0].read_text(errors="replace"), t)
+    t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
+    atomic.write_bytes(cached, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
+    return t
+
+
+def close_names(t: KernelTarget, name: str, limit: int = 4) -> list[str]:
+    """Suggestions for a missing probe target: known renames, clones, then similar spellings."""
+    import difflib
+    out = []
+    renamed = ruledata.load("kprobes").get("renames", {}).get(name)
+    if renamed:
+        out.append(renamed)
+    out.extend(t.clones.get(name, [])[:limit])
+    names = t.text or {}
+    # difflib over 100k names is slow: compare only names that share a 4-letter piece with the wanted one
+    core = name.strip("_")
+    pieces = {core[i:i + 4] for i in range(max(len(core) - 3, 1))}
+    pool = [n for n in names if any(p in n for p in pieces)] if pieces else []
+    for n in difflib.get_close_matches(name, pool, n=limit, cutoff=0.75):
+        if n not in out:
+            out.append(n)
+    return out[:limit]
+
