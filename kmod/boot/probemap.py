@@ -68,11 +68,11 @@ class ProbeMap:
         return symbol in self.blacklist
 
     def describe(self, symbol: str) -> str:
+        if self.blacklisted(symbol):
+            return "in the kprobe blacklist: cannot be probed"
         if not self.has(symbol):
             clones = sorted(s for s in self.functions if s.startswith(symbol + "."))
             return "not in kallsyms" + (f" (compiled as {', '.join(clones[:4])})" if clones else "")
-        if self.blacklisted(symbol):
-            return "in the kprobe blacklist: cannot be probed"
         return f"function (type {self.symbols[symbol]})" if self.is_function(symbol) else \
             f"not a function (type {self.symbols[symbol]})"
 

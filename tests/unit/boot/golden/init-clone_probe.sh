@@ -1,0 +1,56 @@
+#!/bin/sh
+# /init of a kmod boot test, rendered from templates/boot/init.sh.j2 (edit that, not this).
+# Every step prints one line, "KMODBOOT step=NAME status=ok|fail|... key=value...", through
+# /dev/kmsg so that it reaches the console in order with the kernel's own messages (a WARNING is
+# then attributed to the step that caused it). The host reads the console; this script decides nothing.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+r() { echo "<2>KMODBOOT $*" >/dev/kmsg 2>/dev/null || echo "KMODBOOT $*"; }
+finish() {
+	r step=taint status=ok value=$(cat /proc/sys/kernel/tainted)
+	r step=done status=ok
+	poweroff -f
+}
+r step=init status=ok release=$(uname -r)
+
+if mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t debugfs debugfs /sys/kernel/debug; then
+	r step=mount status=ok taint=$(cat /proc/sys/kernel/tainted)
+else
+	r step=mount status=fail
+	finish
+fi
+# From here on every kernel message reaches the console, warnings included.
+echo 8 >/proc/sys/kernel/printk
+
+if insmod /kmod/clone_probe.ko; then
+	r step=insmod status=ok
+else
+	r step=insmod status=fail rc=$?
+	finish
+fi
+
+# Expected: kernel_clone+0x0
+if [ -r /sys/kernel/debug/kprobes/list ]; then
+	while IFS= read -r line; do r step=kprobes status=entry entry=$line; done </sys/kernel/debug/kprobes/list
+	r step=kprobes status=ok
+else
+	r step=kprobes status=fail reason=no-kprobes-list
+fi
+
+r step=trigger status=start
+/bin/sh -c /bin/true </dev/null
+r step=trigger status=ok rc=$?
+
+if [ -r /sys/module/clone_probe/parameters/hits ]; then
+	r step=hits status=ok value=$(cat /sys/module/clone_probe/parameters/hits)
+else
+	r step=hits status=missing
+fi
+
+if rmmod clone_probe; then
+	r step=rmmod status=ok
+else
+	r step=rmmod status=fail rc=$?
+fi
+finish

@@ -1,0 +1,31 @@
+#!/bin/sh
+# /init of a kmod boot test, rendered from templates/boot/init.sh.j2 (edit that, not this).
+# Every step prints one line, "KMODBOOT step=NAME status=ok|fail|... key=value...", through
+# /dev/kmsg so that it reaches the console in order with the kernel's own messages (a WARNING is
+# then attributed to the step that caused it). The host reads the console; this script decides nothing.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+r() { echo "<2>KMODBOOT $*" >/dev/kmsg 2>/dev/null || echo "KMODBOOT $*"; }
+finish() {
+	r step=taint status=ok value=$(cat /proc/sys/kernel/tainted)
+	r step=done status=ok
+	poweroff -f
+}
+r step=init status=ok release=$(uname -r)
+
+if mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t debugfs debugfs /sys/kernel/debug; then
+	r step=mount status=ok taint=$(cat /proc/sys/kernel/tainted)
+else
+	r step=mount status=fail
+	finish
+fi
+# Nothing may interleave with the dumps: kernel messages off the console.
+echo 1 >/proc/sys/kernel/printk
+echo "KMODBOOT-BEGIN kallsyms"
+gzip -c /proc/kallsyms | base64
+echo "KMODBOOT-END kallsyms"
+echo "KMODBOOT-BEGIN blacklist"
+gzip -c /sys/kernel/debug/kprobes/blacklist | base64
+echo "KMODBOOT-END blacklist"
+finish

@@ -1,0 +1,92 @@
+"""/init rendering (golden files) and the cpio writer, without QEMU."""
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from kmod.boot import initramfs
+
+GOLDEN = Path(__file__).parent / "golden"
+RENDER = os.environ.get("KMOD_GOLDEN_RENDER") == "1"  # regenerate, then review the diff
+
+CASES = {
+    "init-clone_probe.sh": initramfs.InitSpec(module="clone_probe", trigger="/bin/true",
+                                              probes=("kernel_clone+0x0",)),
+    "init-quoted-trigger.sh": initramfs.InitSpec(module="m2", trigger="echo 'a b' >/tmp/x; sh -c \"exit 0\"",
+                                                 probes=("vfs_write+0x0", "do_sys_openat2+0x4")),
+    "init-probemap.sh": initramfs.InitSpec(dumps=(("kallsyms", "/proc/kallsyms"),
+                                                  ("blacklist", "/sys/kernel/debug/kprobes/blacklist"))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_init_matches_golden(name):
+    text = initramfs.render_init(CASES[name])
+    path = GOLDEN / name
+    if RENDER:
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed: rerun with KMOD_GOLDEN_RENDER=1 and review the diff"
+
+
+def test_init_runs_the_steps_in_the_verdicts_order():
+    text = initramfs.render_init(CASES["init-clone_probe.sh"])
+    positions = [text.index(f"step={s} ") for s in initramfs.STEPS if s not in ("taint", "done")]  # those two are in finish()
+    assert positions == sorted(positions)
+    assert text.startswith("#!/bin/sh\n") and "poweroff -f" in text
+    assert "insmod /kmod/clone_probe.ko" in text and "rmmod clone_probe" in text
+    assert "/sys/module/clone_probe/parameters/hits" in text
+
+
+def test_trigger_is_one_shell_word():
+    """A trigger with quotes and ; reaches sh -c intact: it cannot break out of the /init script."""
+    text = initramfs.render_init(CASES["init-quoted-trigger.sh"])
+    line = next(ln for ln in text.splitlines() if ln.startswith("/bin/sh -c "))
+    import shlex
+    assert shlex.split(line)[:3] == ["/bin/sh", "-c", "echo 'a b' >/tmp/x; sh -c \"exit 0\""]
+
+
+def test_probe_map_init_has_no_module_steps():
+    text = initramfs.render_init(CASES["init-probemap.sh"])
+    assert "insmod" not in text and "KMODBOOT-BEGIN kallsyms" in text and "gzip -c /proc/kallsyms" in text
+
+
+def test_default_triggers_come_from_the_data_file():
+    assert initramfs.default_trigger(["kernel_clone"]) == "/bin/true"
+    assert "cat /proc/version" in initramfs.default_trigger(["do_sys_openat2"])
+    assert initramfs.default_trigger(["kernel_clone.cold"]) == "/bin/true"
+    assert initramfs.default_trigger(["no_such_fn"]) == initramfs.trigger_table()["generic"]
+    both = initramfs.default_trigger(["kernel_clone", "do_exit", "vfs_write"])
+    assert both.count("/bin/true") == 1 and "echo x" in both
+
+
+def test_cpio_holds_what_the_guest_needs(tmp_path):
+    bb = tmp_path / "busybox"
+    bb.write_bytes(b"\x7fELF" + b"x" * 1001)
+    ko = tmp_path / "m.ko"
+    ko.write_bytes(b"ko" * 33)
+    data = initramfs.build(bb, "#!/bin/sh\n", ko, "m")
+    entries = {name: (mode, size) for name, mode, size in initramfs.listing(data)}
+    assert stat.S_ISCHR(entries["dev/console"][0])
+    assert entries["init"] == (stat.S_IFREG | 0o755, len("#!/bin/sh\n"))
+    assert entries["bin/busybox"] == (stat.S_IFREG | 0o755, 1005)
+    assert entries["kmod/m.ko"][1] == 66
+    assert stat.S_ISLNK(entries["bin/sh"][0])
+    assert len(data) % 512 == 0
+    assert data == initramfs.build(bb, "#!/bin/sh\n", ko, "m"), "same inputs, same bytes"
+    # the device node's numbers are 5:1 (rdevmajor/rdevminor fields of the newc header)
+    pos = data.index(b"dev/console") - 110
+    assert int(data[pos + 78:pos + 86], 16) == 5 and int(data[pos + 86:pos + 94], 16) == 1
+
+
+def test_cpio_is_readable_by_gnu_cpio(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("cpio"):
+        pytest.skip("cpio not installed")
+    bb = tmp_path / "busybox"
+    bb.write_bytes(b"bb")
+    (tmp_path / "a.cpio").write_bytes(initramfs.build(bb, "#!/bin/sh\necho hi\n"))
+    out = subprocess.run(["cpio", "-t", "-F", str(tmp_path / "a.cpio")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert {"init", "bin/busybox", "dev/console", "kmod"} <= set(out.stdout.split())

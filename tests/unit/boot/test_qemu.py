@@ -1,0 +1,145 @@
+"""QEMU argv from the arch data, accelerator choice, the runner's timeout and kill, JUnit, exit codes,
+the probe-map dump format. No QEMU needed: the runner is exercised with a stand-in process."""
+import base64
+import gzip
+import os
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from kmod import arch as archmod
+from kmod.boot import Outcome, Result, Target, junit, probemap, qemu, verdict
+from kmod.errors import InfraError
+
+
+@pytest.mark.parametrize("name", ["x86_64", "arm64"])
+def test_argv_comes_from_the_arch_data(name):
+    a = archmod.get(name)
+    q = a.qemu
+    cmd = qemu.argv(a, Path("/k/vmlinuz"), Path("/i/initramfs.cpio"), ("rdinit=/x",), "tcg")
+    assert cmd[0] == q["binary"]
+    assert cmd[cmd.index("-machine") + 1] == f"{q['machine']},accel=tcg"
+    assert cmd[cmd.index("-cpu") + 1] == q["cpu"]
+    assert cmd[cmd.index("-m") + 1] == str(q["memory"])
+    assert "-no-reboot" in cmd and cmd[cmd.index("-kernel") + 1] == "/k/vmlinuz"
+    append = cmd[cmd.index("-append") + 1].split()
+    assert append[0] == f"console={q['console']}" and "panic=-1" in append and append[-1] == "rdinit=/x"
+    kvm = qemu.argv(a, Path("/k"), Path("/i"), (), "kvm")
+    assert kvm[kvm.index("-cpu") + 1] == q["kvm_cpu"] and f"{q['machine']},accel=kvm" in kvm
+
+
+def test_no_arch_fact_is_written_twice_in_code():
+    """Binary names, machines, consoles live in toolchains/arch/*.toml only."""
+    src = "".join(p.read_text() for p in Path(qemu.__file__).parent.glob("*.py"))
+    for a in archmod.all_arches().values():
+        for key in ("binary", "machine", "console"):
+            assert f'"{a.qemu[key]}"' not in src, f"{a.qemu[key]} is hard-coded"
+
+
+def test_accel_override(monkeypatch):
+    a = archmod.get("arm64")
+    monkeypatch.setenv("KMOD_BOOT_ACCEL", "tcg")
+    assert qemu.accel_for(a) == "tcg"
+    monkeypatch.setenv("KMOD_BOOT_ACCEL", "bogus")
+    with pytest.raises(InfraError):
+        qemu.accel_for(a)
+
+
+def test_kvm_needs_a_same_arch_host(monkeypatch):
+    monkeypatch.setattr(qemu, "_host_arch", lambda: archmod.get("x86_64"))
+    qemu.kvm_usable.cache_clear()
+    assert qemu.kvm_usable(archmod.get("arm64")) is False
+    qemu.kvm_usable.cache_clear()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_runner_kills_on_timeout_and_keeps_the_console(tmp_path):
+    stand_in = [sys.executable, "-c", "import time; print('booting', flush=True); "
+                "print('KMODBOOT step=init status=ok', flush=True); time.sleep(60)"]
+    started = time.monotonic()
+    run = qemu.run(stand_in, timeout=2, log=tmp_path / "console.log", marks=("step=init",), header="# hdr\n")
+    assert run.timed_out and time.monotonic() - started < 10
+    assert run.lines[:2] == ["booting", "KMODBOOT step=init status=ok"]
+    assert "step=init" in run.marks
+    log = (tmp_path / "console.log").read_text()
+    assert log.startswith("# hdr\nbooting\n") and "killed after the timeout" in log
+    assert not qemu._live
+
+
+def test_runner_kills_the_whole_group(tmp_path):
+    """A child the VM process started (as QEMU helpers may) goes too."""
+    pidfile = tmp_path / "child.pid"
+    stand_in = ["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"]
+    qemu.run(stand_in, timeout=1)
+    time.sleep(0.2)
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_runner_reports_exit_code():
+    run = qemu.run([sys.executable, "-c", "print('x\\r'); raise SystemExit(3)"], timeout=10)
+    assert (run.exit_code, run.timed_out, run.lines) == (3, False, ["x"])
+
+
+def test_missing_binary_is_an_infrastructure_error(monkeypatch):
+    monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
+    with pytest.raises(InfraError, match="BOOT_REQUIRES"):
+        qemu.require_binary(archmod.get("x86_64"))
+
+
+def _result(status, step="", reason=""):
+    from kmod import pins
+    from kmod.spec import Module
+    t = Target(Module("m"), pins.get("bookworm-6.1"), archmod.get("arm64"), Path("/x.ko"))
+    return Result(t, verdict.Verdict(status, step, reason, ["line 1", "line <2>"], hits=[1]),
+                  {"vm": 1.5}, Path("/c.log"), ["qemu"], "tcg")
+
+
+def test_exit_codes():
+    assert Outcome([_result("pass")], {}).exit_code == 0
+    assert Outcome([_result("pass"), _result("fail", "insmod")], {}).exit_code == 2
+    assert Outcome([_result("fail", "insmod"), _result("error", "boot")], {}).exit_code == 1
+    assert Outcome([_result("pass")], {"m/k/a": "no qemu"}).exit_code == 1
+
+
+def test_junit(tmp_path):
+    path = tmp_path / "j.xml"
+    junit.write(path, [_result("pass"), _result("fail", "trigger", "WARNING on the console")],
+                {"m/bullseye-5.10/x86_64": "environment error: no qemu"}, tmp_path)
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    fail = suite.findall("testcase")[1].find("failure")
+    assert fail.get("message") == "trigger: WARNING on the console" and "line <2>" in fail.text
+    assert suite.findall("testcase")[0].get("classname") == "boot.bookworm-6.1.arm64"
+
+
+def test_probe_map_dumps_round_trip(tmp_path):
+    payload = b"ffffffff81000000 T kernel_clone\nffffffff81000100 t do_sys_openat2\n" \
+              b"ffffffff82000000 D jiffies\nffffffffc0000000 t mod_fn\t[mod]\n"
+    b64 = base64.b64encode(gzip.compress(payload)).decode()
+    lines = ["noise", "KMODBOOT-BEGIN kallsyms", *[b64[i:i + 76] for i in range(0, len(b64), 76)],
+             "KMODBOOT-END kallsyms", "KMODBOOT-BEGIN blacklist",
+             base64.b64encode(gzip.compress(b"0xffffffff81001000-0xffffffff81001100\tdo_int3\n")).decode(),
+             "KMODBOOT-END blacklist"]
+    dumps = probemap.extract_dumps(lines)
+    assert dumps["kallsyms"] == payload
+    for name, data in dumps.items():
+        (tmp_path / name).write_bytes(data)
+    m = probemap.ProbeMap(tmp_path)
+    assert m.is_function("kernel_clone") and not m.is_function("jiffies") and not m.has("mod_fn")
+    assert m.blacklisted("do_int3") and "blacklist" in m.describe("do_int3")
+    assert m.describe("nope") == "not in kallsyms"
+
+
+def test_damaged_dump_is_an_infrastructure_error():
+    with pytest.raises(InfraError, match="damaged"):
+        probemap.extract_dumps(["KMODBOOT-BEGIN kallsyms", "!!notbase64", "KMODBOOT-END kallsyms"])
