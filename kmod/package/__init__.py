@@ -6,7 +6,7 @@ failed (unless force). Then each format is built from one Payload (payload.py)."
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildFailed, UserError
@@ -25,7 +25,7 @@ class Built:
     format: str
     path: Path
     seconds: float
-    lintian: list[str] = field(default_factory=list)
+    lintian: list[str] | None = None  # lintian's tags when it ran (errors never get here)
 
 
 def parse_formats(text: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""NAME-VERSION.tar.gz: the DKMS source tree with dkms.conf, as `dkms ldtarball` / `dkms add FILE`
-load it (they look for a dkms.conf anywhere inside). Written by tarfile: sorted, root-owned, fixed
+"""NAME-VERSION.tar.gz: the DKMS source tree with dkms.conf in the layout `dkms mktarball --source-only`
+writes (dkms_source_tree/ at the top). dkms 3.0.10 (bookworm) `ldtarball` accepts only that layout (its
+"any dkms.conf inside" fallback is dead code); dkms 3.2 (trixie) `dkms add FILE` accepts it too. Written by tarfile: sorted, root-owned, fixed
 modes and mtimes, no name or time in the gzip header."""
 import gzip
 import io
@@ -26,7 +27,7 @@ def _info(name: str, when: int, mode: int, kind=tarfile.REGTYPE, size: int = 0) 
 
 def tar_bytes(p: Payload) -> bytes:
     top = dkms.source_dir(p.module)            # usr/src/NAME-VERSION
-    base = top.rsplit("/", 1)[1]              # NAME-VERSION
+    base = "dkms_source_tree"
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for d in p.dirs(top):

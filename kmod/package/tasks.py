@@ -23,7 +23,7 @@ def package(c, module="", format="", force=False, sign_key="", sign_cert="", spe
     signing = dkms.Signing.from_flags(sign_key, sign_cert)
     for b in run(project, modules, formats, force=force, signing=signing, lint=lintian):
         note = ""
-        if b.lintian:
+        if b.lintian is not None:
             warnings = sum(t.startswith("W:") for t in b.lintian)
             note = f" (lintian: {warnings} warning(s), no errors)"
         print(f"{b.module} {b.format}: {b.path} [{b.seconds:.2f}s]{note}")

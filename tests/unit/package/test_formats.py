@@ -72,8 +72,8 @@ def test_tarball_is_a_dkms_tree_and_reproducible(pl):
     assert gzip.decompress(data)  # valid gzip
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
-        assert names[0] == "clone-probe-1.2.3"
-        assert "clone-probe-1.2.3/dkms.conf" in names
+        assert names[0] == "dkms_source_tree"
+        assert "dkms_source_tree/dkms.conf" in names
         assert {(m.uid, m.gid, m.uname, m.mtime) for m in tar.getmembers()} == {(0, 0, "root", pl.epoch)}
     assert tarball.file_name(pl) == "clone-probe-1.2.3.tar.gz"
 
