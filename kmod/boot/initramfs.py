@@ -2,6 +2,7 @@
 /init, written as an uncompressed cpio (newc) archive by this code alone: no root, no mknod, no cpio
 tool, same bytes for the same inputs (mtime 0, uid 0)."""
 import io
+import re
 import shlex
 import stat
 import tomllib
@@ -18,6 +19,7 @@ from .. import paths
 STEPS = ("init", "mount", "insmod", "kprobes", "trigger", "hits", "rmmod", "taint", "done")
 MARKER = "KMODBOOT"
 MODULE_DIR = "/kmod"
+APPLET_RE = re.compile(rb"[a-z0-9][a-z0-9_.-]*|\[\[?")
 
 
 @cache
@@ -96,16 +98,43 @@ class Cpio:
         return data + b"\0" * (-len(data) % 512)
 
 
+FSTAB = """devtmpfs /dev devtmpfs defaults 0 0
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+debugfs /sys/kernel/debug debugfs defaults 0 0
+"""
+
+
+def applets(binary: bytes) -> list[str]:
+    """The applet names of a busybox binary, read from its name table ("[\\0[[\\0acpid\\0..."): the
+    guest binary cannot run here to say `--list`. [] when the table is not found (then /init links)."""
+    start = binary.find(b"[\0[[\0")
+    if start < 0:
+        return []
+    names, pos = [], start
+    while True:
+        end = binary.index(b"\0", pos)
+        name = binary[pos:end]
+        if not name or not APPLET_RE.fullmatch(name):
+            break
+        names.append(name.decode())
+        pos = end + 1
+    return names if len(names) > 20 and "sh" in names and "mount" in names else []
+
+
 def build(busybox: Path, init_script: str, ko: Path | None = None, module: str = "") -> bytes:
-    """The whole initramfs as bytes. busybox applets are linked by /init at run time (the guest
-    binary cannot run here to list them)."""
+    """The whole initramfs as bytes: busybox with its applet links, etc/fstab, /init, the module."""
     c = Cpio()
-    for d in ("/", "/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp", "/root", MODULE_DIR):
+    for d in ("/", "/bin", "/sbin", "/dev", "/etc", "/proc", "/sys", "/tmp", "/root", MODULE_DIR):
         c.dir(d)
     # The kernel opens /dev/console before /init runs, before devtmpfs is mounted.
     c.chardev("/dev/console", 5, 1)
-    c.file("/bin/busybox", Path(busybox).read_bytes(), 0o755)
-    c.symlink("/bin/sh", "busybox")
+    binary = Path(busybox).read_bytes()
+    c.file("/bin/busybox", binary, 0o755)
+    for name in sorted(set(applets(binary)) | {"sh"}):
+        if name != "busybox":
+            c.symlink(f"/bin/{name}", "busybox")
+    c.file("/etc/fstab", FSTAB.encode())
     c.file("/init", init_script.encode(), 0o755)
     if ko:
         c.file(f"{MODULE_DIR}/{module}.ko", Path(ko).read_bytes())

@@ -39,11 +39,12 @@ def test_init_runs_the_steps_in_the_verdicts_order():
 
 
 def test_trigger_is_one_shell_word():
-    """A trigger with quotes and ; reaches sh -c intact: it cannot break out of the /init script."""
+    """A trigger with quotes and ; reaches eval intact, in a subshell: it cannot break out of /init."""
     text = initramfs.render_init(CASES["init-quoted-trigger.sh"])
-    line = next(ln for ln in text.splitlines() if ln.startswith("/bin/sh -c "))
+    line = next(ln for ln in text.splitlines() if ln.startswith("(eval "))
     import shlex
-    assert shlex.split(line)[:3] == ["/bin/sh", "-c", "echo 'a b' >/tmp/x; sh -c \"exit 0\""]
+    assert line.endswith(") </dev/null")
+    assert shlex.split(line[len("(eval "):-len(") </dev/null")]) == ["echo 'a b' >/tmp/x; sh -c \"exit 0\""]
 
 
 def test_probe_map_init_has_no_module_steps():
@@ -72,6 +73,7 @@ def test_cpio_holds_what_the_guest_needs(tmp_path):
     assert entries["bin/busybox"] == (stat.S_IFREG | 0o755, 1005)
     assert entries["kmod/m.ko"][1] == 66
     assert stat.S_ISLNK(entries["bin/sh"][0])
+    assert "debugfs /sys/kernel/debug debugfs" in initramfs.FSTAB and "etc/fstab" in entries
     assert len(data) % 512 == 0
     assert data == initramfs.build(bb, "#!/bin/sh\n", ko, "m"), "same inputs, same bytes"
     # the device node's numbers are 5:1 (rdevmajor/rdevminor fields of the newc header)
@@ -90,3 +92,15 @@ def test_cpio_is_readable_by_gnu_cpio(tmp_path):
     out = subprocess.run(["cpio", "-t", "-F", str(tmp_path / "a.cpio")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert {"init", "bin/busybox", "dev/console", "kmod"} <= set(out.stdout.split())
+
+
+def test_applet_links_come_from_the_busybox_name_table(tmp_path):
+    names = ["[", "[[", "acpid", "cat", "insmod", "ls", "mount", "poweroff", "rmmod", "sh", "sync", "true"] + \
+        [f"applet{i}" for i in range(20)]
+    binary = b"\x7fELF junk\0\x01\x02" + b"\0".join(n.encode() for n in names) + b"\0\0\xff more"
+    assert initramfs.applets(binary) == names
+    assert initramfs.applets(b"\x7fELF no table") == []
+    bb = tmp_path / "busybox"
+    bb.write_bytes(binary)
+    entries = {name: mode for name, mode, _ in initramfs.listing(initramfs.build(bb, "#!/bin/sh\n"))}
+    assert stat.S_ISLNK(entries["bin/insmod"]) and stat.S_ISLNK(entries["bin/["])
