@@ -181,3 +181,40 @@ def test_deb_lintian_and_contents(packages):
     assert ".ko" not in listing and "root/root" in listing
     proc = subprocess.run([need_tool("lintian"), "--no-cfg", str(deb_path)], capture_output=True, text=True)
     assert not [ln for ln in proc.stdout.splitlines() if ln.startswith("E:")], proc.stdout
+
+
+def test_dkms_signs_with_the_configured_key(docker_client, tmp_path):
+    """--sign-key/--sign-cert name files on the target; dkms there signs with them. The throwaway key
+    is mounted at run time only: it enters no image layer and no package."""
+    from kmod.package import testimage
+    for tool in ("dpkg-deb", "openssl"):
+        need_tool(tool)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["openssl", "req", "-new", "-x509", "-nodes", "-days", "1", "-subj", "/CN=kmod test/",
+                    "-newkey", "rsa:2048", "-keyout", str(keys / "mok.key"), "-outform", "DER",
+                    "-out", str(keys / "mok.der")], check=True, capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "kmod.toml").write_text(SPEC)
+    proc = kmod("package", "--format", "deb", "--sign-key", "/keys/mok.key", "--sign-cert", "/keys/mok.der",
+                cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    image = testimage.ensure(pins.get("trixie-6.12"), packages=("rpm",), client=docker_client)
+    kver = release("trixie-6.12")
+    script = (f"dpkg -i /pkgs/{DEB} > /dev/null 2>&1; echo \"INSTALL: $?\"\n"
+              f"f=$(ls /lib/modules/{kver}/updates/dkms/clone_probe.ko*)\n"
+              "case $f in *.xz) xz -dc $f > /tmp/m.ko ;; *) cp $f /tmp/m.ko ;; esac\n"
+              "tail -c 28 /tmp/m.ko | tr -d '\\n' | sed 's/^/TAIL: /'; echo\n")
+    container = docker_client.containers.create(
+        image, ["sh", "-c", script], network_mode="none", detach=True,
+        volumes={str(work / "dist" / "packages"): {"bind": "/pkgs", "mode": "ro"},
+                 str(keys): {"bind": "/keys", "mode": "ro"}})
+    try:
+        container.start()
+        container.wait(timeout=300)
+        text = container.logs().decode("utf-8", "replace")
+    finally:
+        container.remove(force=True)
+    assert marks(text, "INSTALL") == ["0"], text
+    assert marks(text, "TAIL") == ["~Module signature appended~"], text
