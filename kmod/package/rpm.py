@@ -14,13 +14,19 @@ def file_name(p: Payload) -> str:
     return f"{p.package}-{p.version}-1.noarch.rpm"
 
 
+def literal(text: str) -> str:
+    """Text for a spec file: rpmbuild expands %macros (and %(shell)) everywhere, %% is a plain %."""
+    return text.replace("%", "%%")
+
+
 def spec_text(p: Payload) -> str:
     top = "usr/src"
     dirs = [f"/{d}" for d in p.dirs(top) if d != top]
     return render.render_text(
-        "package/spec.j2", m=p.module, package=p.package, version=p.version, summary=p.summary,
-        description=p.description, license=p.licenses[0], homepage=p.options.homepage, dkms_name=p.dkms_name,
-        dirs=dirs, files=list(p.files), maintainer=p.options.maintainer, spec_file=p.spec_file,
+        "package/spec.j2", m=p.module, package=p.package, version=p.version, summary=literal(p.summary),
+        description=literal(p.description), license=p.licenses[0], homepage=literal(p.options.homepage),
+        dkms_name=p.dkms_name, dirs=dirs, files=list(p.files), maintainer=literal(p.options.maintainer),
+        spec_file=literal(p.spec_file),
         rpm_date=time.strftime("%a %b %d %Y", time.gmtime(p.epoch)))
 
 

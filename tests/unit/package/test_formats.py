@@ -157,3 +157,15 @@ def test_unsafe_source_file_name_refused(tmp_path):
     with pytest.raises(UserError, match="cannot be packaged"):
         package(project, [project.modules["m1"]], ["tarball"], lint=False)
     assert not (project.dist / "packages").exists()
+
+
+def test_rpm_spec_escapes_macros(tmp_path):
+    """A description or homepage with % must not run rpm macros (%(...) would run a shell)."""
+    from kmod import spec as specmod
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "m1"\nsymbols = ["kernel_clone"]\n'
+                                        'description = "100% sure %(touch /tmp/pwned) %{_bindir}"\n'
+                                        '[package.m1]\nhomepage = "https://example.org/%7Ex"\n')
+    project = specmod.load(tmp_path / "kmod.toml")
+    spec = rpm.spec_text(payload.build(project, project.modules["m1"], None))
+    assert "100%% sure %%(touch /tmp/pwned) %%{_bindir}" in spec
+    assert "https://example.org/%%7Ex" in spec
