@@ -1,0 +1,146 @@
+"""Boot-test speed against its physical floor (issue 5, "Speed").
+
+  1. Per cell: the wall of a whole boot test (initramfs, QEMU, /init steps, verdict) against a bare QEMU
+     boot of the same kernel and the same initramfs straight to `poweroff -f`
+     (rdinit=/bin/busybox -- poweroff -f). Goal: <= 1.3x.
+  2. The six cells at once on all cores against the sum of their sequential walls. Goal: <= 0.65x.
+
+Both are measured in one run, alternating, median of --reps. Results are printed and written into
+docs/benchmarks.md, section "Boot" (only that section is touched).
+
+    python bench/bench_boot.py [--reps 3] [--module clone_probe] [--no-write]
+"""
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kmod import arch as archmod  # noqa: E402
+from kmod import boot  # noqa: E402
+from kmod import build as buildmod  # noqa: E402
+from kmod import pins as pinsmod  # noqa: E402
+from kmod import spec as specmod  # noqa: E402
+from kmod.boot import kernel, qemu  # noqa: E402
+from kmod.manifest import Manifest  # noqa: E402
+
+BARE_APPEND = ("rdinit=/bin/busybox", "--", "poweroff", "-f")
+PER_CELL_GOAL, PARALLEL_GOAL = 1.3, 0.65
+
+
+def built_targets(project, module: str) -> list[boot.Target]:
+    mods = project.select(module)
+    cells = buildmod.plan(project, mods, pinsmod.select("all"), archmod.select("all"))
+    outcome = buildmod.run(project, cells, quiet=True, command="bench_boot")
+    if outcome.exit_code:
+        raise SystemExit(f"build failed: {[c.id for c in outcome.failed]}")
+    return boot.targets_from_manifest(project, Manifest(project.dist / "manifest.json"), archmod.select("all"),
+                                      pinsmod.select("all"), mods)
+
+
+def bare_boot(t: boot.Target, initrd: Path, timeout: float) -> float:
+    k = kernel.kernel(t.pin, t.arch)
+    cmd = qemu.argv(t.arch, k.image, initrd, BARE_APPEND, qemu.accel_for(t.arch))
+    started = time.monotonic()
+    run = qemu.run(cmd, timeout)
+    wall = time.monotonic() - started
+    if run.exit_code != 0 or not any("Power down" in ln or "reboot: Power" in ln for ln in run.lines):
+        raise SystemExit(f"bare boot of {t.id} did not power off: {run.lines[-5:]}")
+    return wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--module", default="clone_probe")
+    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = ap.parse_args()
+    project = specmod.load(REPO / "kmod.toml")
+    targets = built_targets(project, args.module)
+    jobs = os.cpu_count() or 1
+    work = Path(tempfile.mkdtemp(prefix="bench_boot."))
+    tested: dict[str, list[float]] = {t.id: [] for t in targets}
+    bare: dict[str, list[float]] = {t.id: [] for t in targets}
+    parallel: list[float] = []
+    load_before = os.getloadavg()[0]
+    for rep in range(args.reps):
+        for t in targets:
+            out = work / t.id.replace("/", "_")
+            started = time.monotonic()
+            r = boot.boot_one(t, out, args.timeout)
+            tested[t.id].append(time.monotonic() - started)
+            if r.verdict.status != "pass":
+                raise SystemExit(f"{t.id}: {r.verdict.status} at {r.verdict.step}: {r.verdict.reason}")
+            bare[t.id].append(bare_boot(t, out / "initramfs.cpio", args.timeout))
+            print(f"rep {rep + 1} {t.id}: boot-test {tested[t.id][-1]:.2f}s, bare {bare[t.id][-1]:.2f}s",
+                  file=sys.stderr, flush=True)
+        started = time.monotonic()
+        outcome = boot.boot_all(targets, work / "parallel", args.timeout, jobs=jobs, quiet=True)
+        parallel.append(time.monotonic() - started)
+        if outcome.exit_code:
+            raise SystemExit(f"parallel run failed: exit {outcome.exit_code}")
+        print(f"rep {rep + 1} six cells on {jobs} cores: {parallel[-1]:.2f}s", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()[0]
+
+    rows = []
+    for t in targets:
+        tw, bw = statistics.median(tested[t.id]), statistics.median(bare[t.id])
+        rows.append((t.id, tw, bw, tw / bw))
+    seq_sum = sum(r[1] for r in rows)
+    par = statistics.median(parallel)
+    worst = max(r[3] for r in rows)
+    accel = {t.arch.name: qemu.accel_for(t.arch) for t in targets}
+    lines = [
+        "## Boot",
+        "",
+        f"`python bench/bench_boot.py --reps {args.reps}` on {platform.node() or 'this machine'}: "
+        f"{jobs} cores, {platform.machine()}, accel {', '.join(f'{a}={x}' for a, x in accel.items())}, "
+        f"load average {load_before:.1f} before / {load_after:.1f} after, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Medians of {args.reps} alternating runs.",
+        "",
+        "Per cell: the whole boot test (initramfs, QEMU, /init's insmod, kprobes check, trigger, hits, rmmod,",
+        "verdict) against a bare boot of the same kernel and initramfs to `poweroff -f` "
+        f"(goal <= {PER_CELL_GOAL}x).",
+        "",
+        "| cell | boot-test wall (s) | bare boot wall (s) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {cid} | {tw:.2f} | {bw:.2f} | {ratio:.2f} |" for cid, tw, bw, ratio in rows],
+        "",
+        f"Worst ratio: **{worst:.2f}x** ({'meets' if worst <= PER_CELL_GOAL else 'MISSES'} the {PER_CELL_GOAL}x goal).",
+        "",
+        f"Six cells at once (`--jobs {jobs}`): **{par:.2f} s** against {seq_sum:.2f} s for the sum of their "
+        f"sequential walls = **{par / seq_sum:.2f}x** ({'meets' if par / seq_sum <= PARALLEL_GOAL else 'MISSES'} "
+        f"the {PARALLEL_GOAL}x goal; {jobs} cores make {1 / jobs:.2f}x the floor). Runs: "
+        + ", ".join(f"{p:.2f}" for p in parallel) + " s.",
+        "",
+        "TCG is noisy on a shared machine: compare the ratios, not the absolute seconds.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section(REPO / "docs" / "benchmarks.md", text)
+    ok = worst <= PER_CELL_GOAL and par / seq_sum <= PARALLEL_GOAL
+    return 0 if ok else 2
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the "## Boot" section (up to the next "## " heading) or append it; nothing else changes."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(r"^## Boot\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: section + "\n", old, count=1) if pattern.search(old) else \
+        old.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
