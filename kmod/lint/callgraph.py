@@ -13,6 +13,7 @@ from . import decode, ruledata
 from .elf import STB_LOCAL, STT_FUNC, STT_NOTYPE, STT_SECTION, Elf
 
 R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
+PROBE_REGISTRATION = frozenset({"register_kprobe", "register_kprobes", "register_kretprobe", "register_kretprobes"})
 
 
 @dataclass
@@ -120,10 +121,13 @@ def _functions(elf: Elf) -> tuple[list[Function], dict[int, list[int]], dict[int
     return functions, starts, first
 
 
-def build(elf: Elf) -> Graph:
+def build(elf: Elf, full: bool = False) -> Graph:
+    """The call graph. The fast pass suffices for modules without FP code that register no probes;
+    the others are decoded again in full (every branch) for the guard and handler analyses."""
     functions, starts, first = _functions(elf)
     g = Graph(elf, functions, [], {}, {}, set(), set(), starts)
     g._first = first
+    g.full = full or elf.machine != "EM_X86_64"
     for f in functions:
         for n in f.names:
             g.by_name.setdefault(n, f.index)
@@ -131,9 +135,11 @@ def build(elf: Elf) -> Graph:
     consumed: set[tuple[int, int]] = set()
     for sec_index, offs in starts.items():
         sec = elf.sections[sec_index]
-        relocs = {r.offset: r for r in elf.relocs.get(sec_index, ())}
+        relocs = elf.relocs.by_offset(sec_index)
         used: set[int] = set()
-        evs = decode.events(elf, sec, relocs, used)
+        evs = decode.events(elf, sec, relocs, used, g.full)
+        if evs is None:
+            return build(elf, full=True)
         consumed.update((sec_index, o) for o in used)
         base = first[sec_index]
         n = len(offs)
@@ -147,6 +153,8 @@ def build(elf: Elf) -> Graph:
                 fn.events.append(ev)
 
     g.call_relocs = consumed
+    if not g.full and any(c.external in PROBE_REGISTRATION for c in g.calls):
+        return build(elf, full=True)
     _address_taken(g, consumed)
     for s in elf.symbols:
         if s.name.startswith("__ksymtab_") and s.name not in ("__ksymtab_gpl", "__ksymtab_strings"):
@@ -192,48 +200,20 @@ def _resolve(g: Graph, fn: Function, sec_index: int, ev, record: bool):
 
 
 def ensure_cfg(g: Graph, fns) -> None:
-    """Give these functions their complete control flow (x86 decodes branches lazily; see decode.py)."""
-    if g.elf.machine != "EM_X86_64":
-        return
-    by_sec: dict[int, list[Function]] = {}
-    for fn in fns:
-        f = g.functions[fn]
-        if not getattr(f, "full", False):
-            by_sec.setdefault(f.section, []).append(f)
-    for sec_index, funcs in by_sec.items():
-        sec = g.elf.sections[sec_index]
-        relocs = g._relocs.get(sec_index)
-        if relocs is None:
-            relocs = g._relocs[sec_index] = {r.offset: r for r in g.elf.relocs.get(sec_index, ())}
-        if sum(f.end - f.start for f in funcs) * 3 > sec.size:
-            ranges = [(0, sec.size)]          # most of the section: one pass is cheaper
-        else:
-            ranges = [(f.start, f.end) for f in funcs]
-        evs = []
-        for lo, hi in ranges:
-            evs.extend(decode.x86_events(g.elf, sec, relocs, set(), lo, hi, full=True))
-        evs.sort(key=lambda e: e[0])
-        starts = [f.start for f in funcs]
-        for f in funcs:
-            f.events = []
-            f.full = True
-        for ev in evs:
-            k = bisect.bisect_right(starts, ev[0]) - 1
-            if k >= 0 and funcs[k].start <= ev[0] < funcs[k].end:
-                e = _resolve(g, funcs[k], sec_index, ev, record=False)
-                if e is not None:
-                    funcs[k].events.append(e)
+    """The guard analysis needs every branch: a graph from the fast pass is never used for it."""
+    if not g.full:
+        raise RuntimeError("guard analysis on a call graph without branches")
 
 
 def _address_taken(g: Graph, consumed: set) -> None:
     elf = g.elf
     x86 = elf.machine == "EM_X86_64"
     meta = ruledata.metadata_sections()
-    for sec_index, relocs in elf.relocs.items():
+    for sec_index in list(elf.relocs.keys()):
         sec = elf.sections[sec_index]
         if sec.name in meta:
             continue
-        for r in relocs:
+        for r in elf.relocs.get(sec_index):
             sym = elf.symbols[r.sym]
             if not sym.defined or sym.shndx >= len(elf.sections):
                 continue

@@ -105,14 +105,17 @@ _ids = None
 
 def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                lo: int = 0, hi: int | None = None, full: bool = False) -> list:
-    """Events of [lo, hi). Without `full`, conditional jumps and returns are left out (they are most of
-    the interesting instructions and only the FPU guard analysis needs them, for a few functions:
-    it asks again with full=True); conditional tail calls are then found from their relocations."""
+    """Events of [lo, hi).
+
+    Without `full` (the fast pass every module gets) only calls are decoded; jumps with a relocation
+    (tail calls to the kernel) are found from the relocation and the opcode before it; and the first
+    FP instruction stops the pass by returning None: the caller then decodes again with `full`, which
+    adds every jump and return, for the control flow the FPU guard analysis needs."""
     global _ids
     if _ids is None:
         _ids = _x86_ids()
     fp_ids, call_ids, jmp_ids, jcc_ids, end_ids = _ids
-    interesting = fp_ids | call_ids | jmp_ids | end_ids | (jcc_ids if full else frozenset())
+    interesting = (fp_ids | call_ids | jmp_ids | end_ids | jcc_ids) if full else (fp_ids | call_ids)
     code = elf.section_bytes(sec)
     size_total = len(code) if hi is None else min(hi, len(code))
     cbuf = ctypes.create_string_buffer(code[lo:size_total], max(size_total - lo, 0))
@@ -146,6 +149,8 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                 addr = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little")
                 nxt = addr + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
                 if i in vec or iid in fp_ids:
+                    if not full:
+                        return None
                     # FP instructions until the next control event form one run [addr, end): the guard
                     # state cannot change inside it, so one event stands for all of them
                     if run is None:
@@ -165,11 +170,12 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                     used.add(r.offset)
                     continue
                 op = bytes(mv[b + _OFF_OP:b + _OFF_OP + 24]).split(b"\0", 1)[0]
-                if op[:2] == b"0x":
+                if op[:1].isdigit():   # a direct target: "0x1a2b" (or "0" for offset zero)
+                    dest = int(op, 0)
                     if mode == 0:
-                        append((addr, CALL, ("loc", sec.index, int(op, 16)), 0, nxt))
+                        append((addr, CALL, ("loc", sec.index, dest), 0, nxt))
                     else:
-                        append((addr, BRANCH, int(op, 16), mode == 2, nxt))
+                        append((addr, BRANCH, dest, mode == 2, nxt))
                 elif mode == 1:
                     append((addr, END, None, None, nxt))   # indirect jump
             b = (n - 1) * _SZ
@@ -179,12 +185,15 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
         finally:
             capstone._cs.cs_free(arr, n)
     if not full:
-        # jcc rel32 (0f 8x) to another function: a conditional tail call
+        # jmp rel32 (e9) and jcc rel32 (0f 8x) with a relocation: tail calls
         for off, r in relocs.items():
-            if lo + 2 <= off < size_total and off not in used and r.type in (R_X86_64_PC32, R_X86_64_PLT32) \
-                    and code[off - 2] == 0x0F and 0x80 <= code[off - 1] <= 0x8F:
-                append((off - 2, CALL, _reloc_target(elf, r, 4), 2, off + 4))
-                used.add(off)
+            if lo + 2 <= off < size_total and off not in used and r.type in (R_X86_64_PC32, R_X86_64_PLT32):
+                if code[off - 1] == 0xE9:
+                    append((off - 1, CALL, _reloc_target(elf, r, 4), 1, off + 4))
+                    used.add(off)
+                elif code[off - 2] == 0x0F and 0x80 <= code[off - 1] <= 0x8F:
+                    append((off - 2, CALL, _reloc_target(elf, r, 4), 2, off + 4))
+                    used.add(off)
         events.sort(key=lambda e: e[0])
     return events
 
@@ -253,10 +262,12 @@ def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> 
     return events
 
 
-def events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list:
-    """Events of one section; the offsets of the relocations that fed a call are added to `used`."""
-    fn = x86_events if elf.machine == "EM_X86_64" else a64_events
-    return fn(elf, sec, relocs, used)
+def events(elf: Elf, sec: Section, relocs: dict[int, object], used: set, full: bool) -> list | None:
+    """Events of one section; the offsets of the relocations that fed a call are added to `used`.
+    None: the fast x86 pass met FP code, decode again with full=True."""
+    if elf.machine == "EM_X86_64":
+        return x86_events(elf, sec, relocs, used, full=full)
+    return a64_events(elf, sec, relocs, used)
 
 
 def insn_text(elf: Elf, sec_index: int, off: int) -> str:

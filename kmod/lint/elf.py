@@ -74,8 +74,12 @@ class Elf:
     machine: str
     sections: list[Section]
     symbols: list[Symbol] = field(default_factory=list)
-    # relocations grouped by the index of the section they patch
-    relocs: dict[int, list[Reloc]] = field(default_factory=dict)
+    # relocations grouped by the index of the section they patch, read when first asked for
+    relocs: "Relocs" = None
+
+    def __post_init__(self):
+        if self.relocs is None:
+            self.relocs = Relocs(self)
 
     def section_bytes(self, sec: Section) -> bytes:
         if sec.type == SHT_NOBITS:
@@ -140,6 +144,50 @@ class Elf:
         if end < 0:
             return None
         return raw[:end].decode("utf-8", "replace")
+
+
+class Relocs:
+    """Relocations by patched section, parsed on first use: most modules carry megabytes of
+    bookkeeping relocations (.orc_unwind_ip, __mcount_loc, ...) that no rule reads."""
+
+    def __init__(self, elf: "Elf"):
+        self.elf = elf
+        self.sections: dict[int, list[Section]] = {}
+        self._parsed: dict[int, list[Reloc]] = {}
+        self._maps: dict[int, dict[int, Reloc]] = {}
+
+    def keys(self):
+        return self.sections.keys()
+
+    def get(self, index: int, default=()):
+        if index not in self.sections:
+            return default
+        if index not in self._parsed:
+            self._parsed[index] = self._parse(index)
+        return self._parsed[index]
+
+    def by_offset(self, index: int) -> dict[int, Reloc]:
+        if index not in self._maps:
+            self._maps[index] = {r.offset: r for r in self.get(index)}
+        return self._maps[index]
+
+    def _parse(self, index: int) -> list[Reloc]:
+        elf = self.elf
+        nsym = len(elf.symbols)
+        target_size = elf.sections[index].size
+        out = []
+        for sec in self.sections[index]:
+            body = elf.section_bytes(sec)
+            if sec.type == SHT_RELA:
+                rows = struct.iter_unpack("<QQq", body)
+            else:
+                rows = ((off, info, 0) for off, info in struct.iter_unpack("<QQ", body))
+            for off, info, addend in rows:
+                sym = info >> 32
+                if sym >= nsym or off >= target_size:
+                    raise BadElf(f"corrupt relocation in {sec.name} at {off:#x}")
+                out.append(Reloc(off, info & 0xFFFFFFFF, sym, addend))
+        return out
 
 
 def _cstr(table: bytes, off: int) -> str:
@@ -222,23 +270,8 @@ def parse(data: bytes) -> Elf:
             continue
         if not 0 < sec.info < nsec:
             raise BadElf(f"corrupt relocation section {sec.name}: target section {sec.info} out of range")
-        rela = sec.type == SHT_RELA
-        width = 24 if rela else 16
+        width = 24 if sec.type == SHT_RELA else 16
         if sec.entsize not in (0, width) or sec.size % width:
             raise BadElf(f"corrupt relocation section {sec.name}: bad entry size")
-        body = elf.section_bytes(sec)
-        relocs = elf.relocs.setdefault(sec.info, [])
-        target_size = sections[sec.info].size
-        if rela:
-            for off, info, addend in struct.iter_unpack("<QQq", body):
-                sym = info >> 32
-                if sym >= nsym or off >= target_size:
-                    raise BadElf(f"corrupt relocation in {sec.name} at {off:#x}")
-                relocs.append(Reloc(off, info & 0xFFFFFFFF, sym, addend))
-        else:
-            for off, info in struct.iter_unpack("<QQ", body):
-                sym = info >> 32
-                if sym >= nsym or off >= target_size:
-                    raise BadElf(f"corrupt relocation in {sec.name} at {off:#x}")
-                relocs.append(Reloc(off, info & 0xFFFFFFFF, sym, 0))
+        elf.relocs.sections.setdefault(sec.info, []).append(sec)
     return elf

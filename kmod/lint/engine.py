@@ -18,9 +18,13 @@ def invalid(path: str, reason: str) -> ModuleResult:
 def lint_bytes(data: bytes, path: str, target=None, probe_names: list[str] | None = None,
                strict: bool = False) -> ModuleResult:
     try:
-        elf = parse(data)
+        return _lint(data, path, target, probe_names, strict)
     except BadElf as e:
         return invalid(path, str(e))
+
+
+def _lint(data, path, target, probe_names, strict) -> ModuleResult:
+    elf = parse(data)
     arch = archmod.by_elf_machine(elf.machine)
     if arch is None:
         return ModuleResult(path, None, [Finding(
@@ -33,6 +37,8 @@ def lint_bytes(data: bytes, path: str, target=None, probe_names: list[str] | Non
     def run(name, fn, *args, default=None):
         try:
             return fn(*args)
+        except BadElf:
+            raise                  # corruption found late (e.g. in a relocation): still invalid-elf
         except Exception as e:  # noqa: BLE001 - one broken rule must not hide the others
             if strict:
                 raise

@@ -10,7 +10,7 @@ import json
 import multiprocessing
 import os
 import pickle
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .. import atomic, paths
@@ -85,6 +85,21 @@ def _work(item: tuple[str, str | None]) -> tuple[str, dict]:
     return path, d
 
 
+def _work_many(items: list) -> list:
+    return [_work(i) for i in items]
+
+
+def _chunks(items: list, workers: int) -> list[list]:
+    """Biggest files one by one (so no worker gets two giants), then the many small ones in batches
+    (so the pool's per-task overhead stays small)."""
+    head = min(len(items), workers * 16)
+    out = [[i] for i in items[:head]]
+    rest = items[head:]
+    size = max(1, min(32, len(rest) // (workers * 4) or 1))
+    out += [rest[i:i + size] for i in range(0, len(rest), size)]
+    return out
+
+
 def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
                probes: list[str] | None = None, use_cache: bool = True) -> Report:
     targets = files.expand(paths_in)
@@ -134,8 +149,10 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for sp, d in pool.map(_work, items, chunksize=max(1, min(16, len(items) // (workers * 8)))):
-                    results[sp] = _from_json(sp, d)
+                futures = [pool.submit(_work_many, chunk) for chunk in _chunks(items, workers)]
+                for fut in as_completed(futures):
+                    for sp, d in fut.result():
+                        results[sp] = _from_json(sp, d)
     if use_cache and new_index != index:
         merged = {**index, **new_index}
         try:

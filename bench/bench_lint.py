@@ -1,0 +1,135 @@
+"""Benchmark the linter on every in-tree module of a pinned kernel (default: bookworm-6.1, x86_64).
+
+    python bench/bench_lint.py [--pin bookworm-6.1] [--arch x86_64] [--jobs N] [--no-write]
+
+In one run, with the same number of processes:
+  baseline  `objdump -d` over all files, piped to `grep -E 'xmm|ymm|zmm'` (what people do by hand; it
+            cannot tell guarded from unguarded use)
+  cold      `lint_paths` with the lint cache cleared (the target-independent rules; the package download
+            and unpacking are done before timing)
+  warm      the same again with nothing changed (served from the content-hash cache)
+Targets (issue 3): cold <= 1.0 x baseline, warm <= 0.1 x cold. Results go to docs/benchmarks.md,
+section "Lint" (only that section is touched).
+"""
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kmod import arch as archmod  # noqa: E402
+from kmod import paths, pins  # noqa: E402
+from kmod.lint import lint_paths, runner  # noqa: E402
+from kmod.lint.target import image_tree  # noqa: E402
+
+SECTION = "Lint"
+
+
+def modules_of(pin_name: str, arch_name: str) -> tuple[Path, list[Path]]:
+    pin = pins.require_locked(pins.get(pin_name))
+    tree = image_tree(pin, archmod.get(arch_name))
+    files = sorted((tree / "lib" / "modules").rglob("*.ko"))
+    return tree / "lib" / "modules", files
+
+
+def objdump_for(arch_name: str) -> str:
+    if arch_name == "x86_64" or platform.machine() in ("aarch64", "arm64"):
+        return "objdump"
+    cross = "aarch64-linux-gnu-objdump"
+    return cross if shutil.which(cross) else "objdump"
+
+
+def baseline(files: list[Path], jobs: int, objdump: str) -> tuple[float, int]:
+    listing = "\0".join(str(f) for f in files).encode()
+    t = time.monotonic()
+    xargs = subprocess.Popen(["xargs", "-0", "-P", str(jobs), "-n", "32", objdump, "-d"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    grep = subprocess.Popen(["grep", "-cE", "xmm|ymm|zmm"], stdin=xargs.stdout, stdout=subprocess.PIPE)
+    xargs.stdout.close()
+    xargs.stdin.write(listing)
+    xargs.stdin.close()
+    out = grep.communicate()[0]
+    xargs.wait()
+    return time.monotonic() - t, int(out.strip() or 0)
+
+
+def clear_lint_cache() -> None:
+    root = runner.cache_root()
+    shutil.rmtree(root / "results", ignore_errors=True)
+    (root / "stat-index.pickle").unlink(missing_ok=True)
+
+
+def write_section(text: str) -> Path:
+    doc = ROOT / "docs" / "benchmarks.md"
+    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"## {SECTION}\n\n{text.strip()}\n"
+    pattern = re.compile(rf"^## {SECTION}\n.*?(?=^## |\Z)", re.S | re.M)
+    new = pattern.sub(lambda _: block + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    doc.write_text(new)
+    return doc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pin", default="bookworm-6.1")
+    ap.add_argument("--arch", default="x86_64")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = ap.parse_args()
+
+    folder, files = modules_of(args.pin, args.arch)
+    size = sum(f.stat().st_size for f in files)
+    for f in files:            # both sides start with the files in the page cache
+        f.read_bytes()
+    print(f"{len(files)} modules ({size / 1e6:.0f} MB) of {args.pin} {args.arch}, {args.jobs} process(es)")
+
+    base_s, hits = baseline(files, args.jobs, objdump_for(args.arch))
+    print(f"objdump -d | grep xmm/ymm/zmm: {base_s:.2f} s ({hits} matching lines)")
+
+    clear_lint_cache()
+    t = time.monotonic()
+    cold = lint_paths([folder], jobs=args.jobs)
+    cold_s = time.monotonic() - t
+    errors = cold.count("error")
+    print(f"lint cold: {cold_s:.2f} s ({errors} errors, {cold.count('warning')} warnings)")
+
+    t = time.monotonic()
+    warm = lint_paths([folder], jobs=args.jobs)
+    warm_s = time.monotonic() - t
+    print(f"lint warm: {warm_s:.2f} s ({warm.cached} of {len(warm.modules)} from the cache)")
+
+    cold_ratio, warm_ratio = cold_s / base_s, warm_s / cold_s
+    ok_cold, ok_warm = cold_ratio <= 1.0, warm_ratio <= 0.1
+    print(f"cold / objdump = {cold_ratio:.2f} (target <= 1.0: {'ok' if ok_cold else 'MISSED'})")
+    print(f"warm / cold    = {warm_ratio:.3f} (target <= 0.1: {'ok' if ok_warm else 'MISSED'})")
+
+    if not args.no_write:
+        doc = write_section(f"""
+`python bench/bench_lint.py --pin {args.pin} --arch {args.arch} --jobs {args.jobs}` on {platform.machine()},
+{os.cpu_count()} CPU(s), Python {platform.python_version()} ({time.strftime('%Y-%m-%d')}).
+All {len(files)} in-tree modules ({size / 1e6:.0f} MB) of the pinned `linux-image` package, {args.jobs} process(es)
+on both sides, files already in the page cache.
+
+| run | wall (s) | ratio | target |
+|---|---|---|---|
+| `objdump -d` \\| `grep -E 'xmm\\|ymm\\|zmm'` (baseline) | {base_s:.2f} | 1.00 | |
+| `lint_paths`, cold (lint cache cleared) | {cold_s:.2f} | {cold_ratio:.2f} x baseline | <= 1.0 {'(met)' if ok_cold else '(MISSED)'} |
+| `lint_paths`, warm (nothing changed) | {warm_s:.2f} | {warm_ratio:.3f} x cold | <= 0.1 {'(met)' if ok_warm else '(MISSED)'} |
+
+The cold run found {errors} error(s) and {cold.count('warning')} warning(s) (the in-tree modules are correct by
+construction, so errors would be false positives). Numbers on a shared machine are noisy: compare the
+ratios, which come from one run.
+""")
+        print(f"wrote the {SECTION} section of {doc}")
+    return 0 if ok_cold and ok_warm else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

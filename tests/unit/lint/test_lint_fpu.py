@@ -1,0 +1,146 @@
+"""fpu-unguarded on real compiler output, both arches: breakers and their clean twins."""
+from pathlib import Path
+
+from kmod.lint import lint_file
+
+from .conftest import asm_fp, guard, rules_of
+
+
+def fpu(result):
+    return [f for f in result.findings if f.rule == "fpu-unguarded"]
+
+
+def test_unguarded_fp_in_init_is_an_error_with_path(build, arch):
+    obj = build(arch, f"""
+        static __attribute__((noinline)) void fp_helper(void) {{ {asm_fp(arch)}; }}
+        int init_module(void) {{ fp_helper(); return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "error")]
+    f = fpu(r)[0]
+    assert f.function == "fp_helper" and f.section == ".text"
+    assert "init_module -> fp_helper" in f.message
+    assert ("pxor xmm0, xmm0" if arch == "x86_64" else "movi v0.16b, #0") in f.message
+    assert r.arch == arch
+
+
+def test_guarded_fp_passes(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        static __attribute__((noinline)) void fp_helper(void) {{ {asm_fp(arch)}; }}
+        int init_module(void) {{ {begin}; fp_helper(); {end}; return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_fp_inline_between_guards_passes(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        int init_module(void) {{ {begin}; {asm_fp(arch)}; {end}; return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_fp_after_the_guard_ends_is_flagged(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        int init_module(void) {{ {begin}; {end}; {asm_fp(arch)}; return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == [("fpu-unguarded", "error")]
+
+
+def test_also_reachable_unguarded_is_flagged(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        static __attribute__((noinline)) void fp_helper(void) {{ {asm_fp(arch)}; }}
+        static __attribute__((noinline)) void sloppy(void) {{ fp_helper(); }}
+        int init_module(void) {{ {begin}; fp_helper(); {end}; return 0; }}
+        void cleanup_module(void) {{ sloppy(); }}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "error")]
+    assert "cleanup_module -> sloppy -> fp_helper" in fpu(r)[0].message
+
+
+def test_wrappers_around_the_guard_count_as_guards(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        static __attribute__((noinline)) void my_begin(void) {{ {begin}; }}
+        static __attribute__((noinline)) void my_end(void) {{ {end}; }}
+        static __attribute__((noinline)) void fp_helper(void) {{ {asm_fp(arch)}; }}
+        int init_module(void) {{ my_begin(); fp_helper(); my_end(); return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_conditional_guard_on_one_path_only_is_flagged(build, arch):
+    begin, end = guard(arch)
+    obj = build(arch, f"""
+        int flag;
+        int init_module(void) {{
+            if (flag) {begin};
+            {asm_fp(arch)};
+            if (flag) {end};
+            return 0;
+        }}
+        void cleanup_module(void) {{}}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == [("fpu-unguarded", "error")]
+
+
+def test_reached_only_through_a_function_pointer_is_a_warning(build, arch):
+    obj = build(arch, f"""
+        static void fp_cb(void) {{ {asm_fp(arch)}; }}
+        void (*volatile hook)(void) = fp_cb;
+        int init_module(void) {{ return 0; }}
+        void cleanup_module(void) {{}}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "warning")]
+    assert "function pointer" in fpu(r)[0].message and fpu(r)[0].function == "fp_cb"
+
+
+def test_fp_in_a_probe_handler_is_an_error(build, arch):
+    obj = build(arch, f"""
+        static int handler(struct kprobe *p, struct pt_regs *regs) {{ {asm_fp(arch)}; return 0; }}
+        static struct kprobe kp = {{ .symbol_name = "kernel_clone", .pre_handler = handler }};
+        int init_module(void) {{ return register_kprobe(&kp); }}
+        void cleanup_module(void) {{ unregister_kprobe(&kp); }}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "error")]
+    assert "probe handler" in fpu(r)[0].message
+
+
+def test_no_fp_no_finding(build, arch):
+    obj = build(arch, """
+        int counter;
+        int init_module(void) { counter++; return 0; }
+        void cleanup_module(void) { counter--; }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_x87_and_avx_are_fp_too(build):
+    obj = build("x86_64", """
+        int init_module(void) { asm volatile("fninit"); return 0; }
+        void cleanup_module(void) { asm volatile("vzeroupper"); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert sorted(f.function for f in fpu(r)) == ["cleanup_module", "init_module"]
+
+
+def test_text_before_any_symbol_is_not_lost(tmp_path: Path, build):
+    # asm with no function symbol at all: the section itself is the function
+    obj = build("x86_64", """
+        asm(".text\\n movaps %xmm0, %xmm1\\n ret\\n");
+        int init_module(void) { return 0; }
+        void cleanup_module(void) {}
+    """)
+    r = lint_file(obj, strict=True)
+    assert [f.rule for f in r.findings] == []   # unreachable code is nobody's entry: no finding
