@@ -89,6 +89,9 @@ def busybox(pin: Pin, arch: Arch) -> Path:
     return dest / "busybox"
 
 
-def system_map(pin: Pin, arch: Arch) -> Path:
-    """System.map of a pinned kernel (for the lint's probe-target rules)."""
-    return kernel(pin, arch).system_map
+def system_map(pin: Pin, arch: Arch) -> Path | None:
+    """System.map of a pinned kernel, or None: Debian ships a one-line stub in the image package ("The
+    real System.map is in the linux-image-<version>-dbg package"). The probe map (probemap.py) has the
+    running kernel's /proc/kallsyms, in the same format."""
+    path = kernel(pin, arch).system_map
+    return path if path.stat().st_size > 4096 else None

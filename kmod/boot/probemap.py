@@ -34,6 +34,28 @@ def cache_path(pin: Pin, arch: Arch) -> Path:
 class ProbeMap:
     dir: Path
 
+    @property
+    def kallsyms_path(self) -> Path:
+        """/proc/kallsyms of the booted kernel: "ADDRESS TYPE NAME" lines, the System.map format."""
+        return self.dir / "kallsyms"
+
+    @property
+    def blacklist_path(self) -> Path:
+        """/sys/kernel/debug/kprobes/blacklist: "0xSTART-0xEND<TAB>NAME" lines, same boot's addresses."""
+        return self.dir / "blacklist"
+
+    def blacklist_ranges(self) -> list[tuple[int, int, str]]:
+        out = []
+        for line in self.blacklist_path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and "-" in parts[0]:
+                start, _, end = parts[0].partition("-")
+                try:
+                    out.append((int(start, 16), int(end, 16), parts[1]))
+                except ValueError:
+                    continue
+        return out
+
     @cached_property
     def symbols(self) -> dict[str, str]:
         """name -> kallsyms type letter (first one seen; built-in code only, modules are not loaded)."""

@@ -143,3 +143,11 @@ def test_probe_map_dumps_round_trip(tmp_path):
 def test_damaged_dump_is_an_infrastructure_error():
     with pytest.raises(InfraError, match="damaged"):
         probemap.extract_dumps(["KMODBOOT-BEGIN kallsyms", "!!notbase64", "KMODBOOT-END kallsyms"])
+
+
+def test_probe_map_blacklist_ranges(tmp_path):
+    (tmp_path / "blacklist").write_text("0xffffffff81001000-0xffffffff81001100\tdo_int3\nbad line\n")
+    (tmp_path / "kallsyms").write_text("ffffffff81001000 T do_int3\n")
+    m = probemap.ProbeMap(tmp_path)
+    assert m.blacklist_ranges() == [(0xffffffff81001000, 0xffffffff81001100, "do_int3")]
+    assert m.kallsyms_path.read_text().split()[2] == "do_int3"
