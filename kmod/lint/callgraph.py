@@ -121,9 +121,22 @@ def _functions(elf: Elf) -> tuple[list[Function], dict[int, list[int]], dict[int
     return functions, starts, first
 
 
+def needs_graph(elf: Elf) -> bool:
+    """Only the FPU and probe-handler rules read the call graph: a module with no FP code, no probe
+    registration and no DWARF (handler signatures) needs none, which spares most of the work."""
+    return (any(n in PROBE_REGISTRATION for n in elf.undefined) or elf.section(".debug_info") is not None
+            or decode.has_fp(elf))
+
+
 def build(elf: Elf, full: bool = False) -> Graph:
-    """The call graph. The fast pass suffices for modules without FP code that register no probes;
-    the others are decoded again in full (every branch) for the guard and handler analyses."""
+    """The call graph (empty when no rule needs it, see needs_graph). On x86 a first pass decodes only
+    calls; FP code or a probe registration makes it decode again in full (every branch) for the
+    guard and handler analyses."""
+    if not full and not needs_graph(elf):
+        g = Graph(elf, [], [], {}, {}, set(), set())
+        g._first, g.full = {}, False
+        return g
+    full = True
     functions, starts, first = _functions(elf)
     g = Graph(elf, functions, [], {}, {}, set(), set(), starts)
     g._first = first

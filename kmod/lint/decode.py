@@ -103,6 +103,63 @@ def _x86_ids():
 _ids = None
 
 
+_not_gp_ids = None
+
+
+def _not_gp() -> frozenset:
+    """Ids of every x86 instruction not known to be general-purpose only (rules/lint/fpu.toml)."""
+    global _not_gp_ids
+    if _not_gp_ids is None:
+        from . import ruledata
+        gp = set(ruledata.load("fpu")["x86_gp_mnemonics"])
+        cs = disassembler("EM_X86_64")
+        _not_gp_ids = frozenset(i for i in range(1, capstone.x86.X86_INS_ENDING) if (cs.insn_name(i) or "") not in gp)
+    return _not_gp_ids
+
+
+def has_fp(elf: Elf) -> bool:
+    """Does any executable section hold an FP/SIMD instruction? The question most modules answer
+    with no, asked as cheaply as capstone allows (no Python work per instruction)."""
+    if elf.machine != "EM_X86_64":
+        return any(_a64_fp_offsets(elf, sec) for sec in elf.sections if sec.executable)
+    global _ids
+    if _ids is None:
+        _ids = _x86_ids()
+    fp_ids = _ids[0]
+    not_gp = _not_gp()
+    handle = disassembler("EM_X86_64").csh
+    for sec in elf.sections:
+        if not sec.executable or not sec.size:
+            continue
+        code = elf.section_bytes(sec)
+        total = len(code)
+        cbuf = ctypes.create_string_buffer(code, total)
+        pos = 0
+        while pos < total:
+            arr = ctypes.POINTER(_INSN)()
+            ptr = ctypes.cast(ctypes.byref(cbuf, pos), ctypes.POINTER(ctypes.c_char))
+            n = capstone._cs.cs_disasm(handle, ptr, total - pos, pos, _CHUNK, ctypes.byref(arr))
+            if n == 0:
+                pos += 1
+                continue
+            try:
+                mv = memoryview((ctypes.c_char * (n * _SZ)).from_address(ctypes.addressof(arr.contents))).cast("B")
+                ids = mv.cast("I")[::_SZ // 4]
+                for i in compress(range(n), map(not_gp.__contains__, ids)):
+                    if ids[i] in fp_ids:
+                        return True
+                    b = i * _SZ + _OFF_OP
+                    if _X86_MMREG.search(bytes(mv[b:b + 160]).split(b"\0", 1)[0]):
+                        return True
+                b = (n - 1) * _SZ
+                pos = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + \
+                    (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
+                del ids, mv
+            finally:
+                capstone._cs.cs_free(arr, n)
+    return False
+
+
 def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                lo: int = 0, hi: int | None = None, full: bool = False) -> list:
     """Events of [lo, hi).
@@ -218,6 +275,17 @@ def _sext(value: int, bits: int) -> int:
     return value - (1 << bits) if value & (1 << (bits - 1)) else value
 
 
+def _a64_fp_offsets(elf: Elf, sec: Section) -> list[int]:
+    code = elf.section_bytes(sec)
+    tops = code[3:len(code) & ~3:4]
+    offs = [m.start() * 4 for m in _A64_FP_TOP.finditer(tops)]
+    if offs:
+        data = _a64_data_ranges(elf, sec)
+        if data:
+            offs = [o for o in offs if not any(a <= o < b for a, b in data)]
+    return offs
+
+
 def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list:
     code = elf.section_bytes(sec)
     code = code[:len(code) & ~3]
@@ -227,12 +295,7 @@ def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> 
     def in_data(off):
         return any(a <= off < b for a, b in data)
 
-    events = []
-    for m in _A64_FP_TOP.finditer(tops):
-        off = m.start() * 4
-        if data and in_data(off):
-            continue
-        events.append((off, FP, None, off + 4, off + 4))
+    events = [(off, FP, None, off + 4, off + 4) for off in _a64_fp_offsets(elf, sec)]
     for m in _A64_BRANCH_TOP.finditer(tops):
         off = m.start() * 4
         if data and in_data(off):

@@ -1,0 +1,148 @@
+"""softfloat-helper, licenses, sleeping probe handlers and module shape on real compiler output."""
+from kmod.lint import lint_file
+
+from .conftest import rules_of
+
+CLEAN_PROBE = """
+    static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+    static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+    int init_module(void) { return register_kprobe(&kp); }
+    void cleanup_module(void) { unregister_kprobe(&kp); }
+"""
+
+
+def test_clean_kprobe_module(build, arch):
+    assert rules_of(lint_file(build(arch, CLEAN_PROBE), strict=True)) == []
+
+
+def test_softfloat_helper(build, arch):
+    obj = build(arch, """
+        extern long __adddf3(long, long);
+        long x;
+        int init_module(void) { x = __adddf3(x, 1); return 0; }
+        void cleanup_module(void) {}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("softfloat-helper", "error")]
+    assert "Unknown symbol __adddf3" in r.findings[0].message
+
+
+def test_license_missing(build, arch):
+    r = lint_file(build(arch, CLEAN_PROBE, license=None), strict=True)
+    assert rules_of(r) == [("license-missing", "error")]
+
+
+def test_gpl_only_symbol_with_proprietary_license(build, arch):
+    r = lint_file(build(arch, CLEAN_PROBE, license="Proprietary"), strict=True)
+    assert rules_of(r) == [("license-gpl-only-symbol", "error")]
+    assert "register_kprobe" in r.findings[0].message and "'Proprietary'" in r.findings[0].message
+
+
+def test_dual_license_is_gpl_compatible(build, arch):
+    assert rules_of(lint_file(build(arch, CLEAN_PROBE, license="Dual BSD/GPL"), strict=True)) == []
+
+
+def test_proprietary_without_gpl_symbols_passes(build, arch):
+    obj = build(arch, """
+        int init_module(void) { _printk("hi\\n"); return 0; }
+        void cleanup_module(void) {}
+    """, license="Proprietary")
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_no_module_exit(build, arch):
+    r = lint_file(build(arch, "int init_module(void) { return 0; }"), strict=True)
+    assert rules_of(r) == [("no-module-exit", "warning")]
+
+
+def test_sleep_in_kprobe_handler_direct(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { msleep(10); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+    assert "handler -> msleep" in r.findings[0].message
+    assert "timers-howto" in r.findings[0].message
+
+
+def test_sleep_through_a_helper_in_a_kretprobe_handler(build, arch):
+    obj = build(arch, """
+        static char lock[64];
+        static __attribute__((noinline)) void helper(void) { mutex_lock(lock); mutex_unlock(lock); }
+        static int ret_handler(struct kretprobe_instance *ri, struct pt_regs *regs) { helper(); return 0; }
+        static struct kretprobe rp = { .kp = { .symbol_name = "kernel_clone" }, .handler = ret_handler };
+        int init_module(void) { return register_kretprobe(&rp); }
+        void cleanup_module(void) { unregister_kretprobe(&rp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+    f = r.findings[0]
+    assert "kretprobe handler ret_handler" in f.message and "ret_handler -> helper -> mutex_lock" in f.message
+    assert f.function == "helper"
+
+
+def test_handler_set_at_run_time_is_found(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
+        static struct kprobe kp;
+        int init_module(void) { kp.symbol_name = "kernel_clone"; kp.pre_handler = handler; return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == [("sleep-in-probe-handler", "error")]
+
+
+def test_gfp_kernel_allocation_in_handler(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { kfree(__kmalloc(64, 0xcc0)); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+    assert "0xcc0" in r.findings[0].message and "__GFP_DIRECT_RECLAIM" in r.findings[0].message
+
+
+def test_gfp_atomic_allocation_in_handler_passes(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { kfree(__kmalloc(64, 0x820)); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_sleeping_outside_handlers_is_fine(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { msleep(1); return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_dwarf_signature_finds_handlers(build, arch):
+    # the handler is only reachable through a table the linter cannot tie to a kprobe: DWARF can
+    obj = build(arch, """
+        int my_pre(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
+        int init_module(void) { return 0; }
+        void cleanup_module(void) {}
+    """, extra=["-g"])
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+
+
+def test_kretprobe_on_a_function_that_never_returns(build, arch):
+    obj = build(arch, """
+        static int ret_handler(struct kretprobe_instance *ri, struct pt_regs *regs) { return 0; }
+        static struct kretprobe rp = { .kp = { .symbol_name = "do_exit" }, .handler = ret_handler };
+        int init_module(void) { return register_kretprobe(&rp); }
+        void cleanup_module(void) { unregister_kretprobe(&rp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("kretprobe-noreturn", "warning")]
