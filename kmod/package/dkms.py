@@ -1,6 +1,6 @@
 """dkms.conf and the DKMS source tree /usr/src/NAME-VERSION/ (dkms.conf, the rendered sources, a Makefile).
 
-dkms reads dkms.conf in three passes (kmod/package/README in docs/packaging.md has the detail): bash sources
+dkms reads dkms.conf in three passes (docs/packaging.md, "Escaping"): bash sources
 the file, an unquoted `eval echo` re-emits every value inside double quotes, and bash sources that
 again. A value therefore has to survive two double-quoted evaluations and one word split + glob. We
 escape `\\ " $ \\`` for both passes, let through only references to the variables dkms defines for a
