@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .findings import Finding, ModuleResult, Report
 from .target import TargetSpec
 
 INDEX_FORMAT = 1
+RACY_SECONDS = 2.0
 _state: dict = {}   # what forked workers inherit: the target and the probe list
 
 
@@ -110,6 +112,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
     new_index = {}
     results: dict[str, ModuleResult] = {}
     todo: list[tuple[str, str | None, int]] = []
+    now = time.time()
     for p in targets:
         sp = str(p)
         try:
@@ -125,7 +128,10 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
             except OSError as e:
                 results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
                 continue
-            new_index[sp] = (_stat_key(st), sha)
+            if now - st.st_mtime > RACY_SECONDS:
+                # a file written in the last moments may change again within the same timestamp
+                # tick (git's "racy" problem): trust its stat only once it is old enough
+                new_index[sp] = (_stat_key(st), sha)
             key = _key(sha, context)
             try:
                 results[sp] = _from_json(sp, json.loads(_result_path(key).read_text()))
