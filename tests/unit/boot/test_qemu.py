@@ -151,3 +151,17 @@ def test_probe_map_blacklist_ranges(tmp_path):
     m = probemap.ProbeMap(tmp_path)
     assert m.blacklist_ranges() == [(0xffffffff81001000, 0xffffffff81001100, "do_int3")]
     assert m.kallsyms_path.read_text().split()[2] == "do_int3"
+
+
+def test_bzimage_payload_is_found_by_the_boot_protocol_header():
+    from kmod.boot import kernel
+    setup_sects, payload = 3, b"\xfd7zXZ\x00" + b"p" * 50
+    img = bytearray((setup_sects + 1) * 512 + 0x10 + len(payload) + 4)
+    img[0x1F1] = setup_sects
+    img[0x202:0x206] = b"HdrS"
+    img[0x248:0x24C] = (0x10).to_bytes(4, "little")
+    img[0x24C:0x250] = len(payload).to_bytes(4, "little")
+    start = (setup_sects + 1) * 512 + 0x10
+    img[start:start + len(payload)] = payload
+    assert kernel.bzimage_payload(bytes(img)) == payload
+    assert kernel.bzimage_payload(b"ARM64 Image" * 100) is None
