@@ -10,7 +10,9 @@ built for, on its own arch, in QEMU: insmod, probes registered, probes fire, rmm
 """
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -174,13 +176,14 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
             prog.update(t.id, {"pass": "ok", "fail": "failed"}.get(v.status, "error"),
                         f"{detail} ({r.seconds['vm']:.1f}s {r.accel})")
 
+        qemu.allow()
         pool = ThreadPoolExecutor(min(jobs or default_jobs(), len(order)))
         try:
             for f in [pool.submit(one, t) for t in order]:
                 f.result()
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
-            qemu.kill_all()
+            qemu.kill_all(stop=True)
             raise
         finally:
             pool.shutdown(wait=True)
@@ -235,13 +238,24 @@ def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, j
         append: tuple[str, ...] = (), quiet: bool = False) -> int:
     dist = project.dist
     manifest = Manifest(dist / "manifest.json")
+    # SIGTERM (a CI runner giving up) ends the VMs like Ctrl-C does, instead of orphaning them.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         outcome = boot_all(targets, dist, timeout, jobs, append, quiet, manifest, dist / "boot-junit.xml")
     except KeyboardInterrupt:
-        qemu.kill_all()
+        qemu.kill_all(stop=True)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     report(outcome, dist)
     return outcome.exit_code
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 def run_for_cells(project, cells, timeout: float | None = None, jobs: int | None = None) -> int:

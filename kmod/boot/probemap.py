@@ -169,12 +169,13 @@ def ensure(pairs: list[tuple[Pin, Arch]], refresh: bool = False, timeout: float 
                 found[(p.name, a.name)] = m
                 prog.update(row, "ok", f"{len(m.functions)} functions, {len(m.blacklist)} blacklisted")
             import os
+            qemu.allow()
             with ThreadPoolExecutor(min(jobs or os.cpu_count() or 1, len(todo))) as pool:
                 try:
                     for f in [pool.submit(one, pa) for pa in todo]:
                         f.result()
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
-                    qemu.kill_all()
+                    qemu.kill_all(stop=True)
                     raise
     return [found[(p.name, a.name)] for p, a in pairs]

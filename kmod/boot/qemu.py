@@ -25,6 +25,7 @@ KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
 
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
+_stopping = False  # set by kill_all(stop=True): no VM starts after an interrupt
 
 
 def _host_arch() -> Arch | None:
@@ -124,12 +125,27 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def kill_all() -> None:
-    """Kill every VM still running (Ctrl-C, exit)."""
+def kill_all(stop: bool = False) -> None:
+    """Kill every VM still running (Ctrl-C, exit); with `stop`, refuse to start new ones until allow()."""
+    global _stopping
     with _live_lock:
+        _stopping = _stopping or stop
         procs = list(_live)
     for p in procs:
         _kill(p)
+
+
+def allow() -> None:
+    global _stopping
+    with _live_lock:
+        _stopping = False
+
+
+def _guarded(cmd: list[str]) -> list[str]:
+    """The VM dies with the thread that started it, even when this process is SIGKILLed (no atexit
+    then): setpriv --pdeathsig, where util-linux has it."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 atexit.register(kill_all)
@@ -144,14 +160,16 @@ def run(cmd: list[str], timeout: float, log: Path | None = None, marks: tuple[st
     if log_f and header:
         log_f.write(header)
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as e:
-        if log_f:
-            log_f.close()
-        raise InfraError(f"cannot start {cmd[0]}: {e}") from None
-    with _live_lock:
+    with _live_lock:  # a kill_all() either sees this VM or stops it from starting
+        try:
+            if _stopping:
+                raise InfraError("interrupted: no further VM is started")
+            proc = subprocess.Popen(_guarded(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except (OSError, InfraError) as e:
+            if log_f:
+                log_f.close()
+            raise e if isinstance(e, InfraError) else InfraError(f"cannot start {cmd[0]}: {e}") from None
         _live.add(proc)
 
     def reader():

@@ -165,3 +165,36 @@ def test_bzimage_payload_is_found_by_the_boot_protocol_header():
     img[start:start + len(payload)] = payload
     assert kernel.bzimage_payload(bytes(img)) == payload
     assert kernel.bzimage_payload(b"ARM64 Image" * 100) is None
+
+
+def test_no_vm_starts_after_an_interrupt():
+    qemu.kill_all(stop=True)
+    try:
+        with pytest.raises(InfraError, match="interrupted"):
+            qemu.run([sys.executable, "-c", "pass"], timeout=5)
+    finally:
+        qemu.allow()
+    assert qemu.run([sys.executable, "-c", "pass"], timeout=5).exit_code == 0
+
+
+def test_vm_dies_with_its_parent(tmp_path):
+    """Even a SIGKILLed boot-test leaves no VM: the stand-in dies with the process that started it."""
+    import shutil
+    import subprocess
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) not installed")
+    pidfile = tmp_path / "vm.pid"
+    script = (f"import sys; sys.path.insert(0, {str(Path(qemu.__file__).parents[2])!r}); from kmod.boot import qemu; "
+              f"qemu.run(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 60'], timeout=60)")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 10
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    vm = int(pidfile.read_text())
+    assert _alive(vm)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _alive(vm) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(vm)
