@@ -43,14 +43,22 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
             out.append(Finding("kretprobe-noreturn", "warning",
                                f"kretprobe on {name}, which never returns: the return handler never runs and "
                                f"each hit holds a kretprobe instance forever. Use a kprobe instead"))
-        if t is None or t.text is None:
+        if t is None:
+            continue
+        if t.text is None:
+            if name == next(iter(sorted(probed))):
+                out.append(Finding("probe-targets-unchecked", "info",
+                                   f"probe target(s) {', '.join(sorted(probed))} not checked: {t.name} has no "
+                                   f"symbol table here (Debian's System.map is a placeholder); "
+                                   f"{t.how_to_get_symbols or 'give a System.map as --target'}"))
             continue
         addr = t.text.get(name)
         clones = t.clones.get(name, [])
         if addr is None and not clones:
             hint = close_names(t, name)
             out.append(Finding("probe-target-missing", "error",
-                               f"{name} is not in {t.name}'s System.map: register_kprobe() fails with -ENOENT"
+                               f"{name} is not in {t.name}'s symbols ({t.symbols_from}): register_kprobe() "
+                               f"fails with -ENOENT"
                                + (f". Did you mean {', '.join(hint)}?" if hint else
                                   ". It may be inlined or renamed in this kernel")))
             continue
@@ -62,7 +70,7 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
             continue
         if name in t.blacklist:
             out.append(Finding("probe-target-blacklisted", "error",
-                               f"{name} is on {t.name}'s kprobe blacklist (NOKPROBE_SYMBOL): register_kprobe() "
+                               f"{name} is on {t.name}'s kprobe blacklist (NOKPROBE_SYMBOL, noinstr or entry code): register_kprobe() "
                                f"fails with -EINVAL. Probe a caller or callee instead"))
             continue
         section = t.in_blacklisted_range(addr)

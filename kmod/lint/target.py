@@ -22,8 +22,8 @@ from .. import atomic, fetch, paths, pins
 from ..errors import InfraError, UserError
 from . import ruledata
 
-FORMAT = 3   # bump when the pickled layout changes
-CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|cold|lto_priv|llvm)(?:\.\d+)*")
+FORMAT = 4   # bump when the pickled layout changes
+CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
 
@@ -38,6 +38,8 @@ class KernelTarget:
     blacklist: set[str] = field(default_factory=set)           # NOKPROBE_SYMBOL (_kbl_addr_*)
     ranges: list[tuple[int, int, str]] = field(default_factory=list)  # blacklisted text ranges
     clones: dict[str, list[str]] = field(default_factory=dict)  # base name -> its .isra/.constprop/... clones
+    symbols_from: str | None = "System.map"
+    how_to_get_symbols: str = ""
 
     def gpl_only(self) -> set[str]:
         return {n for n, (_, gpl) in (self.exports or {}).items() if gpl}
@@ -282,9 +284,28 @@ def _first_vermagic(tree: Path) -> str | None:
     return None
 
 
+def _probe_map(pin: pins.Pin, arch: archmod.Arch):
+    """The booted kernel's /proc/kallsyms and kprobe blacklist (`invoke probe-map`), when cached.
+    Debian's linux-image ships a placeholder System.map (the real one is in the -dbg package), so
+    this is where the probe-target rules get their symbols from."""
+    try:
+        from ..boot import probemap
+    except ImportError:
+        return None
+    try:
+        return probemap.load(pin, arch)
+    except Exception:   # a damaged map is as good as none: the rules say the targets were not checked
+        return None
+
+
 def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
+    pm = _probe_map(pin, arch)
+    pm_key = ""
+    if pm is not None:
+        st = (pm.dir / "kallsyms").stat()
+        pm_key = f"{st.st_size}:{st.st_mtime_ns}"
     key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
-                         .encode()).hexdigest()[:16]
+                         f"{pm_key}".encode()).hexdigest()[:16]
     cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.pickle"
     if cached.exists():
         try:
@@ -292,7 +313,8 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
         except Exception:
             cached.unlink(missing_ok=True)   # a damaged cache entry is rebuilt, never trusted
     release = pin.release(arch)
-    t = KernelTarget(name=f"{pin.name} ({release})", arch=arch.name, release=release)
+    t = KernelTarget(name=f"{pin.name} ({release})", arch=arch.name, release=release,
+                     how_to_get_symbols=f"run `invoke probe-map --kernel {pin.name} --arch {arch.name}` once")
     symvers, config = headers_files(pin, arch)
     t.exports = parse_symvers(symvers)
     tree = image_tree(pin, arch)
@@ -300,6 +322,14 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
     if not maps:
         raise InfraError(f"{pin.package('image', arch).basename} has no boot/System.map-*")
     parse_system_map(maps[0].read_text(errors="replace"), t)
+    if pm is not None:
+        parse_system_map(pm.kallsyms_path.read_text(errors="replace"), t)
+        t.blacklist |= pm.blacklist
+        t.ranges += [(a, b, f"the kprobe blacklist ({name})") for a, b, name in pm.blacklist_ranges()]
+        t.symbols_from = "the booted kernel's /proc/kallsyms (probe map)"
+    elif not t.text or len(t.text) < 100:
+        t.text = None          # the placeholder System.map: no symbols to check against
+        t.symbols_from = None
     t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
     atomic.write_bytes(cached, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
     return t
