@@ -1,0 +1,71 @@
+"""Rules against a real pin (bookworm-6.1): vermagic, exports and CRCs from its linux-headers package,
+probe targets from the booted kernel's symbols when `invoke probe-map` has cached them. Fails in CI
+when the packages cannot be downloaded, skips locally."""
+import pytest
+
+from kmod import pins
+from kmod.errors import KmodError
+from kmod.lint import lint_paths
+from kmod.lint.target import TargetSpec
+from tests.conftest import need
+from tests.unit.lint.conftest import build, have  # noqa: F401 - the fixture is used by name
+
+PIN = "bookworm-6.1"
+SOURCE = """
+    static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+    static struct kprobe kp = { .symbol_name = "%s", .pre_handler = handler };
+    int init_module(void) { _printk("x"); return register_kprobe(&kp); }
+    void cleanup_module(void) { unregister_kprobe(&kp); }
+"""
+
+
+@pytest.fixture(scope="module")
+def target():
+    try:
+        spec = TargetSpec(PIN)
+        spec.prepare(["x86_64", "arm64"])
+    except KmodError as e:
+        need(False, f"the {PIN} packages ({e.line()})")
+    return spec
+
+
+def rules(report):
+    return sorted((f.rule, f.severity) for f in report.modules[0].findings)
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_clean_module_against_its_pin(build, target, arch_name):  # noqa: F811
+    need(have(arch_name), f"a compiler for {arch_name}")
+    obj = build(arch_name, SOURCE % "kernel_clone")
+    assert rules(lint_paths([obj], target=PIN, jobs=1, use_cache=False)) == []
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_old_probe_target_gets_the_new_name(build, target, arch_name):  # noqa: F811
+    need(have(arch_name), f"a compiler for {arch_name}")
+    report = lint_paths([build(arch_name, SOURCE % "_do_fork")], target=PIN, jobs=1, use_cache=False)
+    t = target.for_arch(arch_name)
+    if t.text is None:   # no probe map cached on this machine: said plainly, not silently skipped
+        assert rules(report) == [("probe-targets-unchecked", "info")]
+        assert "invoke probe-map" in report.modules[0].findings[0].message
+    else:
+        assert rules(report) == [("probe-target-missing", "error")]
+        assert "kernel_clone" in report.modules[0].findings[0].message
+
+
+def test_wrong_vermagic_and_unknown_symbol(build, target):  # noqa: F811
+    obj = build("x86_64", SOURCE % "kernel_clone" + "extern void no_such_export(void);\n"
+                "void f(void) { no_such_export(); }", vermagic=False)
+    report = lint_paths([obj], target=PIN, jobs=1, use_cache=False)
+    assert rules(report) == [("undefined-symbol", "error"), ("vermagic-mismatch", "error")]
+
+
+def test_gpl_data_file_matches_the_pins():
+    """rules/lint/gpl_only_symbols.txt is what gplonly.py makes from the current lock."""
+    from kmod.lint import gplonly, ruledata
+    try:
+        names, _ = gplonly.collect()
+    except KmodError as e:
+        need(False, f"the pinned headers packages ({e.line()})")
+    assert set(names) == set(ruledata.gpl_only_default()), "run `python -m kmod.lint.gplonly` and commit"
+    assert all(p.locked for p in pins.all_pins().values())
