@@ -143,7 +143,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
 
     if todo:
         if spec is not None:
-            spec.prepare(spec.arches())   # download/parse once, before forking
+            spec.prepare(_arches_of([Path(t[0]) for t in todo]) or spec.arches())   # once, before forking
         _state.update(target=spec, probes=probes)
         todo.sort(key=lambda t: -t[2])     # biggest first: the pool ends together
         items = [(sp, key) for sp, key, _ in todo]
@@ -167,6 +167,27 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
             pass
     report = Report([results[str(p)] for p in targets if str(p) in results], target=target, cached=cached)
     return report
+
+
+def _arches_of(paths_: list[Path]) -> set[str]:
+    """The arches of these files from their ELF headers (compressed ones: every arch), so a target
+    loads only what the run needs."""
+    from .. import arch as archmod
+    from .elf import MACHINES
+    out: set[str] = set()
+    for p in paths_:
+        if not p.name.endswith(".ko") and not p.suffix == ".o":
+            return set()
+        try:
+            with open(p, "rb") as f:
+                head = f.read(20)
+        except OSError:
+            continue
+        if len(head) == 20 and head[:4] == b"\x7fELF":
+            a = archmod.by_elf_machine(MACHINES.get(int.from_bytes(head[18:20], "little"), ""))
+            if a is not None:
+                out.add(a.name)
+    return out
 
 
 def _cpus() -> int:
