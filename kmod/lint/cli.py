@@ -1,0 +1,42 @@
+"""`python -m kmod.lint PATH... [--target PIN] [--format text|json|sarif] [--fail-on error|warning]`,
+and `run()`, which the Invoke task calls: print the report, return the exit code (0 clean, 2 a finding
+reached --fail-on, 1 usage or environment error, with one line on stderr and no traceback)."""
+import argparse
+import sys
+
+from ..errors import KmodError
+from . import lint_paths
+from .report import format_report
+
+
+def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str = "error",
+        jobs: int | None = None, probes: list[str] | None = None, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        if fmt not in ("text", "json", "sarif"):
+            raise KmodError(f"unknown format {fmt!r}", "choose text, json or sarif")
+        if fail_on not in ("error", "warning", "info"):
+            raise KmodError(f"unknown --fail-on level {fail_on!r}", "choose error, warning or info")
+        if not paths:
+            raise KmodError("nothing to lint", "give one or more .ko files or directories")
+        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes)
+        out.write(format_report(report, fmt))
+        return report.exit_code(fail_on)
+    except KmodError as e:
+        print(e.line(), file=err)
+        return e.exit_code if e.exit_code != 2 else 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=err)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kmod.lint", description="Lint kernel modules (.ko).")
+    ap.add_argument("paths", nargs="*", help=".ko files or directories")
+    ap.add_argument("--target", help="a pin name, or a kernel headers tree / System.map / Module.symvers")
+    ap.add_argument("--format", default="text", help="text, json or sarif")
+    ap.add_argument("--fail-on", default="error", help="error, warning or info")
+    ap.add_argument("--jobs", type=int, default=None, help="processes (default: the cores)")
+    ap.add_argument("--probe", action="append", help="a symbol the module probes (repeatable)")
+    args = ap.parse_args(argv)
+    return run(args.paths, args.target, args.format, args.fail_on, args.jobs, args.probe)
