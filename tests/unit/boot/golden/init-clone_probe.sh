@@ -38,7 +38,7 @@ fi
 
 # Expected: kernel_clone+0x0
 if [ -r /sys/kernel/debug/kprobes/list ]; then
-	while IFS= read -r line; do r step=kprobes status=entry entry=$line; done </sys/kernel/debug/kprobes/list
+	while IFS= read -r line; do r step=kprobes status=entry "entry=$line"; done </sys/kernel/debug/kprobes/list
 	r step=kprobes status=ok
 else
 	r step=kprobes status=fail reason=no-kprobes-list

@@ -38,7 +38,7 @@ fi
 
 # Expected: vfs_write+0x0, do_sys_openat2+0x4
 if [ -r /sys/kernel/debug/kprobes/list ]; then
-	while IFS= read -r line; do r step=kprobes status=entry entry=$line; done </sys/kernel/debug/kprobes/list
+	while IFS= read -r line; do r step=kprobes status=entry "entry=$line"; done </sys/kernel/debug/kprobes/list
 	r step=kprobes status=ok
 else
 	r step=kprobes status=fail reason=no-kprobes-list
