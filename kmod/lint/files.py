@@ -1,6 +1,7 @@
 """Which files a PATH means, and their bytes (distributions ship .ko.xz and .ko.zst)."""
 import gzip
 import lzma
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,20 +17,23 @@ class Unreadable(Exception):
 
 
 def expand(paths: list) -> list[Path]:
-    out: list[Path] = []
+    out: list[str] = []
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.name.endswith(SUFFIXES) and f.is_file())
+        p = os.path.abspath(p)
+        if os.path.isdir(p):
+            found = []
+            for root, _dirs, names in os.walk(p):
+                found.extend(os.path.join(root, n) for n in names if n.endswith(SUFFIXES))
             if not found:
                 raise UserError(f"no kernel modules (.ko, .ko.xz, .ko.zst) under {p}")
-            out.extend(found)
-        elif p.exists():
+            out.extend(sorted(found))
+        elif os.path.exists(p):
             out.append(p)
         else:
             raise UserError(f"no such file or directory: {p}")
-    seen = set()
-    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+    # the same file named twice is linted once (abspath, not realpath: resolving every symlink of
+    # thousands of paths costs more than the cached lint itself)
+    return [Path(p) for p in dict.fromkeys(out)]
 
 
 def read_module(path: Path, raw: bytes | None = None) -> bytes:

@@ -49,8 +49,11 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _result_path(key: str) -> Path:
-    return cache_root() / "results" / key[:2] / f"{key}.json"
+_results_dir: str | None = None
+
+
+def _result_path(key: str) -> str:
+    return os.path.join(_results_dir, key[:2], key + ".json")
 
 
 def _key(sha: str, context: str) -> str:
@@ -81,7 +84,7 @@ def _work(item: tuple[str, str | None]) -> tuple[str, dict]:
     d = _to_json(r)
     if key:
         try:
-            atomic.write_text(_result_path(key), json.dumps(d))
+            atomic.write_text(Path(_result_path(key)), json.dumps(d))
         except OSError:
             pass    # a read-only cache costs speed, never results
     return path, d
@@ -104,6 +107,8 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
                probes: list[str] | None = None, use_cache: bool = True) -> Report:
+    global _results_dir
+    _results_dir = str(cache_root() / "results")   # once per run: cache_dir() creates folders
     targets = files.expand(paths_in)
     spec = TargetSpec(target) if target else None
     context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), ",".join(probes or []) if probes is not None else "-"])
@@ -116,7 +121,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
     for p in targets:
         sp = str(p)
         try:
-            st = p.stat()
+            st = os.stat(sp)
         except OSError as e:
             results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
             continue
@@ -134,7 +139,8 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                 new_index[sp] = (_stat_key(st), sha)
             key = _key(sha, context)
             try:
-                results[sp] = _from_json(sp, json.loads(_result_path(key).read_text()))
+                with open(_result_path(key), "rb") as f:
+                    results[sp] = _from_json(sp, json.loads(f.read()))
                 continue
             except (OSError, ValueError, KeyError, TypeError):
                 pass
