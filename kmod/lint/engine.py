@@ -5,6 +5,7 @@ warning and the others still run (in `strict` mode, used by the tests, the excep
 bugs are seen).
 """
 from .. import arch as archmod
+from ..errors import KmodError
 from . import against, callgraph, fpu, license, probes, shape, sleep, symbols
 from .elf import BadElf, parse
 from .findings import RANK, Finding, ModuleResult
@@ -37,8 +38,8 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
     def run(name, fn, *args, default=None):
         try:
             return fn(*args)
-        except BadElf:
-            raise                  # corruption found late (e.g. in a relocation): still invalid-elf
+        except (BadElf, KmodError):
+            raise                  # late corruption is still invalid-elf; a download failure is the run's
         except Exception as e:  # noqa: BLE001 - one broken rule must not hide the others
             if strict:
                 raise

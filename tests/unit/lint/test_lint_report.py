@@ -91,3 +91,20 @@ def test_text(tree):
     text = format_text(lint_paths([tree]))
     assert "bad.ko: error: fpu-unguarded [init_module .text+0x" in text
     assert text.rstrip().endswith("3 module(s) linted: 1 error(s), 1 warning(s), 0 info(s)")
+
+
+def test_cli_run_exit_codes_and_one_line_errors(tree, tmp_path):
+    import io
+
+    from kmod.lint.cli import run
+    out, err = io.StringIO(), io.StringIO()
+    assert run([str(tree)], fmt="json", out=out, err=err) == 2
+    assert json.loads(out.getvalue())["modules"] and err.getvalue() == ""
+    assert run([str(tree / "sub")], fail_on="warning", out=io.StringIO(), err=err) == 2
+    assert run([str(tree / "clean.ko")], out=io.StringIO(), err=err) == 0
+    for args, kwargs in [([str(tmp_path / "missing.ko")], {}), ([str(tree)], {"target": "no-such-pin"}),
+                         ([str(tree)], {"fmt": "xml"}), ([str(tree)], {"fail_on": "fatal"}), ([], {})]:
+        err = io.StringIO()
+        assert run(args, out=io.StringIO(), err=err, **kwargs) == 1
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in lines[0]
