@@ -12,7 +12,7 @@ from ..tasks import COMMON_HELP, cli_errors
             "jobs": "VMs at once (default: number of cores)",
             "append": "extra kernel command line words, e.g. for debugging (space separated)"})
 @cli_errors
-def boot_test(c, arch="all", kernel="all", module="", spec="", timeout=0.0, jobs=0, append=""):
+def boot_test(c, arch="all", kernel="all", module="", spec="", timeout=0, jobs=0, append=""):
     """Boot each built cell's pinned kernel in QEMU: insmod, probes fire, rmmod, no oops. Exit 0/2/1."""
     import os
 
@@ -36,7 +36,7 @@ def boot_test(c, arch="all", kernel="all", module="", spec="", timeout=0.0, jobs
             "timeout": "hard timeout per VM in seconds (default: 300)",
             "symbol": "print what the map says about these symbols (comma list)"})
 @cli_errors
-def probe_map(c, kernel="all", arch="all", refresh=False, timeout=0.0, symbol=""):
+def probe_map(c, kernel="all", arch="all", refresh=False, timeout=0, symbol=""):
     """Boot each pinned kernel without a module and cache its /proc/kallsyms and kprobe blacklist."""
     from .. import arch as archmod
     from .. import pins as pinsmod
