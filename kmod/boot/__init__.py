@@ -168,6 +168,10 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
             except InfraError as e:
                 errors[t.id] = e.line()
                 prog.update(t.id, "error", e.message)
+                if manifest is not None:
+                    manifest.update_cell(t.id, boot={"verdict": verdict.ERROR, "step": "setup", "reason": e.line(),
+                                                     "at": time.time()})
+                    manifest.save()
                 return
             results[t.id] = r
             if manifest is not None:

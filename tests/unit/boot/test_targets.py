@@ -74,3 +74,20 @@ def test_tasks_are_registered():
     assert {"boot-test", "probe-map"} <= set(ns.task_names)
     opts = {a.name for a in ns["boot-test"].get_arguments()}
     assert {"arch", "kernel", "module", "spec", "timeout", "jobs"} <= opts
+
+
+def test_infrastructure_error_of_one_cell_is_recorded(tmp_path, monkeypatch):
+    from kmod.boot import qemu
+    from kmod.errors import InfraError
+    proj = project(tmp_path)
+    m = Manifest(proj.dist / "manifest.json")
+    tgts = boot.targets_from_manifest(proj, m, archmod.select("arm64"), pinsmod.select("6.1"), proj.select(None))
+
+    def broken(*a, **k):
+        raise InfraError("cannot download the kernel")
+    monkeypatch.setattr(boot, "boot_one", broken)
+    monkeypatch.setattr(qemu, "require_binary", lambda a: "/bin/true")
+    out = boot.boot_all(tgts, proj.dist, quiet=True, manifest=m, junit_path=proj.dist / "j.xml")
+    assert out.exit_code == 1 and list(out.errors) == ["a/bookworm-6.1/arm64"]
+    assert m.cell("a/bookworm-6.1/arm64")["boot"]["verdict"] == "error"
+    assert 'errors="1"' in (proj.dist / "j.xml").read_text()
