@@ -56,6 +56,7 @@ class Graph:
     _relocs: dict[int, dict] = field(default_factory=dict)
     call_relocs: set = field(default_factory=set)   # (section, offset) of relocations that are direct calls
     _callers: dict[int, list[Call]] | None = None
+    _callees: dict[int, list[Call]] | None = None
 
     def function_at(self, sec: int, off: int) -> int | None:
         starts = self._starts.get(sec)
@@ -76,7 +77,11 @@ class Graph:
         return self._callers.get(fn, [])
 
     def calls_from(self, fn: int) -> list[Call]:
-        return [c for c in self.calls if c.caller == fn]
+        if self._callees is None:
+            self._callees = {}
+            for c in self.calls:
+                self._callees.setdefault(c.caller, []).append(c)
+        return self._callees.get(fn, [])
 
     def where(self, fn: int, addr: int) -> str:
         f = self.functions[fn]
@@ -122,10 +127,9 @@ def _functions(elf: Elf) -> tuple[list[Function], dict[int, list[int]], dict[int
 
 
 def needs_graph(elf: Elf) -> bool:
-    """Only the FPU and probe-handler rules read the call graph: a module with no FP code, no probe
-    registration and no DWARF (handler signatures) needs none, which spares most of the work."""
-    return (any(n in PROBE_REGISTRATION for n in elf.undefined) or elf.section(".debug_info") is not None
-            or decode.has_fp(elf))
+    """Only the FPU and probe-handler rules read the call graph: a module with no FP code and no probe
+    registration needs none, which spares most of the work."""
+    return any(n in PROBE_REGISTRATION for n in elf.undefined) or decode.has_fp(elf)
 
 
 def build(elf: Elf, full: bool = False) -> Graph:

@@ -114,7 +114,8 @@ def find(g: Graph) -> Probes:
             fn = g.function_at(*t)
             if fn is not None and fn != f.index and g.functions[fn].start == t[1]:
                 probes.handlers.setdefault(fn, kind)
-    _dwarf_handlers(g, probes)
+    if any(c.external in kinds for c in g.calls):
+        _dwarf_handlers(g, probes)   # only a module that registers probes has handlers to find
     return probes
 
 

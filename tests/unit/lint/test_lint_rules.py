@@ -127,11 +127,14 @@ def test_sleeping_outside_handlers_is_fine(build, arch):
 
 
 def test_dwarf_signature_finds_handlers(build, arch):
-    # the handler is only reachable through a table the linter cannot tie to a kprobe: DWARF can
+    # the handler is stored by a helper, not by the registering function nor in the object's
+    # initialiser: relocations cannot tie it to the kprobe, its DWARF signature can
     obj = build(arch, """
         int my_pre(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
-        int init_module(void) { return 0; }
-        void cleanup_module(void) {}
+        static struct kprobe kp;
+        __attribute__((noinline)) void setup(struct kprobe *k) { k->pre_handler = my_pre; }
+        int init_module(void) { setup(&kp); return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
     """, extra=["-g"])
     r = lint_file(obj, strict=True)
     assert rules_of(r) == [("sleep-in-probe-handler", "error")]
@@ -146,3 +149,14 @@ def test_kretprobe_on_a_function_that_never_returns(build, arch):
     """)
     r = lint_file(obj, strict=True)
     assert rules_of(r) == [("kretprobe-noreturn", "warning")]
+
+
+def test_without_dwarf_that_handler_is_not_seen(build, arch):
+    obj = build(arch, """
+        int my_pre(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
+        static struct kprobe kp;
+        __attribute__((noinline)) void setup(struct kprobe *k) { k->pre_handler = my_pre; }
+        int init_module(void) { setup(&kp); return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
