@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from kmod import arch as archmod  # noqa: E402
 from kmod import paths, pins  # noqa: E402
 from kmod.lint import lint_paths, runner  # noqa: E402
-from kmod.lint.target import image_tree  # noqa: E402
+from kmod.lint.files import SUFFIXES  # noqa: E402
+from kmod.lint.target import image_tree, modules_dir  # noqa: E402
 
 SECTION = "Lint"
 
@@ -35,8 +36,9 @@ SECTION = "Lint"
 def modules_of(pin_name: str, arch_name: str) -> tuple[Path, list[Path]]:
     pin = pins.require_locked(pins.get(pin_name))
     tree = image_tree(pin, archmod.get(arch_name))
-    files = sorted((tree / "lib" / "modules").rglob("*.ko"))
-    return tree / "lib" / "modules", files
+    folder = modules_dir(tree)
+    files = sorted(f for f in folder.rglob("*") if f.name.endswith(SUFFIXES))
+    return folder, files
 
 
 def objdump_for(arch_name: str) -> str:

@@ -58,8 +58,10 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
     t = None
     if target is not None:
         t = run("target", target.for_arch, arch.name)
-        if t is None and not any(f.rule == "lint-internal-error" for f in out):
-            out.append(against.arch_mismatch(arch.name, target.arches(), target.spec))
+        if t is None or (t.arch and t.arch != arch.name):
+            # nothing else about this kernel applies to a module of another arch
+            out.append(against.arch_mismatch(arch.name, target.arches(), t.name if t else target.spec))
+            t = None
     gpl_only, source = _gpl_only(t)
     out += run("license", license.check, elf, gpl_only, source, default=[])
     if t is not None:

@@ -22,7 +22,7 @@ from .. import atomic, fetch, paths, pins
 from ..errors import InfraError, UserError
 from . import ruledata
 
-FORMAT = 4   # bump when the pickled layout changes
+FORMAT = 5   # bump when the pickled layout changes
 CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
@@ -270,14 +270,23 @@ def headers_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[str, str]:
         return symvers[0].read_text(errors="replace"), config[0].read_text(errors="replace") if config else ""
 
 
+def modules_dir(tree: Path) -> Path:
+    """lib/modules of an unpacked image (usr/lib/modules since trixie's merged /usr)."""
+    for d in (tree / "lib" / "modules", tree / "usr" / "lib" / "modules"):
+        if d.is_dir():
+            return d
+    return tree / "lib" / "modules"
+
+
 def _first_vermagic(tree: Path) -> str | None:
     from .elf import BadElf, parse
-    for root, _dirs, files in os.walk(tree / "lib" / "modules"):
+    from .files import SUFFIXES, Unreadable, read_module
+    for root, _dirs, files in os.walk(modules_dir(tree)):
         for f in sorted(files):
-            if f.endswith(".ko"):
+            if f.endswith(SUFFIXES):
                 try:
-                    v = parse(Path(root, f).read_bytes()).modinfo_values("vermagic")
-                except BadElf:
+                    v = parse(read_module(Path(root, f))).modinfo_values("vermagic")
+                except (BadElf, Unreadable):
                     continue
                 if v:
                     return v[0]

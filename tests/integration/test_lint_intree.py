@@ -11,7 +11,7 @@ from kmod import arch as archmod
 from kmod import pins
 from kmod.errors import KmodError
 from kmod.lint import format_text, lint_paths
-from kmod.lint.target import image_tree
+from kmod.lint.target import image_tree, modules_dir
 from tests.conftest import need
 
 PIN = "bookworm-6.1"
@@ -34,7 +34,7 @@ def sample(arch_name: str) -> list[Path]:
         tree = image_tree(pin, archmod.get(arch_name))
     except KmodError as e:
         need(False, f"the pinned linux-image for {arch_name} ({e.line()})")
-    files = sorted((tree / "lib" / "modules").rglob("*.ko"))
+    files = sorted(modules_dir(tree).rglob("*.ko"))
     named = [f for f in files if f.name in NAMED[arch_name]]
     rest = [f for f in files if f not in named]
     step = max(1, len(rest) // SPREAD)
