@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import atomic, fetch, paths, pins
+from .. import atomic, paths, pins
 from ..errors import InfraError, UserError
 from . import ruledata
 
-FORMAT = 5   # bump when the pickled layout changes
+FORMAT = 6   # bump when the pickled layout changes
 CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
@@ -39,6 +39,8 @@ class KernelTarget:
     ranges: list[tuple[int, int, str]] = field(default_factory=list)  # blacklisted text ranges
     clones: dict[str, list[str]] = field(default_factory=dict)  # base name -> its .isra/.constprop/... clones
     symbols_from: str | None = "System.map"
+    probe_map_file: str | None = None          # the kallsyms this was read from, to notice a new map
+    probe_map_stat: tuple | None = None
     how_to_get_symbols: str = ""
 
     def gpl_only(self) -> set[str]:
@@ -242,6 +244,7 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
     dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
     if (dest / ".complete").exists():
         return dest
+    from .. import fetch   # urllib and ssl: imported only when something must be downloaded
     deb = fetch.fetch(pkg)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
@@ -260,6 +263,7 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
 def headers_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[str, str]:
     """(Module.symvers, .config) of the pin's linux-headers package for this arch."""
     pkg = pin.package("headers", arch)
+    from .. import fetch
     deb = fetch.fetch(pkg)
     with tempfile.TemporaryDirectory(dir=paths.cache_dir()) as tmp:
         _extract(deb, Path(tmp), ["*/Module.symvers", "*/.config"])
@@ -307,20 +311,31 @@ def _probe_map(pin: pins.Pin, arch: archmod.Arch):
         return None
 
 
+def _stat_of(path: str | None) -> tuple | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if st else None
+
+
 def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
-    pm = _probe_map(pin, arch)
-    pm_key = ""
-    if pm is not None:
-        st = (pm.dir / "kallsyms").stat()
-        pm_key = f"{st.st_size}:{st.st_mtime_ns}"
     key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
-                         f"{pm_key}".encode()).hexdigest()[:16]
+                         .encode()).hexdigest()[:16]
     cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.pickle"
     if cached.exists():
         try:
-            return pickle.loads(cached.read_bytes())
+            t = pickle.loads(cached.read_bytes())
         except Exception:
+            t = None
             cached.unlink(missing_ok=True)   # a damaged cache entry is rebuilt, never trusted
+        # still valid if made from the probe map that is there now (checked without importing the
+        # boot package, which costs more than the whole lint of a small module)
+        if t is not None and t.probe_map_file and _stat_of(t.probe_map_file) == t.probe_map_stat:
+            return t
+        if t is not None and not t.probe_map_file and _probe_map(pin, arch) is None:
+            return t
+    pm = _probe_map(pin, arch)
     release = pin.release(arch)
     t = KernelTarget(name=f"{pin.name} ({release})", arch=arch.name, release=release,
                      how_to_get_symbols=f"run `invoke probe-map --kernel {pin.name} --arch {arch.name}` once")
@@ -332,6 +347,8 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
         raise InfraError(f"{pin.package('image', arch).basename} has no boot/System.map-*")
     parse_system_map(maps[0].read_text(errors="replace"), t)
     if pm is not None:
+        t.probe_map_file = str(pm.kallsyms_path)
+        t.probe_map_stat = _stat_of(t.probe_map_file)
         parse_system_map(pm.kallsyms_path.read_text(errors="replace"), t)
         t.blacklist |= pm.blacklist
         t.ranges += [(a, b, f"the kprobe blacklist ({name})") for a, b, name in pm.blacklist_ranges()]
