@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .. import atomic, paths
+from ..errors import KmodError
 from . import engine, files, ruledata
 from .findings import Finding, ModuleResult, Report
 from .target import TargetSpec
@@ -90,6 +91,17 @@ def _work(item: tuple[str, str | None]) -> tuple[str, dict]:
     return path, d
 
 
+def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict]:
+    try:
+        return _work(item)
+    except KmodError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one file must not take the run down
+        r = ModuleResult(item[0], None, [Finding("lint-internal-error", "warning",
+                                                 f"linting this file failed ({type(e).__name__}: {e})")])
+        return item[0], _to_json(r)
+
+
 def _work_many(items: list) -> list:
     return [_work(i) for i in items]
 
@@ -161,9 +173,15 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_work_many, chunk) for chunk in _chunks(items, workers)]
+                futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
                 for fut in as_completed(futures):
-                    for sp, d in fut.result():
+                    try:
+                        done = fut.result()
+                    except KmodError:
+                        raise
+                    except Exception:   # a worker died (BrokenProcessPool): redo its files here
+                        done = [_work_safely(i) for i in futures[fut]]
+                    for sp, d in done:
                         results[sp] = _from_json(sp, d)
     if use_cache and new_index != index:
         merged = {**index, **new_index}
