@@ -167,7 +167,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         items = [(sp, key) for sp, key, _ in todo]
         workers = min(jobs or _cpus(), len(items))
         if workers <= 1:
-            done = map(_work, items)
+            done = map(_work_safely, items)
             for sp, d in done:
                 results[sp] = _from_json(sp, d)
         else:
