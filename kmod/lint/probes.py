@@ -10,7 +10,7 @@ in the registering function. With DWARF, functions with a handler's signature ar
 import bisect
 from dataclasses import dataclass, field
 
-from . import ruledata
+from . import decode, ruledata
 from .callgraph import Graph
 from .elf import SHF_EXECINSTR, STT_OBJECT, STT_SECTION, Elf
 
@@ -78,6 +78,32 @@ def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes
             _scan_object(g, tsec, a, b, kind, probes, depth + 1)
 
 
+_ARG0 = {"EM_X86_64": ("rdi", "edi"), "EM_AARCH64": ("x0", "w0")}
+
+
+def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int] | None:
+    """The data address in the first argument register at a call: the last instruction before the
+    call that writes that register, if a relocation inside it names data (lea/mov $sym on x86,
+    adrp+add on arm64). Falls back to the last data address the function loads before the call."""
+    elf = g.elf
+    regs = _ARG0.get(elf.machine, ())
+    insns = decode.disassemble(elf, elf.sections[f.section], f.start, call_addr)
+    for addr, size, _mn, op in reversed(insns):
+        if op.split(",", 1)[0].strip() not in regs:
+            continue
+        for r in relocs:
+            if addr <= r.offset < addr + size:
+                t = _target(elf, r)
+                if t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
+                    return t
+        break   # the register is written some other way: use the fallback
+    for r in reversed(relocs):
+        t = _target(elf, r)
+        if t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
+            return t
+    return None
+
+
 def _looks_like_symbol(s: str) -> bool:
     return 0 < len(s) < 128 and all(c.isalnum() or c in "_.$" for c in s) and not s[0].isdigit()
 
@@ -94,16 +120,11 @@ def find(g: Graph) -> Probes:
         f = g.functions[call.caller]
         relocs = sorted((r for r in elf.relocs.get(f.section, ()) if f.start <= r.offset < call.addr),
                         key=lambda r: r.offset)
-        # the object: the last data address loaded before the call
-        for r in reversed(relocs):
-            t = _target(elf, r)
-            if t is None or elf.sections[t[0]].flags & SHF_EXECINSTR:
-                continue
-            if elf.sections[t[0]].flags & SHF_STRINGS:
-                continue
-            lo, hi = _object_range(elf, *t)
-            _scan_object(g, t[0], lo, hi, kind, probes)
-            break
+        # the object: what the first argument register holds at the call
+        obj = _first_argument(g, f, call.addr, relocs)
+        if obj is not None:
+            lo, hi = _object_range(elf, *obj)
+            _scan_object(g, obj[0], lo, hi, kind, probes)
         # handlers stored at run time: functions whose address the registering function takes
         for r in relocs:
             if (f.section, r.offset) in g.call_relocs:

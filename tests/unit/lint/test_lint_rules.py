@@ -160,3 +160,17 @@ def test_without_dwarf_that_handler_is_not_seen(build, arch):
         void cleanup_module(void) { unregister_kprobe(&kp); }
     """)
     assert rules_of(lint_file(obj, strict=True)) == []
+
+
+def test_probe_object_found_through_the_argument_register(build, arch):
+    # a global store between loading &kp and the (tail) call to register_kprobe: the object is what
+    # the first argument register holds, not the last address the function touched
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        extern long next(long);
+        long x;
+        int init_module(void) { x = next(x); return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == [("sleep-in-probe-handler", "error")]
