@@ -97,11 +97,26 @@ def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int
                 if t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
                     return t
         break   # the register is written some other way: use the fallback
+    # e.g. `register_kprobe(&probes[i])` in a loop: prefer the nearest object that holds a handler
+    last = None
     for r in reversed(relocs):
         t = _target(elf, r)
-        if t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
+        if t is None or elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
+            continue
+        last = last or t
+        if _holds_code_pointer(g, t):
             return t
-    return None
+    return last
+
+
+def _holds_code_pointer(g: Graph, t: tuple[int, int]) -> bool:
+    lo, hi = _object_range(g.elf, *t)
+    for r in g.elf.relocs.get(t[0], ()):
+        if lo <= r.offset < hi:
+            tt = _target(g.elf, r)
+            if tt is not None and g.elf.sections[tt[0]].flags & SHF_EXECINSTR:
+                return True
+    return False
 
 
 def _looks_like_symbol(s: str) -> bool:

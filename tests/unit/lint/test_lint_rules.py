@@ -174,3 +174,27 @@ def test_probe_object_found_through_the_argument_register(build, arch):
         void cleanup_module(void) { unregister_kprobe(&kp); }
     """)
     assert rules_of(lint_file(obj, strict=True)) == [("sleep-in-probe-handler", "error")]
+
+
+def test_probe_array_registered_in_a_loop(build, arch):
+    # the shape of kmod's own templates: an array of probes, registered one by one
+    obj = build(arch, """
+        static long hits[2];
+        static int ret_handler(struct kretprobe_instance *ri, struct pt_regs *regs) { msleep(1); return 0; }
+        static struct kretprobe probes[2] = {
+            { .kp = { .symbol_name = "kernel_clone" }, .handler = ret_handler },
+            { .kp = { .symbol_name = "do_exit" }, .handler = ret_handler },
+        };
+        int init_module(void) {
+            int i, ret;
+            for (i = 0; i < 2; i++) {
+                hits[i] = 0;
+                ret = register_kretprobe(&probes[i]);
+                if (ret < 0) { _printk("cannot probe %d\\n", i); while (--i >= 0) unregister_kretprobe(&probes[i]); return ret; }
+            }
+            return 0;
+        }
+        void cleanup_module(void) { int i; for (i = 0; i < 2; i++) unregister_kretprobe(&probes[i]); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("kretprobe-noreturn", "warning"), ("sleep-in-probe-handler", "error")]
