@@ -168,6 +168,12 @@ def build(elf: Elf, full: bool = False) -> Graph:
             ev = _resolve(g, fn, sec_index, ev, record=True)
             if ev is not None:
                 fn.events.append(ev)
+                if ev[1] == decode.FP:
+                    # a run of FP instructions that runs on into the next function(s)
+                    j = i + 1
+                    while j < n and offs[j] < ev[3]:
+                        functions[base + j].events.append((offs[j], decode.FP, None, ev[3], ev[3]))
+                        j += 1
 
     g.call_relocs = consumed
     if not g.full and any(c.external in PROBE_REGISTRATION for c in g.calls):

@@ -71,8 +71,6 @@ def _flow(f, kind_of) -> tuple[list, int, bool]:
     for ev in evs:
         while b + 1 < nb and order[b + 1] <= ev[0]:
             b += 1
-            if blocks[b] and blocks[b][0][1] == decode.FP and blocks[b][0][0] == order[b]:
-                pass
         blocks[b].append(ev)
         if ev[1] == decode.FP:
             # a run of FP instructions that a branch target splits: the later block has FP code too
@@ -82,10 +80,10 @@ def _flow(f, kind_of) -> tuple[list, int, bool]:
                 j += 1
     succ: list[list[int]] = []
     for i, blk in enumerate(blocks):
+        # a branch, return or tail jump ends its block (the next instruction is a leader)
         last = blk[-1] if blk else None
         nxt = [i + 1] if i + 1 < nb else []
-        if last is None or last[4] != (order[i + 1] if i + 1 < nb else None) and last[1] != decode.END \
-                and not (last[1] == decode.CALL and last[3] == 1) and last[1] != decode.BRANCH:
+        if last is None:
             succ.append(nxt)
         elif last[1] == decode.BRANCH:
             t = index.get(last[2])
