@@ -144,3 +144,30 @@ def test_text_before_any_symbol_is_not_lost(tmp_path: Path, build):
     """)
     r = lint_file(obj, strict=True)
     assert [f.rule for f in r.findings] == []   # unreachable code is nobody's entry: no finding
+
+
+def test_jump_into_the_middle_of_guarded_fp_code(build):
+    # the label sits inside a run of FP instructions; the jump to it skips the guard
+    obj = build("x86_64", """
+        asm(".text\\n.type asm_fn,@function\\nasm_fn:\\n"
+            " test %edi, %edi\\n jz 2f\\n call kernel_fpu_begin_mask\\n"
+            " pxor %xmm0, %xmm0\\n2: pxor %xmm1, %xmm1\\n ret\\n.size asm_fn, .-asm_fn\\n");
+        extern void asm_fn(int);
+        int init_module(void) { asm_fn(0); return 0; }
+        void cleanup_module(void) {}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "error")]
+    assert "pxor xmm1, xmm1" in fpu(r)[0].message
+
+
+def test_guarded_asm_without_the_jump_passes(build):
+    obj = build("x86_64", """
+        asm(".text\\n.type asm_fn,@function\\nasm_fn:\\n"
+            " call kernel_fpu_begin_mask\\n pxor %xmm0, %xmm0\\n pxor %xmm1, %xmm1\\n"
+            " call kernel_fpu_end\\n ret\\n.size asm_fn, .-asm_fn\\n");
+        extern void asm_fn(int);
+        int init_module(void) { asm_fn(0); return 0; }
+        void cleanup_module(void) {}
+    """)
+    assert rules_of(lint_file(obj, strict=True)) == []
