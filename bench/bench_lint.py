@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kmod import arch as archmod  # noqa: E402
-from kmod import paths, pins  # noqa: E402
+from kmod import pins  # noqa: E402
 from kmod.lint import lint_paths, runner  # noqa: E402
 from kmod.lint.files import SUFFIXES  # noqa: E402
 from kmod.lint.target import image_tree, modules_dir  # noqa: E402

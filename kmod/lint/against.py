@@ -70,7 +70,8 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
             continue
         if name in t.blacklist:
             out.append(Finding("probe-target-blacklisted", "error",
-                               f"{name} is on {t.name}'s kprobe blacklist (NOKPROBE_SYMBOL, noinstr or entry code): register_kprobe() "
+                               f"{name} is on {t.name}'s kprobe blacklist (NOKPROBE_SYMBOL, noinstr or entry "
+                               f"code): register_kprobe() "
                                f"fails with -EINVAL. Probe a caller or callee instead"))
             continue
         section = t.in_blacklisted_range(addr)

@@ -123,7 +123,8 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
     _results_dir = str(cache_root() / "results")   # once per run: cache_dir() creates folders
     targets = files.expand(paths_in)
     spec = TargetSpec(target) if target else None
-    context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), ",".join(probes or []) if probes is not None else "-"])
+    probe_key = ",".join(probes) if probes is not None else "-"
+    context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), probe_key])
 
     index = _load_index() if use_cache else {}
     new_index = {}
