@@ -216,36 +216,46 @@ def _path(prev: dict, n: int) -> list[int]:
 
 
 def check(g: Graph, arch, handlers: set[int] = frozenset()) -> list[Finding]:
+    """One error per function reachable unguarded from an entry point (each has its own path); one
+    warning per export or function pointer through which FP code is reached (an asm implementation
+    is often dozens of functions behind one pointer: one warning says it, dozens would bury it)."""
     unguarded_fp, site_guarded = analyse(g, arch)
     if not unguarded_fp:
         return []
     begin = "/".join(f"{n}()" for n in arch.fpu_guard_begin[:1])
     end = "/".join(f"{n}()" for n in arch.fpu_guard_end[:1])
     out = []
+    weak: dict[tuple[str, int], list] = {}
     for fn, (addr, _) in sorted(unguarded_fp.items()):
         f = g.functions[fn]
-        insn = decode.insn_text(g.elf, f.section, addr)
         kind, path, root = _unguarded_path(g, fn, site_guarded, handlers)
         if kind == "none":
             continue
+        if kind != "entry":
+            weak.setdefault((kind, root), []).append((fn, addr, path))
+            continue
         chain = " -> ".join(g.functions[i].name for i in path)
-        where = f"`{insn}` at {f.sec_name}+{addr:#x}"
-        if kind == "entry":
-            how = "a probe handler" if root in handlers else "a module entry point"
-            msg = (f"{f.name} uses FP/SIMD registers outside {begin}/{end}: first {where}; "
-                   f"unguarded path from {how}: {chain}. Wrap the FP code (or every call to it) in "
-                   f"{begin} ... {end}, or it corrupts the FP state of the interrupted task")
-            sev = "error"
-        elif kind == "export":
-            msg = (f"{f.name} uses FP/SIMD registers ({where}) and is reachable unguarded from the exported "
-                   f"{g.functions[root].name} (path: {chain}). Callers in other modules must hold "
+        where = f"`{decode.insn_text(g.elf, f.section, addr)}` at {f.sec_name}+{addr:#x}"
+        how = "a probe handler" if root in handlers else "a module entry point"
+        out.append(Finding(RULE, "error",
+                           f"{f.name} uses FP/SIMD registers outside {begin}/{end}: first {where}; "
+                           f"unguarded path from {how}: {chain}. Wrap the FP code (or every call to it) in "
+                           f"{begin} ... {end}, or it corrupts the FP state of the interrupted task",
+                           f.name, f.sec_name, addr))
+    for (kind, root), hits in weak.items():
+        fn, addr, path = min(hits, key=lambda h: len(h[2]))   # the one nearest the pointer or export
+        f = g.functions[fn]
+        chain = " -> ".join(g.functions[i].name for i in path)
+        where = f"`{decode.insn_text(g.elf, f.section, addr)}` at {f.sec_name}+{addr:#x}"
+        more = f" (and {len(hits) - 1} more function(s) behind it)" if len(hits) > 1 else ""
+        if kind == "export":
+            msg = (f"{f.name} uses FP/SIMD registers ({where}){more} and is reachable unguarded from the "
+                   f"exported {g.functions[root].name} (path: {chain}). Callers in other modules must hold "
                    f"{begin} ... {end}; document that, or take the guard inside")
-            sev = "warning"
         else:
             taken = ", ".join(g.address_taken[root][:3])
-            msg = (f"{f.name} uses FP/SIMD registers ({where}) and is reached only through a function "
+            msg = (f"{f.name} uses FP/SIMD registers ({where}){more} and is reached only through a function "
                    f"pointer ({g.functions[root].name}, address taken at {taken}; path: {chain}). "
                    f"The linter cannot see those calls: make sure each one runs between {begin} and {end}")
-            sev = "warning"
-        out.append(Finding(RULE, sev, msg, f.name, f.sec_name, addr))
+        out.append(Finding(RULE, "warning", msg, f.name, f.sec_name, addr))
     return out
