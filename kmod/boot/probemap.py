@@ -106,13 +106,15 @@ def load(pin: Pin, arch: Arch) -> ProbeMap | None:
 
 
 def extract_dumps(lines: list[str]) -> dict[str, bytes]:
-    """The gzip+base64 blocks between KMODBOOT-BEGIN NAME and KMODBOOT-END NAME, decoded."""
+    """The gzip+base64 blocks (uuencode -m) between KMODBOOT-BEGIN NAME and KMODBOOT-END NAME, decoded."""
     out, current, chunks = {}, None, []
     begin, end = f"{initramfs.MARKER}-BEGIN ", f"{initramfs.MARKER}-END "
     for line in lines:
         if current is None:
             if line.startswith(begin):
                 current, chunks = line[len(begin):].strip(), []
+        elif line.startswith("begin-base64") or line.strip() == "====":
+            continue  # uuencode -m framing
         elif line.startswith(end):
             try:
                 out[current] = gzip.decompress(base64.b64decode("".join(chunks)))

@@ -241,3 +241,17 @@ def test_ctrl_c_leaves_no_qemu_behind(project):
             proc.kill()
     time.sleep(0.5)
     assert qemus_under(project.root) == []
+
+
+def test_probe_map_of_a_pinned_kernel():
+    """A pinned kernel booted with no module dumps its kallsyms and kprobe blacklist (bullseye's busybox
+    has no base64 applet: the dump must not need it)."""
+    from kmod import arch as archmod
+    from kmod import pins as pinsmod
+    from kmod.boot import probemap
+    a = archmod.get("arm64")
+    need(shutil.which(a.qemu["binary"]) is not None, a.qemu["binary"])
+    m = probemap.make(pinsmod.get("bullseye-5.10"), a, timeout=120)
+    assert m.is_function("kernel_clone") and not m.has("kmod_no_such_symbol_anywhere")
+    assert len(m.functions) > 10000 and m.blacklist and m.blacklist_ranges()
+    assert probemap.load(pinsmod.get("bullseye-5.10"), a).dir == m.dir

@@ -126,8 +126,8 @@ def test_probe_map_dumps_round_trip(tmp_path):
     payload = b"ffffffff81000000 T kernel_clone\nffffffff81000100 t do_sys_openat2\n" \
               b"ffffffff82000000 D jiffies\nffffffffc0000000 t mod_fn\t[mod]\n"
     b64 = base64.b64encode(gzip.compress(payload)).decode()
-    lines = ["noise", "KMODBOOT-BEGIN kallsyms", *[b64[i:i + 76] for i in range(0, len(b64), 76)],
-             "KMODBOOT-END kallsyms", "KMODBOOT-BEGIN blacklist",
+    lines = ["noise", "KMODBOOT-BEGIN kallsyms", "begin-base64 644 kallsyms",
+             *[b64[i:i + 76] for i in range(0, len(b64), 76)], "====", "KMODBOOT-END kallsyms", "KMODBOOT-BEGIN blacklist",
              base64.b64encode(gzip.compress(b"0xffffffff81001000-0xffffffff81001100\tdo_int3\n")).decode(),
              "KMODBOOT-END blacklist"]
     dumps = probemap.extract_dumps(lines)

@@ -26,12 +26,13 @@ else
 	r step=mount status=fail
 	finish
 fi
-# Nothing may interleave with the dumps: kernel messages off the console.
+# Nothing may interleave with the dumps: kernel messages off the console. uuencode -m is base64 in
+# every busybox we pin (the base64 applet is missing from bullseye's).
 echo 1 >/proc/sys/kernel/printk
 echo "KMODBOOT-BEGIN kallsyms"
-gzip -c /proc/kallsyms | base64
+gzip -c /proc/kallsyms | uuencode -m kallsyms
 echo "KMODBOOT-END kallsyms"
 echo "KMODBOOT-BEGIN blacklist"
-gzip -c /sys/kernel/debug/kprobes/blacklist | base64
+gzip -c /sys/kernel/debug/kprobes/blacklist | uuencode -m blacklist
 echo "KMODBOOT-END blacklist"
 finish
