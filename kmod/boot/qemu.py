@@ -55,7 +55,7 @@ def kvm_usable(arch: Arch) -> bool:
     finally:
         os.close(fd)
     q = arch.qemu
-    probe = [q["binary"], "-machine", f"{q['machine']},accel=kvm", "-cpu", q.get("kvm_cpu", "host"),
+    probe = [q["binary"], "-machine", f"{q.get('kvm_machine', q['machine'])},accel=kvm", "-cpu", q.get("kvm_cpu", "host"),
              "-m", "64", "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"]
     try:
         res = subprocess.run(probe, input=b"quit\n", capture_output=True, timeout=20)
@@ -82,8 +82,9 @@ def argv(arch: Arch, kernel: Path, initrd: Path, append: list[str] | tuple[str, 
          accel: str = "tcg") -> list[str]:
     q = arch.qemu
     cpu = q.get("kvm_cpu", "host") if accel == "kvm" else q["cpu"]
+    machine = q.get("kvm_machine", q["machine"]) if accel == "kvm" else q["machine"]
     cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *append]
-    return [q["binary"], "-machine", f"{q['machine']},accel={accel}", "-cpu", cpu,
+    return [q["binary"], "-machine", f"{machine},accel={accel}", "-cpu", cpu,
             "-m", str(q.get("memory", "512M")), "-smp", str(q.get("smp", 1)),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
