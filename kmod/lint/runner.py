@@ -45,11 +45,6 @@ def _stat_key(st) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-def _digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 _results_dir: str | None = None
 
 
@@ -70,28 +65,47 @@ def _from_json(path: str, d: dict) -> ModuleResult:
 
 
 def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | None = None,
-              strict: bool = False) -> ModuleResult:
+              strict: bool = False, raw: bytes | None = None) -> ModuleResult:
     """Lint one file in this process, no cache."""
     try:
-        data = files.read_module(path)
+        data = files.read_module(Path(path), raw)
     except files.Unreadable as e:
         return engine.invalid(str(path), str(e))
     return engine.lint_bytes(data, str(path), target, probes, strict=strict)
 
 
-def _work(item: tuple[str, str | None]) -> tuple[str, dict]:
+def _work(item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
+    """(path, result, sha256 when this worker computed it, served from the cache?)"""
     path, key = item
-    r = lint_file(Path(path), _state.get("target"), _state.get("probes"))
+    sha = None
+    raw = None
+    if key == "":
+        # the parent did not know the content: hash it here, where the file is read anyway, so the
+        # hashing runs in parallel and each file is read once
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw = None
+        if raw is not None:
+            sha = hashlib.sha256(raw).hexdigest()
+            key = _key(sha, _state["context"])
+            try:
+                with open(_result_path(key), "rb") as f:
+                    return path, json.loads(f.read()), sha, True
+            except (OSError, ValueError):
+                pass
+    r = lint_file(Path(path), _state.get("target"), _state.get("probes"), raw=raw)
     d = _to_json(r)
     if key:
         try:
             atomic.write_text(Path(_result_path(key)), json.dumps(d))
         except OSError:
             pass    # a read-only cache costs speed, never results
-    return path, d
+    return path, d, sha, False
 
 
-def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict]:
+def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
     try:
         return _work(item)
     except KmodError:
@@ -99,11 +113,11 @@ def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict]:
     except Exception as e:  # noqa: BLE001 - one file must not take the run down
         r = ModuleResult(item[0], None, [Finding("lint-internal-error", "warning",
                                                  f"linting this file failed ({type(e).__name__}: {e})")])
-        return item[0], _to_json(r)
+        return item[0], _to_json(r), None, False
 
 
 def _work_many(items: list) -> list:
-    return [_work(i) for i in items]
+    return [_work_safely(i) for i in items]
 
 
 def _chunks(items: list, workers: int) -> list[list]:
@@ -128,6 +142,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
 
     index = _load_index() if use_cache else {}
     new_index = {}
+    stats: dict[str, os.stat_result] = {}
     results: dict[str, ModuleResult] = {}
     todo: list[tuple[str, str | None, int]] = []
     now = time.time()
@@ -140,37 +155,45 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
             continue
         key = None
         if use_cache:
+            stats[sp] = st
             ent = index.get(sp)
-            try:
-                sha = ent[1] if ent and ent[0] == _stat_key(st) else _digest(p)
-            except OSError as e:
-                results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
-                continue
-            if now - st.st_mtime > RACY_SECONDS:
-                # a file written in the last moments may change again within the same timestamp
-                # tick (git's "racy" problem): trust its stat only once it is old enough
-                new_index[sp] = (_stat_key(st), sha)
-            key = _key(sha, context)
-            try:
-                with open(_result_path(key), "rb") as f:
-                    results[sp] = _from_json(sp, json.loads(f.read()))
-                continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+            if ent and ent[0] == _stat_key(st):
+                if now - st.st_mtime > RACY_SECONDS:
+                    new_index[sp] = ent
+                key = _key(ent[1], context)
+                try:
+                    with open(_result_path(key), "rb") as f:
+                        results[sp] = _from_json(sp, json.loads(f.read()))
+                    continue
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+            else:
+                key = ""    # unknown content: the worker hashes it (see _work)
         todo.append((sp, key, st.st_size))
     cached = len(results)
 
     if todo:
         if spec is not None:
             spec.prepare(_arches_of([Path(t[0]) for t in todo]) or spec.arches())   # once, before forking
-        _state.update(target=spec, probes=probes)
+        _state.update(target=spec, probes=probes, context=context)
         todo.sort(key=lambda t: -t[2])     # biggest first: the pool ends together
         items = [(sp, key) for sp, key, _ in todo]
         workers = min(jobs or _cpus(), len(items))
-        if workers <= 1:
-            done = map(_work_safely, items)
-            for sp, d in done:
+
+
+        def collect(done):
+            nonlocal cached
+            for sp, d, sha, hit in done:
                 results[sp] = _from_json(sp, d)
+                cached += hit
+                st = stats.get(sp)
+                if sha and st is not None and now - st.st_mtime > RACY_SECONDS:
+                    # a file written in the last moments may change again within the same timestamp
+                    # tick (git's "racy" problem): trust its stat only once it is old enough
+                    new_index[sp] = (_stat_key(st), sha)
+
+        if workers <= 1:
+            collect(map(_work_safely, items))
         else:
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -182,8 +205,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                         raise
                     except Exception:   # a worker died (BrokenProcessPool): redo its files here
                         done = [_work_safely(i) for i in futures[fut]]
-                    for sp, d in done:
-                        results[sp] = _from_json(sp, d)
+                    collect(done)
     if use_cache and new_index != index:
         merged = {**index, **new_index}
         try:
