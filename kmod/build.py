@@ -202,7 +202,7 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
                 if rec["result"] == "ok" and after_build and after_build(cell, rec) is False:
                     rec["result"] = "failed"
                 cell.result, cell.record = rec["result"], rec
-                manifest.update_cell(cell.id, **rec)
+                manifest.set_cell(cell.id, rec)
                 manifest.save()
                 detail = rec.get("ko") or (rec["diagnosis"][0]["cause"] if rec.get("diagnosis") else
                                            f"see {rec['log']}")

@@ -37,6 +37,11 @@ class Manifest:
         with self._lock:
             self.cells.setdefault(cell_id, {}).update(fields)
 
+    def set_cell(self, cell_id: str, record: dict) -> None:
+        """Replace a cell's record: results of later stages (lint, boot) for older bytes go with it."""
+        with self._lock:
+            self.cells[cell_id] = dict(record)
+
     def start_run(self, command: str) -> None:
         with self._lock:
             self.data["runs"] = (self.data.get("runs", []) + [{"command": command, "started": time.time(),
