@@ -73,7 +73,8 @@ class Elf:
     data: bytes
     machine: str
     sections: list[Section]
-    symbols: list[Symbol] = field(default_factory=list)
+    _rawsyms: list = field(default_factory=list, repr=False)
+    _strtab: bytes = field(default=b"", repr=False)
     # relocations grouped by the index of the section they patch, read when first asked for
     relocs: "Relocs" = None
 
@@ -121,16 +122,28 @@ class Elf:
         return out
 
     @cached_property
+    def symbols(self) -> list[Symbol]:
+        st = self._strtab
+        return [Symbol(i, _cstr(st, name), value, size, info & 0xF, info >> 4, shndx)
+                for i, (name, info, _other, shndx, value, size) in enumerate(self._rawsyms)]
+
+    @cached_property
     def undefined(self) -> list[str]:
+        st = self._strtab
         seen = {}
-        for s in self.symbols:
-            if s.shndx == SHN_UNDEF and s.name and s.type != STT_FILE:
-                seen.setdefault(s.name, None)
+        for name, info, _other, shndx, _value, _size in self._rawsyms:
+            if shndx == SHN_UNDEF and name and info & 0xF != STT_FILE:
+                n = _cstr(st, name)
+                if n:
+                    seen.setdefault(n, None)
         return list(seen)
 
     @cached_property
-    def defined_names(self) -> set[str]:
-        return {s.name for s in self.symbols if s.defined and s.name}
+    def global_names(self) -> set[str]:
+        """Names of the defined global and weak symbols (module_init/module_exit aliases among them)."""
+        st = self._strtab
+        return {_cstr(st, name) for name, info, _o, shndx, _v, _s in self._rawsyms
+                if shndx != SHN_UNDEF and info >> 4 in (STB_GLOBAL, STB_WEAK)}
 
     def cstring_at(self, sec_index: int, offset: int, limit: int = 512) -> str | None:
         """The NUL-terminated string at `offset` of a section (used for symbol_name = "..." pointers)."""
@@ -173,7 +186,7 @@ class Relocs:
 
     def _parse(self, index: int) -> list[Reloc]:
         elf = self.elf
-        nsym = len(elf.symbols)
+        nsym = len(elf._rawsyms)
         target_size = elf.sections[index].size
         out = []
         for sec in self.sections[index]:
@@ -254,16 +267,14 @@ def parse(data: bytes) -> Elf:
         raise BadElf("corrupt symbol table (entry size is not 24)")
     if not 0 < symtab.link < len(sections) or sections[symtab.link].type != SHT_STRTAB:
         raise BadElf("corrupt symbol table (no string table)")
-    strtab = elf.section_bytes(sections[symtab.link])
+    elf._strtab = elf.section_bytes(sections[symtab.link])
     nsec = len(sections)
-    syms = []
-    for i, (name, info, _other, shndx, value, size) in enumerate(
-            struct.iter_unpack("<IBBHQQ", elf.section_bytes(symtab))):
-        if shndx >= nsec and shndx < SHN_LORESERVE:
-            raise BadElf(f"corrupt symbol {i}: section index {shndx} out of range")
-        syms.append(Symbol(i, _cstr(strtab, name), value, size, info & 0xF, info >> 4, shndx))
-    elf.symbols = syms
-    nsym = len(syms)
+    # symbols stay raw tuples until a rule needs them as objects: most modules only need the names
+    # of their undefined and global symbols
+    elf._rawsyms = list(struct.iter_unpack("<IBBHQQ", elf.section_bytes(symtab)))
+    for i, row in enumerate(elf._rawsyms):
+        if nsec <= row[3] < SHN_LORESERVE:
+            raise BadElf(f"corrupt symbol {i}: section index {row[3]} out of range")
 
     for sec in sections:
         if sec.type not in (SHT_RELA, SHT_REL) or sec.link != symtab.index:

@@ -5,7 +5,7 @@ from .findings import Finding
 
 
 def check(elf: Elf) -> list[Finding]:
-    names = elf.defined_names
+    names = elf.global_names
     if "init_module" in names and "cleanup_module" not in names:
         return [Finding("no-module-exit", "warning",
                         "the module has module_init but no module_exit: rmmod can never remove it. Add a "
