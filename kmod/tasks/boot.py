@@ -4,7 +4,7 @@ import sys
 from invoke import task
 from invoke.exceptions import Exit
 
-from ..tasks import COMMON_HELP, cli_errors
+from .common import COMMON_HELP, cli_errors
 
 
 @task(help={**COMMON_HELP,
@@ -40,7 +40,7 @@ def probe_map(c, kernel="all", arch="all", refresh=False, timeout=0, symbol=""):
     """Boot each pinned kernel without a module and cache its /proc/kallsyms and kprobe blacklist."""
     from .. import arch as archmod
     from .. import pins as pinsmod
-    from . import probemap
+    from ..boot import probemap
     pairs = [(p, a) for p in pinsmod.select(kernel) for a in archmod.select(arch) if a.name in p.arches]
     maps = probemap.ensure(pairs, refresh=refresh, timeout=timeout or None)
     for (p, a), m in zip(pairs, maps):

@@ -1,7 +1,7 @@
 """`invoke package`: DKMS .deb, .rpm and source tarball in dist/packages/."""
 from invoke import task
 
-from ..tasks import COMMON_HELP, cli_errors
+from .common import COMMON_HELP, cli_errors
 
 
 @task(help={"module": COMMON_HELP["module"], "spec": COMMON_HELP["spec"],
@@ -14,9 +14,8 @@ from ..tasks import COMMON_HELP, cli_errors
 def package(c, module="", format="", force=False, sign_key="", sign_cert="", spec="", lintian=True):
     """Build DKMS packages (.deb, .rpm, .tar.gz) of modules into dist/packages/."""
     from .. import spec as specmod
-    from . import dkms
-    from . import package as run
-    from . import parse_formats
+    from ..package import dkms, parse_formats
+    from ..package import package as run
     project = specmod.load(specmod.find(spec or None))
     modules = project.select(module or None)
     formats = parse_formats(format)

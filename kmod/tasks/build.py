@@ -1,40 +1,11 @@
-"""Invoke tasks: parse flags, call kmod.*, print, exit. `tasks.py` at the top of the checkout and the
-`kmod` console script both serve this one collection."""
-import functools
+"""Tasks of the build stage: `build`, `render`, `toolchains`."""
 import json
 import sys
 
-from invoke import Collection, task
+from invoke import task
 from invoke.exceptions import Exit
 
-from .errors import KmodError
-
-COMMON_HELP = {
-    "arch": "x86_64, arm64, a comma list, or all (default: all)",
-    "kernel": "pinned kernel (e.g. bookworm-6.1, 6.1), a comma list, or all (default: all)",
-    "module": "module name from kmod.toml, a comma list, or all (default: the spec's `default`)",
-    "spec": "path to the spec file (default: kmod.toml here or in a parent folder)",
-}
-
-
-def cli_errors(fn):
-    """Turn our errors into one line on stderr and an exit code; no tracebacks for users."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KmodError as e:
-            print(e.line(), file=sys.stderr)
-            raise Exit(code=e.exit_code) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise Exit(code=130) from None
-    return wrapper
-
-
-def _command_line() -> str:
-    return " ".join(["invoke" if sys.argv[0].endswith("invoke") else "kmod", *sys.argv[1:]])
-
+from .common import COMMON_HELP, cli_errors, command_line
 
 @task(help={**COMMON_HELP,
             "symbol": "probe these symbols instead of the spec's (comma list; NAME or NAME+OFFSET)",
@@ -47,11 +18,11 @@ def _command_line() -> str:
 def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs=0,
           no_lint=False, boot_test=False):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
-    from . import arch as archmod
-    from . import build as buildmod
-    from . import pins as pinsmod
-    from . import spec as specmod
-    from .errors import UserError
+    from .. import arch as archmod
+    from .. import build as buildmod
+    from .. import pins as pinsmod
+    from .. import spec as specmod
+    from ..errors import UserError
     project = specmod.load(specmod.find(spec or None))
     modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
     arches = archmod.select(arch)
@@ -65,25 +36,19 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
     else:
         cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches)
     hook = None if no_lint else _lint_hook(project)
-    outcome = buildmod.run(project, cells, runtime, jobs or None, _command_line(), after_build=hook)
+    outcome = buildmod.run(project, cells, runtime, jobs or None, command_line(), after_build=hook)
     _report_build(project, outcome)
     code = outcome.exit_code
     if boot_test and code == 0:
-        from . import boot
+        from .. import boot
         code = boot.run_for_cells(project, outcome.cells)
     if code:
         raise Exit(code=code)
 
 
 def _lint_hook(project):
-    try:
-        from . import lint
-    except ImportError:
-        return None
-    if not hasattr(lint, "lint_paths"):
-        return None
-
     def hook(cell, rec):
+        from .. import lint  # only when something was built: a cache hit never pays for the import
         report = lint.lint_paths([project.dist / rec["ko"]], target=cell.pin.name if cell.pin else None,
                                  jobs=1, probes=[str(p) for p in cell.module.probes] or None)
         findings = [f for mod in report.modules for f in mod.findings]
@@ -114,8 +79,8 @@ def _report_build(project, outcome):
 @cli_errors
 def render(c, module="", symbol="", spec=""):
     """Render module sources into dist/MODULE/src without building."""
-    from . import render as rendermod
-    from . import spec as specmod
+    from .. import render as rendermod
+    from .. import spec as specmod
     project = specmod.load(specmod.find(spec or None))
     for m in project.select(module or None):
         m = specmod.with_overrides(m, symbol)
@@ -130,17 +95,17 @@ def render(c, module="", symbol="", spec=""):
 @cli_errors
 def toolchains(c, update=False, build=False, kernel="all", json_=False):
     """List pinned kernels and the state of their toolchain images; update the lock; build images."""
-    from . import arch as archmod
-    from . import images
-    from . import pins as pinsmod
+    from .. import arch as archmod
+    from .. import images
+    from .. import pins as pinsmod
     selected = pinsmod.select(kernel)
     if update:
-        from . import resolve
+        from .. import resolve
         for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr)).items():
             print(f"{name}: locked ABI {abi}")
         selected = pinsmod.select(kernel)
     if build:
-        from .runtime.docker import client as docker_client
+        from ..runtime.docker import client as docker_client
         images.ensure_all(docker_client(), [pinsmod.require_locked(p) for p in selected])
     state = _image_states(selected)
     rows = [{"kernel": p.name, "suite": p.suite, "abi": p.abi or "(not locked)", "compiler": p.compiler,
@@ -162,26 +127,11 @@ def toolchains(c, update=False, build=False, kernel="all", json_=False):
 
 
 def _image_states(selected) -> dict:
-    from . import images
-    from .errors import InfraError
-    from .runtime.docker import client as docker_client
+    from .. import images
+    from ..errors import InfraError
+    from ..runtime.docker import client as docker_client
     try:
         client = docker_client()
     except InfraError:
         return {}
     return {p.name: bool(p.locked and images.find(client, images.tag(p))) for p in selected}
-
-
-def collection() -> Collection:
-    ns = Collection(build, render, toolchains)
-    for optional in ("lint", "package", "boot"):
-        try:
-            mod = __import__(f"kmod.{optional}.tasks", fromlist=["tasks"])
-        except ImportError:
-            continue
-        for t in mod.TASKS:
-            ns.add_task(t)
-    return ns
-
-
-ns = collection()
