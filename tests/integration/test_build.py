@@ -153,3 +153,24 @@ def test_ctrl_c_removes_containers(tmp_path, docker_client):
     assert docker_client.containers.list(all=True, filters={"label": "kmod.role=build"}) == []
     manifest = json.loads((tmp_path / "dist/manifest.json").read_text())
     assert manifest["runs"][-1]["status"] == "interrupted"
+
+
+def test_build_lints_each_cell_and_fails_on_error(tmp_path, docker_client):
+    """`invoke build` lints what it built against the cell's own pin; an error fails the cell (exit 2)."""
+    shutil.copytree(ROOT / "tests/fixtures/sleepy_probe", tmp_path / "sleepy_probe")
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "sleepy_probe"\nsource = "sleepy_probe"\n'
+                                        'symbols = ["kernel_clone"]\n')
+    proc = kmod("build", "--kernel", "bookworm-6.1", "--arch", "x86_64,arm64", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    for a in ("x86_64", "arm64"):
+        assert f"FAILED sleepy_probe/bookworm-6.1/{a}" in proc.stderr
+    assert "lint sleep-in-probe-handler" in proc.stderr and "msleep" in proc.stderr
+    cell = json.loads((tmp_path / "dist/manifest.json").read_text())["cells"]["sleepy_probe/bookworm-6.1/arm64"]
+    assert cell["result"] == "failed" and any(f["rule"] == "sleep-in-probe-handler" for f in cell["lint"])
+    # the clean default module passes the same lint step
+    (tmp_path / "kmod.toml").write_text(SPEC_CLEAN)
+    assert kmod("build", "--kernel", "bookworm-6.1", "--arch", "arm64", cwd=tmp_path).returncode == 0
+
+
+SPEC_CLEAN = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
