@@ -1,17 +1,22 @@
-"""Bounded parallelism for builds and image builds, with prompt clean-up on Ctrl-C."""
+"""Bounded parallelism for builds, image builds and VMs, with prompt clean-up on Ctrl-C."""
 from concurrent.futures import ThreadPoolExecutor
 
 
-def parallel(fn, items, workers: int) -> None:
-    """Run fn over items on `workers` threads. On Ctrl-C or an error, remove our containers at once
-    (that unblocks the workers waiting on them) instead of waiting for the builds to finish."""
+def _remove_containers() -> None:
     from .runtime import docker as rtdocker
-    pool = ThreadPoolExecutor(workers)
+    rtdocker.remove_all()
+
+
+def parallel(fn, items, workers: int, on_abort=_remove_containers) -> None:
+    """Run fn over items on `workers` threads. On Ctrl-C or an error, `on_abort()` releases what the
+    workers wait on (containers by default, VMs for the boot stage) so that they return at once,
+    instead of waiting for every job to finish."""
+    pool = ThreadPoolExecutor(max(1, workers))
     try:
         for f in [pool.submit(fn, i) for i in items]:
             f.result()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
-        rtdocker.remove_all()
+        on_abort()
         raise
     pool.shutdown()

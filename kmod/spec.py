@@ -3,7 +3,7 @@ a C identifier, a C string or a package name. Nothing is rendered before a spec 
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import arch as archmod

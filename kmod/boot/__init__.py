@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .. import atomic
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
 from ..manifest import Manifest
+from ..parallel import parallel
 from ..progress import Progress
 from . import initramfs, junit, kernel, qemu, verdict
 
@@ -184,16 +184,7 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
                         f"{detail} ({r.seconds['vm']:.1f}s {r.accel})")
 
         qemu.allow()
-        pool = ThreadPoolExecutor(min(jobs or default_jobs(), len(order)))
-        try:
-            for f in [pool.submit(one, t) for t in order]:
-                f.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            qemu.kill_all(stop=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        parallel(one, order, min(jobs or default_jobs(), len(order)), on_abort=lambda: qemu.kill_all(stop=True))
     ordered = [results[t.id] for t in targets if t.id in results]
     if junit_path:
         junit.write(junit_path, ordered, errors, dist)

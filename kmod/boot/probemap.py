@@ -4,10 +4,8 @@ symbols of built-in code the way the running kernel names them and what kprobes 
 System.map cannot show. The lint's probe-target rules read it through load() when it is there."""
 import base64
 import gzip
-import json
 import shlex
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -171,13 +169,8 @@ def ensure(pairs: list[tuple[Pin, Arch]], refresh: bool = False, timeout: float 
                 found[(p.name, a.name)] = m
                 prog.update(row, "ok", f"{len(m.functions)} functions, {len(m.blacklist)} blacklisted")
             import os
+
+            from ..parallel import parallel
             qemu.allow()
-            with ThreadPoolExecutor(min(jobs or os.cpu_count() or 1, len(todo))) as pool:
-                try:
-                    for f in [pool.submit(one, pa) for pa in todo]:
-                        f.result()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    qemu.kill_all(stop=True)
-                    raise
+            parallel(one, todo, min(jobs or os.cpu_count() or 1, len(todo)), on_abort=lambda: qemu.kill_all(stop=True))
     return [found[(p.name, a.name)] for p, a in pairs]

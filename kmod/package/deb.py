@@ -30,7 +30,7 @@ def data_files(p: Payload) -> dict:
                date=rfc2822(p.epoch), spec_file=p.spec_file)
     doc = f"usr/share/doc/{p.package}"
     spdx, dep5, common = p.licenses
-    license_text = ([f"On Debian systems, the complete text of the GNU General Public License version 2",
+    license_text = (["On Debian systems, the complete text of the GNU General Public License version 2",
                      f"can be found in /usr/share/common-licenses/{common}."] if common else
                     ["See the module source for the license terms."])
     files = dict(p.files)

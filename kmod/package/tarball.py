@@ -4,7 +4,6 @@ writes (dkms_source_tree/ at the top). dkms 3.0.10 (bookworm) `ldtarball` accept
 modes and mtimes, no name or time in the gzip header."""
 import gzip
 import io
-import os
 import tarfile
 from pathlib import Path
 

@@ -4,7 +4,7 @@ import threading
 import time
 
 from ..errors import InfraError, UserError
-from .base import Mount, Result, Runtime
+from .base import Result, Runtime
 
 NO_ENGINE_HINT = ("start one: `sudo dockerd &` (Debian: `apt-get install docker.io`), "
                   "or set DOCKER_HOST")

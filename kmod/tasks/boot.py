@@ -1,5 +1,4 @@
 """Invoke tasks of the boot stage: `boot-test` and `probe-map` (loaded by kmod/tasks.py)."""
-import sys
 
 from invoke import task
 from invoke.exceptions import Exit

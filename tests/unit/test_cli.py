@@ -1,7 +1,5 @@
 """The real program, as a user runs it: one clear line and an exit code for every bad input."""
-import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
