@@ -131,6 +131,9 @@ def _module(raw: dict, spec_dir: Path) -> Module:
             raise UserError(f"module {name}: a kretprobe attaches at function entry; remove the +offset")
         if record_args:
             raise UserError(f"module {name}: record_args is for kprobes; a kretprobe records record_retval")
+    elif record_args and any(p.offset for p in probes):
+        raise UserError(f"module {name}: record_args reads arguments at function entry; "
+                        "it cannot be used with a +offset probe")
     elif raw.get("record_retval"):
         raise UserError(f"module {name}: record_retval needs template = \"kretprobe\"")
     return Module(**common, template=template, probes=probes, record_args=record_args,

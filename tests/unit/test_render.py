@@ -30,7 +30,7 @@ def test_portable_source_shape():
     assert "fault_handler" not in c  # removed in 5.14
     assert "LINUX_VERSION_CODE" in c and "regs_get_kernel_argument" in c
     assert 'MODULE_LICENSE("Dual MIT/GPL")' in c and "SPDX-License-Identifier: GPL-2.0-only OR MIT" in c
-    assert c.count(".pre_handler = kmod_pre") == 3 and ".offset = 0x4" in c
+    assert c.count(".pre_handler = kmod_pre") == 3 and "kmod_arg(regs, 2)" in c
     assert "module_param_cb(hits, &kmod_hits_ops, NULL, 0444)" in c
     assert files["Kbuild"].strip().endswith("obj-m := multi_kprobe.o")
 
@@ -61,3 +61,9 @@ def test_strict_undefined():
 
 def test_c_string_escapes():
     assert render.c_string('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+
+
+def test_offsets_render_as_offsets(tmp_path):
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "off"\nsymbols = ["do_sys_openat2+0x4", "vfs_read+12"]\n')
+    c = render.module_files(spec.load(tmp_path / "kmod.toml").modules["off"])["off.c"]
+    assert '.symbol_name = "do_sys_openat2", .offset = 0x4' in c and '.symbol_name = "vfs_read", .offset = 0xc' in c

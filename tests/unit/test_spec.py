@@ -67,6 +67,7 @@ def test_load_defaults_and_select(tmp_path):
     ('name = "a"\nsymbols = ["x"]\ncolour = 1\n', "unknown key"),
     ('name = "a"\nsymbols = ["x"]\narches = ["sparc"]\n', "unsupported architecture"),
     ('name = "a"\nsymbols = ["x", "x"]\n', "twice"),
+    ('name = "a"\nsymbols = ["x+8"]\nrecord_args = 1\n', "function entry"),
 ])
 def test_bad_specs(tmp_path, body, message):
     with pytest.raises(UserError, match=message):
@@ -80,9 +81,11 @@ def test_not_toml(tmp_path):
 
 def test_symbol_override(tmp_path):
     project = spec.load(write(tmp_path, '[[module]]\nname = "a"\nsymbols = ["kernel_clone"]\nrecord_args = 2\n'))
-    m = spec.with_overrides(project.modules["a"], "vfs_read,vfs_write+0x8")
-    assert [str(p) for p in m.probes] == ["vfs_read", "vfs_write+0x8"]
+    m = spec.with_overrides(project.modules["a"], "vfs_read,vfs_write.isra.0")
+    assert [str(p) for p in m.probes] == ["vfs_read", "vfs_write.isra.0"]
     assert m.record_args == 2
+    with pytest.raises(UserError, match="function entry"):
+        spec.with_overrides(project.modules["a"], "vfs_write+0x8")
     with pytest.raises(UserError):
         spec.with_overrides(project.modules["a"], "bad symbol")
 
