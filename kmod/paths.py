@@ -35,3 +35,9 @@ def cache_dir() -> Path:
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def probe_map_dir(image_sha256: str, release: str) -> Path:
+    """Where `invoke probe-map` keeps a booted kernel's kallsyms and kprobe blacklist. Here, not in
+    kmod.boot, so that the lint can see whether a map exists without importing the boot stage."""
+    return cache_dir() / "boot" / "probemap" / f"{image_sha256[:16]}_{release}"

@@ -25,7 +25,7 @@ FORMAT = 1
 def cache_path(pin: Pin, arch: Arch) -> Path:
     require_locked(pin)
     pkg = pin.package("image", arch)
-    return paths.cache_dir() / "boot" / "probemap" / f"{pkg.sha256[:16]}_{pin.release(arch)}"
+    return paths.probe_map_dir(pkg.sha256, pin.release(arch))
 
 
 @dataclass

@@ -70,7 +70,11 @@ class TargetSpec:
             self.path = None
             self.pin = pins.require_locked(pins.get(spec))
             self._fixed = None
-            self.key = "pin:" + hashlib.sha256(repr(self.pin.lock_entry()).encode()).hexdigest()[:16]
+            # A probe map made later changes what the probe-target rules can see: part of the key.
+            maps = [_stat_of(str(paths.probe_map_dir(self.pin.package("image", archmod.get(a)).sha256,
+                                                     self.pin.release(archmod.get(a))) / "meta.json"))
+                    for a in self.pin.arches]
+            self.key = "pin:" + hashlib.sha256(repr((self.pin.lock_entry(), maps)).encode()).hexdigest()[:16]
 
     def arches(self) -> list[str]:
         if self.pin:
