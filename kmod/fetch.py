@@ -2,8 +2,6 @@
 import hashlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from . import mirror as mirrormod
@@ -37,6 +35,8 @@ def fetch(pkg: Package, progress=None) -> Path:
     dest = cached_path(pkg)
     if dest.exists():
         return dest
+    import urllib.error  # only when downloading: a cached run should not pay for urllib's import
+    import urllib.request
     dest.parent.mkdir(parents=True, exist_ok=True)
     url = url_of(pkg)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dl.")
@@ -66,6 +66,8 @@ def fetch(pkg: Package, progress=None) -> Path:
 
 
 def reachable(url: str) -> bool:
+    import urllib.error
+    import urllib.request
     req = urllib.request.Request(url, method="HEAD")
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:

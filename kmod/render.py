@@ -21,7 +21,10 @@ def c_string(value: str) -> str:
 
 @cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates())),
+    # Compiled templates are cached on disk: a no-change build must not pay for compiling them again.
+    bytecode = jinja2.FileSystemBytecodeCache(str(paths.cache_dir() / "jinja2"))
+    (paths.cache_dir() / "jinja2").mkdir(exist_ok=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates())), bytecode_cache=bytecode,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, autoescape=False)
     env.filters["c_string"] = c_string
