@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import need
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -94,15 +95,6 @@ module_init(warn_init);
 module_exit(warn_exit);
 MODULE_LICENSE("GPL");
 """
-
-
-def need(ok: bool, what: str) -> None:
-    """Skip when a tool is missing, except in CI where that is a failure of the set-up."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required for the boot integration tests in CI")
-    pytest.skip(f"{what} is not available")
 
 
 def qemus_under(path: Path) -> list[int]:

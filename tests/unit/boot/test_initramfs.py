@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from kmod.boot import initramfs
+from tests.conftest import need_tool
 
 GOLDEN = Path(__file__).parent / "golden"
 RENDER = os.environ.get("KMOD_GOLDEN_RENDER") == "1"  # regenerate, then review the diff
@@ -82,10 +83,8 @@ def test_cpio_holds_what_the_guest_needs(tmp_path):
 
 
 def test_cpio_is_readable_by_gnu_cpio(tmp_path):
-    import shutil
     import subprocess
-    if not shutil.which("cpio"):
-        pytest.skip("cpio not installed")
+    need_tool("cpio")
     bb = tmp_path / "busybox"
     bb.write_bytes(b"bb")
     (tmp_path / "a.cpio").write_bytes(initramfs.build(bb, "#!/bin/sh\necho hi\n"))

@@ -13,6 +13,7 @@ import pytest
 from kmod import arch as archmod
 from kmod.boot import Outcome, Result, Target, junit, probemap, qemu, verdict
 from kmod.errors import InfraError
+from tests.conftest import need_tool
 
 
 @pytest.mark.parametrize("name", ["x86_64", "arm64"])
@@ -180,10 +181,8 @@ def test_no_vm_starts_after_an_interrupt():
 
 def test_vm_dies_with_its_parent(tmp_path):
     """Even a SIGKILLed boot-test leaves no VM: the stand-in dies with the process that started it."""
-    import shutil
     import subprocess
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) not installed")
+    need_tool("setpriv")
     pidfile = tmp_path / "vm.pid"
     script = (f"import sys; sys.path.insert(0, {str(Path(qemu.__file__).parents[2])!r}); from kmod.boot import qemu; "
               f"qemu.run(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 60'], timeout=60)")

@@ -6,6 +6,7 @@ import pytest
 
 from kmod.lint import lint_file, lint_paths
 from kmod.lint.engine import lint_bytes
+from tests.conftest import need_tool
 
 
 def only_invalid(result):
@@ -71,10 +72,8 @@ def test_compressed_modules(tmp_path, good):
 
 
 def test_zstd_module(tmp_path, good):
-    import shutil
     import subprocess
-    if not shutil.which("zstd"):
-        pytest.skip("zstd not installed")
+    need_tool("zstd")
     raw = tmp_path / "c.ko"
     raw.write_bytes(good)
     subprocess.run(["zstd", "-q", str(raw), "-o", str(tmp_path / "c.ko.zst")], check=True)

@@ -1,6 +1,5 @@
 """dkms.conf generation and the escaping that makes a value reach dkms exactly as written."""
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -9,6 +8,7 @@ from hypothesis import strategies as st
 
 from kmod.errors import UserError
 from kmod.package import dkms
+from tests.conftest import need_tool
 
 # dkms 3.0.10's safe_source + read_conf, reduced to what touches a value: source the file with dkms's
 # variables set, re-emit each value through the same unquoted `eval echo`, source that again.
@@ -33,9 +33,7 @@ printf '%s\n' "MAKE=${MAKE[0]}" "PRE_BUILD=$PRE_BUILD" "POST_BUILD=$POST_BUILD" 
 
 
 def through_dkms(tmp_path, conf: str) -> dict:
-    bash = shutil.which("bash")
-    if not bash:
-        pytest.skip("bash not available")
+    bash = need_tool("bash")
     path = tmp_path / "dkms.conf"
     path.write_text(conf)
     out = subprocess.run([bash, "-c", SAFE_SOURCE, "sh", str(path)], capture_output=True, text=True, check=True,
