@@ -151,13 +151,17 @@ def has_fp(elf: Elf) -> bool:
                     b = i * _SZ + _OFF_OP
                     if _X86_MMREG.search(bytes(mv[b:b + 160]).split(b"\0", 1)[0]):
                         return True
-                b = (n - 1) * _SZ
-                pos = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + \
-                    (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
+                pos = _after_last(mv, n)
                 del ids, mv
             finally:
                 capstone._cs.cs_free(arr, n)
     return False
+
+
+def _after_last(mv, n: int) -> int:
+    """The address just past the last of `n` decoded cs_insn structs (address + size): where to resume."""
+    b = (n - 1) * _SZ
+    return int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
 
 
 def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
@@ -235,9 +239,7 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                         append((addr, BRANCH, dest, mode == 2, nxt))
                 elif mode == 1:
                     append((addr, END, None, None, nxt))   # indirect jump
-            b = (n - 1) * _SZ
-            pos = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + \
-                (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
+            pos = _after_last(mv, n)
             del ids, mv
         finally:
             capstone._cs.cs_free(arr, n)
