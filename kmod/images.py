@@ -22,11 +22,6 @@ BASE_REPO = "kmod-base"
 RECIPE_VERSION = "1"  # bump when the way images are made changes in a way the inputs do not show
 
 
-def _quote(s: str) -> str:
-    import shlex
-    return shlex.quote(s)
-
-
 def build_arch() -> str:
     return archmod.host_debian_arch()
 
@@ -39,8 +34,6 @@ def install_script(pin: Pin) -> str:
             native.append(p.basename)
         elif p.role == "headers":
             (native if p.arch == build_arch() else foreign).append(p.basename)
-    env = render.environment()
-    env.filters.setdefault("shell", _quote)
     return render.render_text("toolchain/install.sh.j2", pin=pin, native_debs=native, foreign_debs=foreign,
                               cross=[a for a in arches if a.debian_arch != build_arch()],
                               kdirs=[pin.kdir(a) for a in arches])

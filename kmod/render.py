@@ -2,6 +2,7 @@
 not an empty string). Files are only rewritten when their content changes, atomically."""
 import hashlib
 import json
+import shlex
 import shutil
 import tomllib
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True, autoescape=False)
     env.filters["c_string"] = c_string
+    env.filters["sh"] = shlex.quote  # for the shell scripts we render (image install, guest /init)
     return env
 
 

@@ -3,16 +3,14 @@
 tool, same bytes for the same inputs (mtime 0, uid 0)."""
 import io
 import re
-import shlex
 import stat
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-import jinja2
 
-from .. import paths
+from .. import paths, render
 
 # Steps the /init reports, in the order it runs them. The verdict parser attributes a console line
 # to the step in progress when it appeared, so this order is part of the contract with init.sh.j2.
@@ -20,16 +18,6 @@ STEPS = ("init", "mount", "insmod", "kprobes", "trigger", "hits", "rmmod", "tain
 MARKER = "KMODBOOT"
 MODULE_DIR = "/kmod"
 APPLET_RE = re.compile(rb"[a-z0-9][a-z0-9_.-]*|\[\[?")
-
-
-@cache
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates() / "boot")),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
-    env.filters["sh"] = shlex.quote
-    env.globals.update(marker=MARKER, steps=STEPS)
-    return env
 
 
 @cache
@@ -60,7 +48,7 @@ class InitSpec:
 
 
 def render_init(spec: InitSpec) -> str:
-    return _env().get_template("init.sh.j2").render(s=spec, module_dir=MODULE_DIR)
+    return render.render_text("boot/init.sh.j2", s=spec, module_dir=MODULE_DIR, marker=MARKER)
 
 
 class Cpio:
