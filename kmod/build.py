@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import arch as archmod
 from . import atomic, diagnose, images, render
+from .fetch import sha256_file
 from .errors import UserError
 from .manifest import Manifest
 from .pins import Pin, require_locked
@@ -59,10 +60,6 @@ def cell_key(cell: Cell, build_arch: str) -> str:
            "kernel": cell.pin.lock_entry() if cell.pin else cell.kdir, "image": cell.image,
            "argv": make_argv(cell, BUILD_MOUNT, build_arch), "env": REPRODUCIBLE_ENV}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[archmod.Arch],

@@ -21,6 +21,7 @@ from .. import arch as archmod
 from .. import atomic
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
+from ..fetch import sha256_file
 from ..manifest import Manifest
 from ..parallel import parallel
 from ..progress import Progress
@@ -194,7 +195,7 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
 def _record(r: Result, dist: Path, timeout: float) -> dict:
     rec = r.verdict.record()
     rec.update(seconds=r.seconds, console=_rel(r.console, dist), accel=r.accel, timeout=timeout,
-               command=shlex.join(r.argv), ko_sha256=_sha256(r.target.ko), trigger=r.target.trigger,
+               command=shlex.join(r.argv), ko_sha256=sha256_file(r.target.ko), trigger=r.target.trigger,
                at=time.time())
     return rec
 
@@ -206,11 +207,6 @@ def _rel(path: Path | None, base: Path) -> str:
         return str(Path(path).relative_to(base))
     except ValueError:
         return str(path)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def report(outcome: Outcome, dist: Path) -> None:
