@@ -60,3 +60,37 @@ class Progress:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+class Counter:
+    """Progress of a long batch of small items (say, linting thousands of modules): a bar on a
+    terminal, a line per tenth elsewhere, nothing for batches too small to notice."""
+
+    def __init__(self, title: str, total: int, min_total: int = 50):
+        self.title, self.total, self.done = title, total, 0
+        self.active = total >= min_total
+        self.tty = sys.stderr.isatty()
+        self._bar = self._task = None
+        self._next_tenth = 1
+
+    def __enter__(self):
+        if self.active and self.tty:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TimeElapsedColumn
+            self._bar = Bar("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.title, total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar:
+            self._bar.__exit__(*exc)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar:
+            self._bar.update(self._task, completed=self.done)
+        elif self.active and self.done * 10 >= self._next_tenth * self.total:
+            self._next_tenth = self.done * 10 // self.total + 1
+            print(f"{self.title}: {self.done}/{self.total}", file=sys.stderr, flush=True)

@@ -19,7 +19,7 @@ def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str 
             raise KmodError(f"unknown --fail-on level {fail_on!r}", "choose error, warning or info")
         if not paths:
             raise KmodError("nothing to lint", "give one or more .ko files or directories")
-        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes)
+        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes, progress=True)
         out.write(format_report(report, fmt))
         return report.exit_code(fail_on)
     except KmodError as e:

@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import atomic, paths
 from ..errors import KmodError
 from . import engine, files, ruledata
+from ..progress import Counter
 from .findings import Finding, ModuleResult, Report
 from .target import TargetSpec
 
@@ -132,7 +133,7 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 
 def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
-               probes: list[str] | None = None, use_cache: bool = True) -> Report:
+               probes: list[str] | None = None, use_cache: bool = True, progress: bool = False) -> Report:
     global _results_dir
     _results_dir = str(cache_root() / "results")   # once per run: cache_dir() creates folders
     targets = files.expand(paths_in)
@@ -181,8 +182,12 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         workers = min(jobs or _cpus(), len(items))
 
 
+        counter = Counter("lint", len(items), min_total=50 if progress else len(items) + 1)
+
         def collect(done):
             nonlocal cached
+            done = list(done)
+            counter.advance(len(done))
             for sp, d, sha, hit in done:
                 results[sp] = _from_json(sp, d)
                 cached += hit
@@ -192,20 +197,8 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                     # tick (git's "racy" problem): trust its stat only once it is old enough
                     new_index[sp] = (_stat_key(st), sha)
 
-        if workers <= 1:
-            collect(map(_work_safely, items))
-        else:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
-                for fut in as_completed(futures):
-                    try:
-                        done = fut.result()
-                    except KmodError:
-                        raise
-                    except Exception:   # a worker died (BrokenProcessPool): redo its files here
-                        done = [_work_safely(i) for i in futures[fut]]
-                    collect(done)
+        with counter:
+            _run_pool(items, workers, collect)
     if use_cache and new_index != index:
         merged = {**index, **new_index}
         try:
@@ -214,6 +207,25 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
             pass
     report = Report([results[str(p)] for p in targets if str(p) in results], target=target, cached=cached)
     return report
+
+
+def _run_pool(items: list, workers: int, collect) -> None:
+    """Lint `items` in this process (one worker) or a fork pool, handing each finished batch to `collect`."""
+    if workers <= 1:
+        for item in items:
+            collect([_work_safely(item)])
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
+        for fut in as_completed(futures):
+            try:
+                done = fut.result()
+            except KmodError:
+                raise
+            except Exception:   # a worker died (BrokenProcessPool): redo its files here
+                done = [_work_safely(i) for i in futures[fut]]
+            collect(done)
 
 
 def _arches_of(paths_: list[Path]) -> set[str]:
