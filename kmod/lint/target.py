@@ -249,6 +249,8 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
     if (dest / ".complete").exists():
         return dest
     from .. import fetch   # urllib and ssl: imported only when something must be downloaded
+    from ..progress import log
+    log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
     deb = fetch.fetch(pkg)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
