@@ -122,11 +122,13 @@ def packages_for_abi(cat: Catalogue, mirror: mirrormod.Mirror, pin: pinsmod.Pin,
 def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
     build_arch = archmod.host_debian_arch()
     arches = [archmod.get(a) for a in pin.arches]
+    log(f"  {pin.name}: reading the {pin.suite} package indexes")
     cat = Catalogue(mirror, pin.suite, sorted({a.debian_arch for a in arches} | {build_arch}))
     common = set.intersection(*(cat.abis(pin.abi_regex, a.kernel_flavour, a.debian_arch) for a in arches))
     for abi in sorted(common, key=_abi_key, reverse=True):
         pkgs = packages_for_abi(cat, mirror, pin, abi, build_arch, log)
         if pkgs is not None:
+            log(f"  {pin.name}: ABI {abi} downloads for {', '.join(a.name for a in arches)}")
             return {"abi": abi, "packages": [p.__dict__ for p in pkgs]}
     raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}",
                     "check the pin file and the mirror")
