@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import machine, run, update_section, wall  # noqa: E402
 
-from kmod import arch, images, pins  # noqa: E402
+from kmod import arch, pins  # noqa: E402
+from kmod.build import images  # noqa: E402
 
 SPEC = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
 KMOD = [sys.executable, "-m", "kmod"]

@@ -3,7 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def _remove_containers() -> None:
-    from .runtime import docker as rtdocker
+    from .build.runtime import docker as rtdocker
     rtdocker.remove_all()
 
 

@@ -31,7 +31,7 @@ def need_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def docker_client():
     from kmod.errors import InfraError
-    from kmod.runtime.docker import client
+    from kmod.build.runtime.docker import client
     try:
         return client()
     except InfraError as e:

@@ -21,7 +21,7 @@ from .. import arch as archmod
 from .. import atomic
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
-from ..fetch import sha256_file
+from ..archive.fetch import sha256_file
 from ..manifest import Manifest
 from ..parallel import parallel
 from ..progress import Progress

@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import fetch, paths
+from .. import paths
+from ..archive import fetch
 from ..arch import Arch
 from ..errors import InfraError
 from ..pins import Package, Pin, require_locked

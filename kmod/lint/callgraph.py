@@ -132,19 +132,16 @@ def needs_graph(elf: Elf) -> bool:
     return any(n in PROBE_REGISTRATION for n in elf.undefined) or decode.has_fp(elf)
 
 
-def build(elf: Elf, full: bool = False) -> Graph:
-    """The call graph (empty when no rule needs it, see needs_graph). On x86 a first pass decodes only
-    calls; FP code or a probe registration makes it decode again in full (every branch) for the
-    guard and handler analyses."""
-    if not full and not needs_graph(elf):
+def build(elf: Elf) -> Graph:
+    """The call graph with every branch (the guard and handler analyses need the control flow);
+    empty when no rule needs it (see needs_graph)."""
+    if not needs_graph(elf):
         g = Graph(elf, [], [], {}, {}, set(), set())
-        g._first, g.full = {}, False
+        g._first = {}
         return g
-    full = True
     functions, starts, first = _functions(elf)
     g = Graph(elf, functions, [], {}, {}, set(), set(), starts)
     g._first = first
-    g.full = full or elf.machine != "EM_X86_64"
     for f in functions:
         for n in f.names:
             g.by_name.setdefault(n, f.index)
@@ -154,9 +151,7 @@ def build(elf: Elf, full: bool = False) -> Graph:
         sec = elf.sections[sec_index]
         relocs = elf.relocs.by_offset(sec_index)
         used: set[int] = set()
-        evs = decode.events(elf, sec, relocs, used, g.full)
-        if evs is None:
-            return build(elf, full=True)
+        evs = decode.events(elf, sec, relocs, used)
         consumed.update((sec_index, o) for o in used)
         base = first[sec_index]
         n = len(offs)
@@ -176,8 +171,6 @@ def build(elf: Elf, full: bool = False) -> Graph:
                         j += 1
 
     g.call_relocs = consumed
-    if not g.full and any(c.external in PROBE_REGISTRATION for c in g.calls):
-        return build(elf, full=True)
     _address_taken(g, consumed)
     for s in elf.symbols:
         if s.name.startswith("__ksymtab_") and s.name not in ("__ksymtab_gpl", "__ksymtab_strings"):
@@ -221,11 +214,6 @@ def _resolve(g: Graph, fn: Function, sec_index: int, ev, record: bool):
         g.calls.append(Call(fn.index, off, callee, None, mode > 0))
     return (off, decode.CALL, callee, mode, ev[4])
 
-
-def ensure_cfg(g: Graph, fns) -> None:
-    """The guard analysis needs every branch: a graph from the fast pass is never used for it."""
-    if not g.full:
-        raise RuntimeError("guard analysis on a call graph without branches")
 
 
 def _address_taken(g: Graph, consumed: set) -> None:

@@ -165,18 +165,14 @@ def _after_last(mv, n: int) -> int:
 
 
 def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
-               lo: int = 0, hi: int | None = None, full: bool = False) -> list:
-    """Events of [lo, hi).
-
-    Without `full` (the fast pass every module gets) only calls are decoded; jumps with a relocation
-    (tail calls to the kernel) are found from the relocation and the opcode before it; and the first
-    FP instruction stops the pass by returning None: the caller then decodes again with `full`, which
-    adds every jump and return, for the control flow the FPU guard analysis needs."""
+               lo: int = 0, hi: int | None = None) -> list:
+    """Events of [lo, hi): FP runs, calls, every jump and return (the FPU guard analysis needs the
+    control flow)."""
     global _ids
     if _ids is None:
         _ids = _x86_ids()
     fp_ids, call_ids, jmp_ids, jcc_ids, end_ids = _ids
-    interesting = (fp_ids | call_ids | jmp_ids | end_ids | jcc_ids) if full else (fp_ids | call_ids)
+    interesting = fp_ids | call_ids | jmp_ids | end_ids | jcc_ids
     code = elf.section_bytes(sec)
     size_total = len(code) if hi is None else min(hi, len(code))
     cbuf = ctypes.create_string_buffer(code[lo:size_total], max(size_total - lo, 0))
@@ -210,8 +206,6 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
                 addr = int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little")
                 nxt = addr + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
                 if i in vec or iid in fp_ids:
-                    if not full:
-                        return None
                     # FP instructions until the next control event form one run [addr, end): the guard
                     # state cannot change inside it, so one event stands for all of them
                     if run is None:
@@ -243,17 +237,6 @@ def x86_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set,
             del ids, mv
         finally:
             capstone._cs.cs_free(arr, n)
-    if not full:
-        # jmp rel32 (e9) and jcc rel32 (0f 8x) with a relocation: tail calls
-        for off, r in relocs.items():
-            if lo + 2 <= off < size_total and off not in used and r.type in (R_X86_64_PC32, R_X86_64_PLT32):
-                if code[off - 1] == 0xE9:
-                    append((off - 1, CALL, _reloc_target(elf, r, 4), 1, off + 4))
-                    used.add(off)
-                elif code[off - 2] == 0x0F and 0x80 <= code[off - 1] <= 0x8F:
-                    append((off - 2, CALL, _reloc_target(elf, r, 4), 2, off + 4))
-                    used.add(off)
-        events.sort(key=lambda e: e[0])
     return events
 
 
@@ -327,11 +310,10 @@ def a64_events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> 
     return events
 
 
-def events(elf: Elf, sec: Section, relocs: dict[int, object], used: set, full: bool) -> list | None:
-    """Events of one section; the offsets of the relocations that fed a call are added to `used`.
-    None: the fast x86 pass met FP code, decode again with full=True."""
+def events(elf: Elf, sec: Section, relocs: dict[int, object], used: set) -> list:
+    """Events of one section; the offsets of the relocations that fed a call are added to `used`."""
     if elf.machine == "EM_X86_64":
-        return x86_events(elf, sec, relocs, used, full=full)
+        return x86_events(elf, sec, relocs, used)
     return a64_events(elf, sec, relocs, used)
 
 

@@ -148,7 +148,6 @@ def analyse(g: Graph, arch) -> tuple[dict[int, tuple[int, str]], dict[tuple[int,
                    (ev[2][1] in begin_ext or ev[2][1] in end_ext) for ev in f.events)
 
     relevant = [f for f in g.functions if f.index in reach or calls_guard(f)]
-    callgraph.ensure_cfg(g, [f.index for f in relevant])
 
     def kind_of(target):
         return _kind(target, begin_ext, end_ext, begin_loc, end_loc)

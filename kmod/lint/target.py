@@ -248,7 +248,7 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
     dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
     if (dest / ".complete").exists():
         return dest
-    from .. import fetch   # urllib and ssl: imported only when something must be downloaded
+    from ..archive import fetch   # urllib and ssl: imported only when something must be downloaded
     from ..progress import log
     log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
     deb = fetch.fetch(pkg)
@@ -269,7 +269,7 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
 def headers_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[str, str]:
     """(Module.symvers, .config) of the pin's linux-headers package for this arch."""
     pkg = pin.package("headers", arch)
-    from .. import fetch
+    from ..archive import fetch
     deb = fetch.fetch(pkg)
     with tempfile.TemporaryDirectory(dir=paths.cache_dir()) as tmp:
         _extract(deb, Path(tmp), ["*/Module.symvers", "*/.config"])

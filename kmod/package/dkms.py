@@ -164,7 +164,7 @@ def conf_directives(module: Module, opts: Options, files: dict[str, bytes]) -> l
 
 def dkms_dependency(pairs: list[tuple[str, str]]) -> str:
     """The oldest dkms (Debian version) that understands every directive written."""
-    from ..debversion import compare
+    from ..archive.debversion import compare
     need = DKMS_BASELINE
     for key, _ in pairs:
         v = DKMS_MIN.get(key)

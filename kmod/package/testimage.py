@@ -8,8 +8,9 @@ import hashlib
 import json
 import re
 
-from .. import images, pins
-from .. import mirror as mirrormod
+from .. import pins
+from ..archive import mirror as mirrormod
+from ..build import images
 from ..errors import InfraError
 
 REPO = "kmod-dkms"
@@ -52,7 +53,7 @@ def tag(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = ()) 
 
 def ensure(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = (), client=None,
            log=lambda s: None) -> str:
-    from ..runtime.docker import client as docker_client
+    from ..build.runtime.docker import client as docker_client
     client = client or docker_client()
     name = tag(pin, extra_headers, packages)
     if images.find(client, name):

@@ -96,16 +96,16 @@ def render(c, module="", symbol="", spec=""):
 def toolchains(c, update=False, build=False, kernel="all", json_=False):
     """List pinned kernels and the state of their toolchain images; update the lock; build images."""
     from .. import arch as archmod
-    from .. import images
+    from ..build import images
     from .. import pins as pinsmod
     selected = pinsmod.select(kernel)
     if update:
-        from .. import resolve
+        from ..archive import resolve
         for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr)).items():
             print(f"{name}: locked ABI {abi}")
         selected = pinsmod.select(kernel)
     if build:
-        from ..runtime.docker import client as docker_client
+        from ..build.runtime.docker import client as docker_client
         images.ensure_all(docker_client(), [pinsmod.require_locked(p) for p in selected])
     state = _image_states(selected)
     rows = [{"kernel": p.name, "suite": p.suite, "abi": p.abi or "(not locked)", "compiler": p.compiler,
@@ -127,9 +127,9 @@ def toolchains(c, update=False, build=False, kernel="all", json_=False):
 
 
 def _image_states(selected) -> dict:
-    from .. import images
+    from ..build import images
     from ..errors import InfraError
-    from ..runtime.docker import client as docker_client
+    from ..build.runtime.docker import client as docker_client
     try:
         client = docker_client()
     except InfraError:

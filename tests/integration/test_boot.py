@@ -119,7 +119,7 @@ def project(tmp_path_factory):
         need(shutil.which(a.qemu["binary"]) is not None, a.qemu["binary"])
     from kmod.errors import InfraError
     try:
-        from kmod.runtime.docker import client
+        from kmod.build.runtime.docker import client
         client().ping()
         docker_ok = True
     except (InfraError, Exception):

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from kmod import paths, pins, resolve
+from kmod import paths, pins
+from kmod.archive import resolve
 from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.integration

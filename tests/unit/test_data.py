@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from kmod import arch, debversion, pins
+from kmod import arch, pins
+from kmod.archive import debversion
 from kmod.errors import UserError
 
 

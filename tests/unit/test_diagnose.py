@@ -1,6 +1,6 @@
 import pytest
 
-from kmod import diagnose
+from kmod.build import diagnose
 
 LOGS = {
     "float-x86": "/kmod/build/m.c:10:8: error: SSE register return with SSE disabled\n",

@@ -3,7 +3,7 @@ import hashlib
 
 import pytest
 
-from kmod import fetch, mirror
+from kmod.archive import fetch, mirror
 from kmod.errors import InfraError, UserError
 from kmod.pins import Package
 

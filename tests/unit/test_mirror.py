@@ -1,4 +1,4 @@
-from kmod import mirror
+from kmod.archive import mirror
 
 
 def configured(tmp_path, monkeypatch, files: dict[str, str]):

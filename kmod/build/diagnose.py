@@ -4,7 +4,7 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 
-from . import paths
+from .. import paths
 
 # Lines worth showing from a long make log: compiler errors, modpost errors, make's own failures.
 RELEVANT = re.compile(r"(error:|ERROR:|warning: .*(?:float|SSE|GPL)|undefined!|\*\*\*)")

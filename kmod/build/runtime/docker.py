@@ -1,9 +1,8 @@
 """Docker through the SDK: containers are created, waited for and removed on every path (Ctrl-C too)."""
-import os
 import threading
 import time
 
-from ..errors import InfraError, UserError
+from ...errors import InfraError, UserError
 from .base import Result, Runtime
 
 NO_ENGINE_HINT = ("start one: `sudo dockerd &` (Debian: `apt-get install docker.io`), "
@@ -56,13 +55,6 @@ class DockerRuntime(Runtime):
     def __init__(self):
         self.client = client()
 
-    def prepare(self, image: str | None) -> None:
-        import docker.errors
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            raise UserError(f"toolchain image {image} is not built", "run `invoke toolchains --build`") from None
-
     def run(self, argv, *, image, mounts, env, workdir, network=False, user=None, timeout=None,
             on_output=None) -> Result:
         import docker.errors
@@ -87,8 +79,7 @@ class DockerRuntime(Runtime):
             else:
                 status = container.wait(timeout=timeout)
                 output = container.logs().decode("utf-8", "replace")
-            return Result(status.get("StatusCode", 1), output, time.monotonic() - start,
-                          {"container": container})
+            return Result(status.get("StatusCode", 1), output, time.monotonic() - start)
         except docker.errors.ImageNotFound:
             raise UserError(f"image {image} is missing", "run `invoke toolchains --build`") from None
         except docker.errors.APIError as e:
@@ -104,6 +95,3 @@ class DockerRuntime(Runtime):
     def cleanup(self) -> None:
         remove_all()
 
-
-def current_user() -> str:
-    return f"{os.getuid()}:{os.getgid()}"

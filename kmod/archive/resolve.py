@@ -6,11 +6,11 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from . import arch as archmod
+from .. import arch as archmod
+from .. import pins as pinsmod
+from ..errors import InfraError, UserError
 from . import debversion, fetch
 from . import mirror as mirrormod
-from . import pins as pinsmod
-from .errors import InfraError, UserError
 
 FIELDS = ("Package", "Version", "Architecture", "Filename", "SHA256", "Size")
 

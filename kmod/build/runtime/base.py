@@ -1,4 +1,4 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -14,14 +14,10 @@ class Result:
     exit_code: int
     output: str
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 class Runtime:
     name = "base"
-
-    def prepare(self, image: str | None) -> None:
-        raise NotImplementedError
 
     def run(self, argv: list[str], *, image: str | None, mounts: list[Mount], env: dict[str, str],
             workdir: str, network: bool = False, user: str | None = None,

@@ -1,7 +1,7 @@
 """Toolchain images: one per pinned kernel, tagged by a hash of everything that goes into it.
 
 Base images come from `debian:SUITE` when a registry answers, else from debootstrap + `docker import`
-(air-gapped hosts, like ours). The mirror is the host's (kmod.mirror), never a hard-coded host.
+(air-gapped hosts, like ours). The mirror is the host's (kmod.archive.mirror), never a hard-coded host.
 """
 import hashlib
 import json
@@ -11,11 +11,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import arch as archmod
-from . import fetch, paths, render
-from . import mirror as mirrormod
-from .errors import InfraError
-from .pins import Pin, require_locked
+from .. import arch as archmod
+from .. import paths, render
+from ..archive import fetch
+from ..archive import mirror as mirrormod
+from ..errors import InfraError
+from ..pins import Pin, require_locked
 
 REPO = "kmod-toolchain"
 BASE_REPO = "kmod-base"
@@ -149,11 +150,6 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         if container is not None:
             rtdocker.remove(container)
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def labels(client, name: str) -> dict:
-    img = find(client, name)
-    return (img.labels or {}) if img else {}
 
 
 def ensure_all(client, pins: list[Pin], quiet: bool = False) -> dict[str, dict]:

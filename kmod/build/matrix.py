@@ -9,16 +9,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import arch as archmod
-from . import atomic, diagnose, images, render
-from .fetch import sha256_file
-from .errors import UserError
-from .manifest import Manifest
-from .pins import Pin, require_locked
-from .parallel import parallel
-from .progress import Progress
+from .. import arch as archmod
+from .. import atomic, render
+from ..archive.fetch import sha256_file
+from ..errors import UserError
+from ..manifest import Manifest
+from ..parallel import parallel
+from ..pins import Pin, require_locked
+from ..progress import Progress
+from ..spec import Module, Project
+from . import diagnose, images
 from .runtime import Mount, Runtime
-from .spec import Module, Project
 
 RECIPE_VERSION = "1"  # bump when the build command below changes meaning
 SRC_MOUNT, BUILD_MOUNT = "/kmod/src", "/kmod/build"

@@ -4,10 +4,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from .. import paths
+from ..errors import InfraError, UserError
+from ..pins import Package
 from . import mirror as mirrormod
-from . import paths
-from .errors import InfraError, UserError
-from .pins import Package
 
 TIMEOUT = 60
 

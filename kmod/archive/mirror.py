@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .errors import InfraError
+from ..errors import InfraError
 
 APT_DIR = Path(os.environ.get("KMOD_APT_DIR", "/etc/apt"))
 

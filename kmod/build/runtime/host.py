@@ -5,20 +5,17 @@ import shutil
 import subprocess
 import time
 
-from ..errors import InfraError, UserError
+from ...errors import InfraError, UserError
 from .base import Result, Runtime
 
 
 class HostRuntime(Runtime):
     name = "host"
 
-    def prepare(self, image):
-        if not shutil.which("make"):
-            raise InfraError("make is not installed on this host", "apt-get install make gcc")
-
     def run(self, argv, *, image, mounts, env, workdir, network=False, user=None, timeout=None,
             on_output=None) -> Result:
-        self.prepare(image)
+        if not shutil.which("make"):
+            raise InfraError("make is not installed on this host", "apt-get install make gcc")
         start = time.monotonic()
         try:
             proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,

@@ -1,8 +1,8 @@
 """Where build commands run. One narrow contract so that a build cell can run on any engine:
 
-    prepare(image)  make sure the image is there
-    run(...)        run one command, return its exit code and output
-    cleanup()       release what prepare/run took
+    run(...)        run one command in an image (prepared by kmod.build.images), return its exit code
+                    and output
+    cleanup()       release what run took (containers still alive after Ctrl-C)
 
 Docker is the default; `host` runs the same commands with local tools against a user-given KDIR.
 """
@@ -10,7 +10,7 @@ from .base import Mount, Result, Runtime
 
 
 def get(name: str, **kwargs) -> Runtime:
-    from ..errors import unsupported
+    from ...errors import unsupported
     if name == "docker":
         from .docker import DockerRuntime
         return DockerRuntime(**kwargs)
