@@ -65,6 +65,26 @@ def fetch(pkg: Package, progress=None) -> Path:
             os.unlink(tmp)
 
 
+def read_url(url: str) -> bytes | None:
+    """The bytes at `url` (an index, a Release), or None when the mirror has no such file. Callers
+    check what they read (kmod.archive.release); this only downloads."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+            return resp.read()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise InfraError(f"mirror answered HTTP {e.code} for {url}", "check KMOD_MIRROR") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, FileNotFoundError):  # file:// mirrors
+            return None
+        raise InfraError(f"cannot read {url}: {e.reason}", "check the network or set KMOD_MIRROR") from None
+    except OSError as e:
+        raise InfraError(f"cannot read {url}: {e}", "check the network or set KMOD_MIRROR") from None
+
+
 def reachable(url: str) -> bool:
     import urllib.error
     import urllib.request

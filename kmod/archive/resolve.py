@@ -2,55 +2,53 @@
 for every arch of the pin, and lock the exact packages (name, version, sha256)."""
 import lzma
 import re
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import arch as archmod
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
-from . import debversion, fetch
+from . import debversion, fetch, release
 from . import mirror as mirrormod
 
 FIELDS = ("Package", "Version", "Architecture", "Filename", "SHA256", "Size")
 
 
 def parse_packages(text: str) -> list[dict]:
-    out = []
-    for stanza in text.split("\n\n"):
-        rec = {}
-        for line in stanza.splitlines():
-            if line[:1] not in (" ", "\t") and ":" in line:
-                k, _, v = line.partition(":")
-                if k in FIELDS:
-                    rec[k] = v.strip()
-        if "Package" in rec and "Filename" in rec:
-            out.append(rec)
-    return out
+    from debian import deb822
+    return [dict(p) for p in deb822.Packages.iter_paragraphs(text.splitlines(True), fields=list(FIELDS),
+                                                              use_apt_pkg=False)
+            if "Package" in p and "Filename" in p]
 
 
-def _index(uri: str, suite: str, debian_arch: str) -> list[dict]:
-    url = f"{uri}/dists/{suite}/main/binary-{debian_arch}/Packages.xz"
+def _index(rel: release.Release, debian_arch: str, log, discarded: list[str]) -> list[dict]:
+    """The packages of one verified index; [] when the suite has none for this arch or it did not verify."""
+    path = f"main/binary-{debian_arch}/Packages.xz"
+    data = rel.index(path, log)
+    if data is None:
+        if path in rel.hashes:
+            discarded.append(rel.url(path))
+        return []
     try:
-        with urllib.request.urlopen(url, timeout=fetch.TIMEOUT) as resp:
-            return parse_packages(lzma.decompress(resp.read()).decode("utf-8", "replace"))
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return []  # e.g. a suite without -updates content
-        raise InfraError(f"mirror answered HTTP {e.code} for {url}", "check KMOD_MIRROR") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise InfraError(f"cannot read {url}: {getattr(e, 'reason', e)}", "check the network or set KMOD_MIRROR") from None
+        return parse_packages(lzma.decompress(data).decode("utf-8", "replace"))
+    except lzma.LZMAError as e:
+        raise UserError(f"{rel.url(f'main/binary-{debian_arch}/Packages.xz')} matches its Release but does "
+                        f"not decompress ({e})") from None
 
 
 class Catalogue:
-    """Every version of every package of one suite (main, -updates, -security) for some arches."""
+    """Every version of every package of one suite (main, -updates, -security) for some arches, read only
+    from indexes that the suite's signed Release vouches for (kmod.archive.release)."""
 
-    def __init__(self, mirror: mirrormod.Mirror, suite: str, debian_arches: list[str]):
+    def __init__(self, mirror: mirrormod.Mirror, suite: str, debian_arches: list[str], log=print):
         self.by_name: dict[tuple[str, str], list[tuple[dict, str]]] = {}
-        jobs = [(uri, s, a) for uri, s in mirror.archives(suite) for a in debian_arches]
+        self.discarded: list[str] = []  # indexes that did not match their signed Release
+        archives = mirror.archives(suite)
+        with ThreadPoolExecutor(len(archives)) as pool:
+            releases = list(pool.map(lambda a: release.verified(*a), archives))
+        jobs = [(rel, a) for rel in releases for a in debian_arches]
         with ThreadPoolExecutor(len(jobs)) as pool:
-            for (uri, s, a), recs in zip(jobs, pool.map(lambda j: _index(*j), jobs)):
-                archive = "security" if uri == mirror.security else "main"
+            for (rel, a), recs in zip(jobs, pool.map(lambda j: _index(*j, log, self.discarded), jobs)):
+                archive = "security" if rel.uri == mirror.security else "main"
                 for r in recs:
                     self.by_name.setdefault((r["Package"], r["Architecture"]), []).append((r, archive))
 
@@ -123,13 +121,17 @@ def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
     build_arch = archmod.host_debian_arch()
     arches = [archmod.get(a) for a in pin.arches]
     log(f"  {pin.name}: reading the {pin.suite} package indexes")
-    cat = Catalogue(mirror, pin.suite, sorted({a.debian_arch for a in arches} | {build_arch}))
+    cat = Catalogue(mirror, pin.suite, sorted({a.debian_arch for a in arches} | {build_arch}), log)
     common = set.intersection(*(cat.abis(pin.abi_regex, a.kernel_flavour, a.debian_arch) for a in arches))
     for abi in sorted(common, key=_abi_key, reverse=True):
         pkgs = packages_for_abi(cat, mirror, pin, abi, build_arch, log)
         if pkgs is not None:
             log(f"  {pin.name}: ABI {abi} downloads for {', '.join(a.name for a in arches)}")
             return {"abi": abi, "packages": [p.__dict__ for p in pkgs]}
+    if cat.discarded:
+        raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}, with "
+                        f"{len(cat.discarded)} index(es) discarded for not matching their signed Release "
+                        f"({cat.discarded[0]})", "the mirror is mid-sync or tampered with; try again later or use another")
     raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}",
                     "check the pin file and the mirror")
 
