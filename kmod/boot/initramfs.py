@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 
-from .. import paths, render
+from .. import nofollow, paths, render
 
 # Steps the /init reports, in the order it runs them. The verdict parser attributes a console line
 # to the step in progress when it appeared, so this order is part of the contract with init.sh.j2.
@@ -117,7 +117,8 @@ def build(busybox: Path, init_script: str, ko: Path | None = None, module: str =
         c.dir(d)
     # The kernel opens /dev/console before /init runs, before devtmpfs is mounted.
     c.chardev("/dev/console", 5, 1)
-    binary = Path(busybox).read_bytes()
+    # Read through no link (kmod.nofollow): a planted link in the cache or dist/ cannot pull a host file in.
+    binary = nofollow.read_path(busybox, "busybox")
     c.file("/bin/busybox", binary, 0o755)
     for name in sorted(set(applets(binary)) | {"sh"}):
         if name != "busybox":
@@ -125,7 +126,7 @@ def build(busybox: Path, init_script: str, ko: Path | None = None, module: str =
     c.file("/etc/fstab", FSTAB.encode())
     c.file("/init", init_script.encode(), 0o755)
     if ko:
-        c.file(f"{MODULE_DIR}/{module}.ko", Path(ko).read_bytes())
+        c.file(f"{MODULE_DIR}/{module}.ko", nofollow.read_path(ko, "module"))
     return c.finish()
 
 

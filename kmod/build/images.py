@@ -155,8 +155,8 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
 def ensure_all(client, pins: list[Pin], quiet: bool = False) -> dict[str, dict]:
     """Make sure the images of `pins` exist, building the missing ones in parallel with progress;
     returns image tag -> {"id": ..., labels...}."""
-    from .parallel import parallel
-    from .progress import Progress
+    from ..parallel import parallel
+    from ..progress import Progress
     needed = {p.name: p for p in pins}
     missing = [p for p in needed.values() if not find(client, tag(p))]
     if missing:

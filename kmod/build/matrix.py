@@ -3,8 +3,6 @@ the manifest. A cell whose inputs are unchanged is a cache hit: no engine is eve
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +11,18 @@ from .. import arch as archmod
 from .. import atomic, render
 from ..archive.fetch import sha256_file
 from ..errors import UserError
+from ..nofollow import UnsafeFile
 from ..manifest import Manifest
 from ..parallel import parallel
 from ..pins import Pin, require_locked
 from ..progress import Progress
 from ..spec import Module, Project
 from . import diagnose, images
-from .runtime import Mount, Runtime
+from .runtime import Runtime
+from .runtime.base import CONTAINER_BUILD_PATH
 
 RECIPE_VERSION = "1"  # bump when the build command below changes meaning
-SRC_MOUNT, BUILD_MOUNT = "/kmod/src", "/kmod/build"
+BUILD_MOUNT = CONTAINER_BUILD_PATH  # where every engine's build folder appears to the compiler
 # Fixed build identity so that the same inputs give the same bytes on any machine and checkout path.
 REPRODUCIBLE_ENV = {"KBUILD_BUILD_TIMESTAMP": "1970-01-01", "KBUILD_BUILD_USER": "kmod",
                     "KBUILD_BUILD_HOST": "kmod", "SOURCE_DATE_EPOCH": "0", "LC_ALL": "C", "HOME": "/tmp"}
@@ -98,30 +98,18 @@ def cached(cell: Cell, manifest: Manifest, dist: Path) -> bool:
 
 def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progress: Progress) -> dict:
     out = cell.out_dir(dist)
-    work_root = dist / ".work"
-    work_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=cell.id.replace("/", "_") + ".", dir=work_root))
     started = time.monotonic()
+    ws = runtime.prepare(cell.sources.dir, cell.sources.files, dist / ".work", prefix=cell.id.replace("/", "_") + ".")
     try:
         env = dict(REPRODUCIBLE_ENV)
-        if runtime.name == "docker":
-            # The sources are mounted read-only; kbuild writes objects next to them, so they are copied
-            # into the build folder first. Same container paths every time = path-independent output.
-            argv = ["sh", "-ec", 'cp -R "$0"/. "$1"/ && shift && exec "$@"', SRC_MOUNT, BUILD_MOUNT,
-                    *make_argv(cell, BUILD_MOUNT, build_arch)]
-            mounts = [Mount(cell.sources.dir, SRC_MOUNT, True), Mount(work, BUILD_MOUNT, False)]
-        else:
-            shutil.copytree(cell.sources.dir, work, dirs_exist_ok=True)
-            argv = make_argv(cell, str(work), build_arch)
-            env["KCFLAGS"] = f"-ffile-prefix-map={work}={BUILD_MOUNT}"
-            mounts = []
-        res = runtime.run(argv, image=cell.image, mounts=mounts, env=env, workdir="/",
-                          network=False, user=f"{os.getuid()}:{os.getgid()}",
+        if runtime.build_path is None:  # the host: map the private folder to the fixed container path
+            env["KCFLAGS"] = f"-ffile-prefix-map={ws.dir}={BUILD_MOUNT}"
+        argv = make_argv(cell, ws.path, build_arch)
+        res = runtime.run(ws, argv, image=cell.image, env=env,
                           on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
         log_path = out / "build.log"
         header = f"# reproduce: {' '.join(argv)}\n# image: {cell.image or 'host'}\n"
         atomic.write_text(log_path, header + res.output)
-        ko = work / f"{cell.module.name}.ko"
         rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
                "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
                "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
@@ -131,19 +119,29 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                                            if cell.pin else {}},
                "image": cell.image, "log": str(log_path.relative_to(dist)),
                "seconds": {"container": round(res.seconds, 3)}}
-        if res.exit_code == 0 and ko.is_file():
-            dest = out / ko.name
-            atomic.copy_file(ko, dest)
-            rec.update(result="ok", ko=str(dest.relative_to(dist)), ko_sha256=sha256_file(dest), diagnosis=[])
+        ko_name = f"{cell.module.name}.ko"
+        try:
+            got = runtime.collect(ws, [ko_name], out) if res.exit_code == 0 else {}
+        except UnsafeFile as e:
+            # The build left a link or a special file where its module belongs: a build error, and
+            # nothing of it is copied (a link could point at any host file).
+            (out / ko_name).unlink(missing_ok=True)
+            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None, errors=[e.message],
+                       diagnosis=[{"cause": "unsafe artifact", "line": e.message,
+                                   "advice": "kmod never follows a link out of a build; see docs/security.md"}])
         else:
-            found = diagnose.diagnose(res.output)
-            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
-                       errors=diagnose.relevant_lines(res.output),
-                       diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
+            if ko_name in got:
+                rec.update(result="ok", ko=str((out / ko_name).relative_to(dist)), ko_sha256=got[ko_name],
+                           diagnosis=[])
+            else:
+                found = diagnose.diagnose(res.output)
+                rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
+                           errors=diagnose.relevant_lines(res.output),
+                           diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
         rec["seconds"]["total"] = round(time.monotonic() - started, 3)
         return rec
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        runtime.cleanup(ws)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import render
+from .. import nofollow, render
 from ..errors import UserError
 from ..spec import Module, Project
 
@@ -196,4 +196,5 @@ def source_tree(module: Module, opts: Options, files: dict[str, bytes]) -> dict[
 
 
 def read_sources(src_dir: Path, names) -> dict[str, bytes]:
-    return {n: (Path(src_dir) / n).read_bytes() for n in sorted(names)}
+    """The rendered sources, read through no link (kmod.nofollow): a payload holds only regular files."""
+    return {n: nofollow.read_bytes(Path(src_dir), n, "source file") for n in sorted(names)}

@@ -104,6 +104,12 @@ def build(project: Project, module: Module, signing: dkms.Signing | None) -> Pay
         if not SAFE_PATH_RE.fullmatch(name) or ".." in name.split("/"):
             raise UserError(f"module {module.name}: source file name {name!r} cannot be packaged",
                             "use letters, digits and . _ + - in file names")
+        # Second fence (render is the first): a hand-written file that is a link leading out of its
+        # folder would ship a host file in the package.
+        if module.source is not None and not (module.source / name).resolve().is_relative_to(module.source.resolve()):
+            raise UserError(f"module {module.name}: source file {name} is a link leading out of {module.source}: "
+                            "refused, it would put a host file in the package",
+                            "copy the file into the source folder instead of linking to it")
     tree = dkms.source_tree(module, opts, dkms.read_sources(sources.dir, sources.files))
     top = dkms.source_dir(module)
     files = {f"{top}/{name}": (data, 0o644) for name, data in tree.items()}

@@ -1,12 +1,9 @@
-"""Where build commands run. One narrow contract so that a build cell can run on any engine:
-
-    run(...)        run one command in an image (prepared by kmod.build.images), return its exit code
-                    and output
-    cleanup()       release what run took (containers still alive after Ctrl-C)
+"""Where build commands run, behind one narrow contract (base.py): prepare, run, collect, cleanup.
 
 Docker is the default; `host` runs the same commands with local tools against a user-given KDIR.
+Images are made beforehand by kmod.build.images; an engine only runs commands in them.
 """
-from .base import Mount, Result, Runtime
+from .base import Mount, Result, Runtime, Workspace
 
 
 def get(name: str, **kwargs) -> Runtime:
@@ -20,4 +17,4 @@ def get(name: str, **kwargs) -> Runtime:
     raise unsupported("runtime", name, ["docker", "host"])
 
 
-__all__ = ["Mount", "Result", "Runtime", "get"]
+__all__ = ["Mount", "Result", "Runtime", "Workspace", "get"]

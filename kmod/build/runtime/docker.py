@@ -1,9 +1,10 @@
 """Docker through the SDK: containers are created, waited for and removed on every path (Ctrl-C too)."""
+import os
 import threading
 import time
 
 from ...errors import InfraError, UserError
-from .base import Result, Runtime
+from .base import CONTAINER_BUILD_PATH, Mount, Result, Runtime, Workspace
 
 NO_ENGINE_HINT = ("start one: `sudo dockerd &` (Debian: `apt-get install docker.io`), "
                   "or set DOCKER_HOST")
@@ -51,20 +52,23 @@ def remove_all() -> None:
 
 class DockerRuntime(Runtime):
     name = "docker"
+    build_path = CONTAINER_BUILD_PATH
 
     def __init__(self):
+        super().__init__()
         self.client = client()
 
-    def run(self, argv, *, image, mounts, env, workdir, network=False, user=None, timeout=None,
-            on_output=None) -> Result:
+    def run(self, ws: Workspace, argv, *, image, env, mounts=(), timeout=None, on_output=None) -> Result:
         import docker.errors
         start = time.monotonic()
-        volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in mounts}
+        volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                   for m in (Mount(ws.dir, ws.path, False), *mounts)}
         container = None
         try:
             container = self.client.containers.create(
-                image, argv, environment=env, working_dir=workdir, volumes=volumes, user=user,
-                network_mode="bridge" if network else "none", privileged=False, detach=True,
+                image, argv, environment=env, working_dir=ws.path, volumes=volumes,
+                user=f"{os.getuid()}:{os.getgid()}",
+                network_mode="none", privileged=False, detach=True,
                 security_opt=["no-new-privileges"], labels={"kmod.role": "build"})
             track(container)
             container.start()
@@ -92,6 +96,8 @@ class DockerRuntime(Runtime):
             if container is not None:
                 remove(container)
 
-    def cleanup(self) -> None:
-        remove_all()
+    def cleanup(self, ws: Workspace | None = None) -> None:
+        if ws is None:
+            remove_all()
+        super().cleanup(ws)
 

@@ -12,13 +12,12 @@ from .base import Result, Runtime
 class HostRuntime(Runtime):
     name = "host"
 
-    def run(self, argv, *, image, mounts, env, workdir, network=False, user=None, timeout=None,
-            on_output=None) -> Result:
+    def run(self, ws, argv, *, image, env, mounts=(), timeout=None, on_output=None) -> Result:
         if not shutil.which("make"):
             raise InfraError("make is not installed on this host", "apt-get install make gcc")
         start = time.monotonic()
         try:
-            proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,
+            proc = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, cwd=ws.dir,
                                   timeout=timeout, errors="replace")
         except FileNotFoundError as e:
             raise UserError(f"cannot run {argv[0]}: {e.strerror}") from None

@@ -1,0 +1,110 @@
+"""A build is untrusted code: what it leaves behind is collected as regular files only, never through a
+link, and nothing of the host reaches dist/ or a package (issue 8, item 1; docs/security.md).
+
+One `kmod build` runs every hostile module at once (one pin, x86_64: a few seconds in all)."""
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, need_tool
+
+pytestmark = pytest.mark.integration
+
+PIN = "bookworm-6.1"
+
+# Each plants something where its .ko belongs, from the Kbuild (which kbuild runs as make code).
+HOSTILE = {
+    "evil_symlink": "$(shell ln -sf {secret} $(src)/evil_symlink.ko)",
+    "evil_hardlink": "$(shell ln -f $(src)/Kbuild $(src)/evil_hardlink.ko)",
+    "evil_fifo": "$(shell rm -f $(src)/evil_fifo.ko; mkfifo $(src)/evil_fifo.ko)",
+}
+REFUSED_AS = {"evil_symlink": "a symbolic link", "evil_hardlink": "a hard link", "evil_fifo": "a FIFO"}
+
+
+def kmod(*args, cwd, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+
+
+def every_byte(root: Path):
+    """(path, bytes) of every file below `root`, archives opened and decompressed too."""
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.is_symlink():
+            continue
+        data = p.read_bytes()
+        yield p, data
+        for opener in (gzip.decompress, lzma.decompress):
+            try:
+                yield p, opener(data)
+            except Exception:
+                pass
+        if p.suffix in (".deb", ".rpm"):
+            tool = ["dpkg-deb", "--fsys-tarfile", str(p)] if p.suffix == ".deb" else None
+            if tool:
+                yield p, subprocess.run(tool, capture_output=True).stdout
+        if tarfile.is_tarfile(p):
+            with tarfile.open(p) as t:
+                for m in t.getmembers():
+                    if m.isfile():
+                        yield p, t.extractfile(m).read()
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, docker_client):
+    work = tmp_path_factory.mktemp("hostile")
+    secret = work / "id_rsa"
+    secret.write_bytes(b"-----BEGIN KMOD TEST SECRET----- " + os.urandom(16).hex().encode())
+    spec = []
+    for name, plant in HOSTILE.items():
+        (work / name).mkdir()
+        (work / name / "Kbuild").write_text("obj-m :=\n" + plant.format(secret=secret) + "\n")
+        spec.append(f'[[module]]\nname = "{name}"\nsource = "{name}"\n')
+    (work / "kmod.toml").write_text("\n".join(spec))
+    proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", "x86_64", "--no-lint", cwd=work, timeout=300)
+    return work, secret.read_bytes(), proc
+
+
+def test_planted_artifacts_fail_the_build_and_say_why(hostile):
+    work, _, proc = hostile
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = json.loads((work / "dist/manifest.json").read_text())
+    for name, kind in REFUSED_AS.items():
+        assert f"FAILED {name}/{PIN}/x86_64" in proc.stderr
+        assert f"artifact {name}.ko is {kind}" in proc.stderr
+        cell = manifest["cells"][f"{name}/{PIN}/x86_64"]
+        assert cell["result"] == "failed" and cell["ko"] is None and cell["ko_sha256"] is None
+        assert cell["diagnosis"][0]["cause"] == "unsafe artifact"
+        assert not (work / f"dist/{name}/{PIN}/x86_64/{name}.ko").exists()
+
+
+def test_no_host_byte_reaches_dist(hostile):
+    work, secret, _ = hostile
+    leaks = [str(p) for p, data in every_byte(work / "dist") if secret in data]
+    assert leaks == []
+
+
+def test_a_linked_source_file_ends_up_in_no_package(tmp_path):
+    """A hand-written folder with a link to a host file: `package` refuses in one line, no package has it."""
+    need_tool("dpkg-deb")
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:KMOD-TEST-HASH:" + os.urandom(8).hex().encode())
+    src = tmp_path / "linked"
+    src.mkdir()
+    (src / "Kbuild").write_text("obj-m := linked.o\n")
+    (src / "linked.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
+    os.symlink(secret, src / "shadow.h")
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "linked"\nsource = "linked"\n')
+    proc = kmod("package", "--format", "deb,tarball", "--no-lintian", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "shadow.h" in lines[0] and "Traceback" not in proc.stderr
+    packages = tmp_path / "dist/packages"
+    assert not packages.exists() or [p for p, d in every_byte(packages) if secret.read_bytes() in d] == []
