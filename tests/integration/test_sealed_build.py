@@ -25,6 +25,19 @@ HOSTILE = {
     "evil_hardlink": "$(shell ln -f $(src)/Kbuild $(src)/evil_hardlink.ko)",
     "evil_fifo": "$(shell rm -f $(src)/evil_fifo.ko; mkfifo $(src)/evil_fifo.ko)",
 }
+# What the build sees of its sandbox, printed by its Kbuild into build.log (make's $(info)).
+PROBE = r"""obj-m :=
+$(info KMOD-PROBE uid=$(shell id -u))
+$(info KMOD-PROBE capeff=$(shell sed -n 's/^CapEff:\s*//p' /proc/self/status))
+$(info KMOD-PROBE nonewprivs=$(shell sed -n 's/^NoNewPrivs:\s*//p' /proc/self/status))
+$(info KMOD-PROBE rootwrite=$(shell touch /kmod-probe 2>/dev/null && echo yes || echo no))
+$(info KMOD-PROBE usrwrite=$(shell touch /usr/src/kmod-probe 2>/dev/null && echo yes || echo no))
+$(info KMOD-PROBE tmpwrite=$(shell touch /tmp/kmod-probe 2>/dev/null && echo yes || echo no))
+$(info KMOD-PROBE net=$(shell ls /sys/class/net | tr '\n' ,))
+$(info KMOD-PROBE routes=$(shell tail -n +2 /proc/net/route | wc -l))
+$(info KMOD-PROBE pids=$(shell cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null))
+$(info KMOD-PROBE mem=$(shell cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null))
+"""
 REFUSED_AS = {"evil_symlink": "a symbolic link", "evil_hardlink": "a hard link", "evil_fifo": "a FIFO"}
 
 
@@ -66,6 +79,9 @@ def hostile(tmp_path_factory, docker_client):
         (work / name).mkdir()
         (work / name / "Kbuild").write_text("obj-m :=\n" + plant.format(secret=secret) + "\n")
         spec.append(f'[[module]]\nname = "{name}"\nsource = "{name}"\n')
+    (work / "probe").mkdir()
+    (work / "probe" / "Kbuild").write_text(PROBE)
+    spec.append('[[module]]\nname = "probe"\nsource = "probe"\n')
     (work / "kmod.toml").write_text("\n".join(spec))
     proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", "x86_64", "--no-lint", cwd=work, timeout=300)
     return work, secret.read_bytes(), proc
@@ -108,3 +124,41 @@ def test_a_linked_source_file_ends_up_in_no_package(tmp_path):
     assert len(lines) == 1 and "shadow.h" in lines[0] and "Traceback" not in proc.stderr
     packages = tmp_path / "dist/packages"
     assert not packages.exists() or [p for p, d in every_byte(packages) if secret.read_bytes() in d] == []
+
+
+@pytest.fixture(scope="module")
+def sandbox(hostile) -> dict:
+    work, _, _ = hostile
+    seen = {}
+    for line in (work / f"dist/probe/{PIN}/x86_64/build.log").read_text().splitlines():
+        if line.startswith("KMOD-PROBE "):
+            k, _, v = line[len("KMOD-PROBE "):].partition("=")
+            seen.setdefault(k, v.strip())
+    return seen
+
+
+def test_build_runs_as_an_unprivileged_uid(sandbox):
+    """Also when kmod runs as root (as in CI): never uid 0 in a build."""
+    assert sandbox["uid"].isdigit() and int(sandbox["uid"]) != 0
+    assert int(sandbox["uid"]) == (65534 if os.geteuid() == 0 else os.getuid())
+
+
+def test_build_has_no_capabilities_and_no_new_privileges(sandbox):
+    assert int(sandbox["capeff"], 16) == 0
+    assert sandbox["nonewprivs"] == "1"
+
+
+def test_build_root_filesystem_is_read_only_with_scratch_tmp(sandbox):
+    assert sandbox["rootwrite"] == "no" and sandbox["usrwrite"] == "no"
+    assert sandbox["tmpwrite"] == "yes"
+
+
+def test_build_has_no_network(sandbox):
+    assert sandbox["net"].strip(",") == "lo"
+    assert sandbox["routes"] == "0"  # no interface but loopback, no route anywhere
+
+
+def test_build_has_pid_and_memory_limits(sandbox):
+    from kmod.build.runtime.docker import SANDBOX
+    assert sandbox["pids"] == str(SANDBOX["pids_limit"])
+    assert int(sandbox["mem"]) == 2 * 1024 ** 3

@@ -50,6 +50,22 @@ def remove_all() -> None:
         remove(c)
 
 
+# The sandbox every build runs in (docs/security.md): the module's Kbuild is untrusted code.
+UNPRIVILEGED = (65534, 65534)  # nobody:nogroup, when kmod itself runs as root
+SANDBOX = dict(
+    read_only=True,                                           # the image's root cannot be changed
+    tmpfs={"/tmp": "rw,nosuid,nodev,size=512m,mode=1777"},    # scratch (HOME=/tmp, gcc's temporaries)
+    cap_drop=["ALL"], security_opt=["no-new-privileges"], privileged=False,
+    pids_limit=512, mem_limit="2g", memswap_limit="2g",       # a fork bomb or a runaway cc1 stays contained
+    network_mode="none",
+)
+
+
+def build_user() -> tuple[int, int]:
+    """Never uid 0 in a build: as root, kmod builds as nobody (the build folder is handed to it)."""
+    return UNPRIVILEGED if os.geteuid() == 0 else (os.getuid(), os.getgid())
+
+
 class DockerRuntime(Runtime):
     name = "docker"
     build_path = CONTAINER_BUILD_PATH
@@ -57,6 +73,14 @@ class DockerRuntime(Runtime):
     def __init__(self):
         super().__init__()
         self.client = client()
+
+    def prepare(self, sources, names, work_root, prefix="cell.") -> Workspace:
+        ws = super().prepare(sources, names, work_root, prefix)
+        uid, gid = build_user()
+        if (uid, gid) != (os.getuid(), os.getgid()):
+            for p in [ws.dir, *ws.dir.rglob("*")]:
+                os.chown(p, uid, gid, follow_symlinks=False)
+        return ws
 
     def run(self, ws: Workspace, argv, *, image, env, mounts=(), timeout=None, on_output=None) -> Result:
         import docker.errors
@@ -67,9 +91,7 @@ class DockerRuntime(Runtime):
         try:
             container = self.client.containers.create(
                 image, argv, environment=env, working_dir=ws.path, volumes=volumes,
-                user=f"{os.getuid()}:{os.getgid()}",
-                network_mode="none", privileged=False, detach=True,
-                security_opt=["no-new-privileges"], labels={"kmod.role": "build"})
+                user="%d:%d" % build_user(), **SANDBOX, detach=True, labels={"kmod.role": "build"})
             track(container)
             container.start()
             if on_output:
