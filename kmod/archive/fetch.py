@@ -22,19 +22,76 @@ def cached_path(pkg: Package) -> Path:
     return paths.cache_dir() / "debs" / f"{pkg.sha256[:16]}_{pkg.basename}"
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(f) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
-def fetch(pkg: Package, progress=None) -> Path:
-    """Return the cached .deb for `pkg`, downloading it once. A sha256 mismatch is an error, never a warning."""
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
+
+
+def _stat_key(path: Path, sha256: str) -> str | None:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino} {st.st_ctime_ns} {sha256}\n"
+
+
+def _index_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _remember(path: Path, sha256: str) -> None:
+    """Record that `path` hashed to `sha256` at its current stat (the stat index, one line beside it)."""
+    from .. import atomic
+    key = _stat_key(path, sha256)
+    if key:
+        atomic.write_text(_index_path(path), key)
+
+
+def verified(path: Path, sha256: str) -> bool:
+    """True when the cached file still has `sha256`. The hash is skipped only while the file's size,
+    mtime, inode and ctime are those recorded when it last hashed right (touching a file back to its old
+    mtime still changes its ctime). Read through no link: a planted symlink is never followed."""
+    from .. import nofollow
+    key = _stat_key(path, sha256)
+    if key is None:
+        return False
+    try:
+        if _index_path(path).read_text() == key:
+            return True
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        with os.fdopen(nofollow.open_regular(path.parent, path.name, "cached file"), "rb") as f:
+            if sha256_stream(f) != sha256:
+                return False
+    except (nofollow.UnsafeFile, OSError):
+        return False
+    _remember(path, sha256)
+    return True
+
+
+def _note(text: str) -> None:
+    import sys
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
+def fetch(pkg: Package, progress=None, note=_note) -> Path:
+    """Return the cached .deb for `pkg`, downloading it when missing or no longer matching the lock (a
+    corrupt or altered cache entry is fetched again, with a one-line note). A download whose sha256
+    differs from the lock is an error, never a warning."""
     dest = cached_path(pkg)
-    if dest.exists():
+    if verified(dest, pkg.sha256):
         return dest
+    if os.path.lexists(dest):
+        note(f"cached {pkg.basename} no longer matches the lock's sha256 (corrupt or altered); fetching it again")
+        os.unlink(dest)
     import urllib.error  # only when downloading: a cached run should not pay for urllib's import
     import urllib.request
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +110,7 @@ def fetch(pkg: Package, progress=None) -> Path:
                             f"mirror served {h.hexdigest()[:16]}...",
                             "the mirror changed under the lock; run `invoke toolchains --update` and review the diff")
         os.replace(tmp, dest)
+        _remember(dest, pkg.sha256)
         return dest
     except urllib.error.HTTPError as e:
         raise InfraError(f"cannot download {pkg.basename}: HTTP {e.code} from {url}",
