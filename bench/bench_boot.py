@@ -55,9 +55,8 @@ def built_targets(project, module: str) -> list[boot.Target]:
 
 def bare_boot(t: boot.Target, initrd: Path, timeout: float) -> tuple[float, float]:
     k = kernel.kernel(t.pin, t.arch)
-    cmd = qemu.argv(t.arch, k.image, initrd, BARE_APPEND, qemu.accel_for(t.arch))
     started, cpu = time.monotonic(), child_cpu()
-    run = qemu.run(cmd, timeout)
+    run, _accel = qemu.boot(t.arch, k.image, initrd, BARE_APPEND, timeout)
     wall = time.monotonic() - started
     cpu = child_cpu() - cpu
     if run.exit_code != 0 or not any("Power down" in ln or "reboot: Power" in ln for ln in run.lines):

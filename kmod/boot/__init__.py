@@ -108,13 +108,12 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     out_dir.mkdir(parents=True, exist_ok=True)
     initrd = out_dir / "initramfs.cpio"
     atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec), target.ko, target.module.name))
-    accel = qemu.accel_for(a)
-    cmd = qemu.argv(a, k.image, initrd, append, accel)
     log = out_dir / "console.log"
     prepared = time.monotonic() - started
-    run = qemu.run(cmd, timeout, log=log, marks=(f"{initramfs.MARKER} step=init",),
-                   header=f"# reproduce: {shlex.join(cmd)}\n",
-                   on_line=(lambda ln: progress.note(target.id, ln)) if progress else None)
+    run, accel = qemu.boot(a, k.image, initrd, append, timeout, log=log,
+                           marks=(f"{initramfs.MARKER} step=init",),
+                           on_line=(lambda ln: progress.note(target.id, ln)) if progress else None)
+    cmd = run.argv
     v = verdict.judge(run.lines, target.probes, target.module.name, timed_out=run.timed_out, timeout=timeout,
                       exit_code=run.exit_code, needs_hits=not target.module.source)
     boot_s = run.marks.get(f"{initramfs.MARKER} step=init")

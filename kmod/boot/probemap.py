@@ -4,7 +4,6 @@ symbols of built-in code the way the running kernel names them and what kprobes 
 System.map cannot show. The lint's probe-target rules read it through load() when it is there."""
 import base64
 import gzip
-import shlex
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -133,9 +132,8 @@ def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT) -> ProbeMa
     work.mkdir(parents=True, exist_ok=True)
     initrd = work / "initramfs.cpio"
     atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(initramfs.InitSpec(dumps=DUMPS))))
-    cmd = qemu.argv(arch, k.image, initrd, (), qemu.accel_for(arch))
     started = time.monotonic()
-    run = qemu.run(cmd, timeout, log=work / "console.log", header=f"# reproduce: {shlex.join(cmd)}\n")
+    run, _accel = qemu.boot(arch, k.image, initrd, (), timeout, log=work / "console.log")
     dumps = extract_dumps(run.lines)
     missing = [name for name, _ in DUMPS if name not in dumps]
     if missing:

@@ -5,9 +5,11 @@ import atexit
 import fcntl
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,10 +24,18 @@ from ..errors import InfraError
 BASE_APPEND = ("panic=-1", "oops=panic", "quiet", "loglevel=4", "printk.devkmsg=on")
 DEFAULT_TIMEOUT = 300.0  # seconds per VM: generous, TCG on a loaded 2-core machine boots in ~5 s
 KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
+# What QEMU prints when KVM cannot run the guest after all: nested setups where /dev/kvm creates vCPUs
+# but fails to emulate an instruction (seen: "KVM internal error. Suberror: 1 ... emulation failure"
+# on `lock cmpxchg16b`). The guest then hangs until the timeout; instead the VM is stopped at once and
+# booted again under TCG.
+KVM_FAILURES = ("KVM internal error", "kvm run failed")
 
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 _stopping = False  # set by kill_all(stop=True): no VM starts after an interrupt
+# Arches whose KVM failed a real boot in this process (KVM_FAILURES): a fact about this host, the same
+# for every thread, so every later VM of that arch goes straight to TCG.
+_kvm_broken: set[str] = set()
 
 
 def _host_arch() -> Arch | None:
@@ -75,7 +85,9 @@ def accel_for(arch: Arch) -> str:
         return "kvm"
     if forced:
         raise InfraError(f"KMOD_BOOT_ACCEL={forced!r} is not tcg or kvm")
-    return "kvm" if kvm_usable(arch) else "tcg"
+    with _live_lock:
+        broken = arch.name in _kvm_broken
+    return "kvm" if not broken and kvm_usable(arch) else "tcg"
 
 
 def argv(arch: Arch, kernel: Path, initrd: Path, append: list[str] | tuple[str, ...] = (),
@@ -106,6 +118,7 @@ class Run:
     exit_code: int | None = None
     timed_out: bool = False
     interrupted: bool = False
+    aborted: str = ""          # the console line (one of `abort_on`) that made the runner stop the VM
     seconds: float = 0.0
     lines: list[str] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)  # first line containing key -> seconds
@@ -115,11 +128,15 @@ class Run:
         return "\n".join(self.lines)
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # QEMU is its own group leader (start_new_session)
     except ProcessLookupError:
         pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    _kill_group(proc)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -152,10 +169,33 @@ def _guarded(cmd: list[str]) -> list[str]:
 atexit.register(kill_all)
 
 
+def boot(arch: Arch, kernel: Path, initrd: Path, append: tuple[str, ...], timeout: float,
+         log: Path | None = None, marks: tuple[str, ...] = (), on_line=None) -> tuple[Run, str]:
+    """Boot a VM with the best accelerator; returns the run and the accelerator it ran under. When KVM
+    turns out unable to run the guest (KVM_FAILURES on the console), KVM is dropped for this arch for
+    the rest of the process and the same VM boots again under TCG, with one line that says so."""
+    accel = accel_for(arch)
+    while True:
+        cmd = argv(arch, kernel, initrd, append, accel)
+        result = run(cmd, timeout, log=log, marks=marks, on_line=on_line,
+                     header=f"# reproduce: {shlex.join(cmd)}\n",
+                     abort_on=KVM_FAILURES if accel == "kvm" else ())
+        if not result.aborted or os.environ.get("KMOD_BOOT_ACCEL", "").strip().lower() == "kvm":
+            return result, accel
+        with _live_lock:
+            first = arch.name not in _kvm_broken
+            _kvm_broken.add(arch.name)
+        if first:
+            print(f"boot: KVM cannot run {arch.name} guests on this host ({result.aborted.strip()}); "
+                  f"using TCG", file=sys.stderr, flush=True)
+        accel = "tcg"
+
+
 def run(cmd: list[str], timeout: float, log: Path | None = None, marks: tuple[str, ...] = (),
-        on_line=None, header: str = "") -> Run:
+        on_line=None, header: str = "", abort_on: tuple[str, ...] = ()) -> Run:
     """Run QEMU until it exits or `timeout` seconds pass. `marks`: strings whose first appearance on the
-    console is timestamped (seconds since start)."""
+    console is timestamped (seconds since start). A line containing one of `abort_on` stops the VM at
+    once (recorded in Run.aborted)."""
     result = Run(cmd)
     log_f = open(log, "w", encoding="utf-8", errors="replace") if log else None
     if log_f and header:
@@ -187,6 +227,9 @@ def run(cmd: list[str], timeout: float, log: Path | None = None, marks: tuple[st
                 log_f.write(line + "\n")
             if on_line:
                 on_line(line)
+            if not result.aborted and any(a in line for a in abort_on):
+                result.aborted = line
+                _kill_group(proc)
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
@@ -207,7 +250,9 @@ def run(cmd: list[str], timeout: float, log: Path | None = None, marks: tuple[st
         result.seconds = time.monotonic() - started
         if log_f:
             tail = ("\n# killed after the timeout of %.0fs\n" % timeout if result.timed_out else
-                    "\n# interrupted\n" if result.interrupted else f"\n# qemu exit code {result.exit_code}\n")
+                    "\n# interrupted\n" if result.interrupted else
+                    f"\n# stopped: {result.aborted}\n" if result.aborted else
+                    f"\n# qemu exit code {result.exit_code}\n")
             log_f.write(tail)
             log_f.close()
     return result

@@ -198,3 +198,26 @@ def test_vm_dies_with_its_parent(tmp_path):
     while _alive(vm) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(vm)
+
+
+def test_a_kvm_that_fails_the_guest_falls_back_to_tcg(tmp_path, monkeypatch, capsys):
+    """Nested KVM can create vCPUs and still fail the guest ("KVM internal error ... emulation
+    failure"): the VM is stopped at once, not at the timeout, and booted again under TCG; later VMs of
+    that arch go straight to TCG."""
+    a = archmod.get("x86_64")
+    monkeypatch.delenv("KMOD_BOOT_ACCEL", raising=False)
+    monkeypatch.setattr(qemu, "kvm_usable", lambda arch: True)
+    monkeypatch.setattr(qemu, "_kvm_broken", set())
+    # a stand-in QEMU: under KVM it prints QEMU's message and hangs, under TCG it boots
+    script = tmp_path / "fake-qemu"
+    script.write_text("#!/bin/sh\ncase \"$*\" in *accel=kvm*) echo 'KVM internal error. Suberror: 1'; "
+                      "sleep 60;; *) echo 'KMODBOOT step=init status=ok';; esac\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(qemu, "argv", lambda arch, k, i, ap, accel: [str(script), f"accel={accel}"])
+    started = time.monotonic()
+    run, accel = qemu.boot(a, Path("/k"), Path("/i"), (), timeout=30, log=tmp_path / "console.log")
+    assert time.monotonic() - started < 10
+    assert accel == "tcg" and run.exit_code == 0 and run.lines == ["KMODBOOT step=init status=ok"]
+    assert "KVM cannot run x86_64 guests" in capsys.readouterr().err
+    assert qemu.accel_for(a) == "tcg"
+    assert (tmp_path / "console.log").read_text().startswith(f"# reproduce: {script} accel=tcg")
