@@ -1,5 +1,5 @@
 """The pinned kernel image and busybox of one pin and arch, fetched once (sha256 from the lock) and
-unpacked into the cache. Only the few files a boot needs are kept: vmlinuz, System.map, config, busybox."""
+unpacked into the cache. Only the few files a boot needs are kept: the kernel, System.map, config, busybox."""
 import shutil
 import subprocess
 import tempfile
@@ -112,10 +112,10 @@ def kernel(pin: Pin, arch: Arch) -> Kernel:
     pkg = pin.package("image", arch)
     release = pin.release(arch)
     dest = paths.cache_dir() / "boot" / "kernels" / f"{pkg.sha256[:16]}_{release}"
-    _extract(pkg, {f"./boot/vmlinuz-{release}": arch.qemu["kernel_image"],
+    _extract(pkg, {f"./boot/{arch.image_file}-{release}": arch.image_file,
                    f"./boot/System.map-{release}": "System.map",
                    f"./boot/config-{release}": "config"}, dest)
-    image = dest / arch.qemu["kernel_image"]
+    image = dest / arch.image_file
     if arch.qemu.get("boot_uncompressed"):
         image = _uncompressed(image, dest)
     return Kernel(pin, arch, release, image, dest / "System.map", dest / "config")

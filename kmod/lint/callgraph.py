@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from . import decode, ruledata
 from .elf import STB_LOCAL, STT_FUNC, STT_NOTYPE, STT_SECTION, Elf
 
-R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
 PROBE_REGISTRATION = frozenset({"register_kprobe", "register_kprobes", "register_kretprobe", "register_kretprobes"})
 
 
@@ -218,7 +217,7 @@ def _resolve(g: Graph, fn: Function, sec_index: int, ev, record: bool):
 
 def _address_taken(g: Graph, consumed: set) -> None:
     elf = g.elf
-    x86 = elf.machine == "EM_X86_64"
+    arch = decode.arch_of(elf)
     meta = ruledata.metadata_sections()
     for sec_index in list(elf.relocs.keys()):
         sec = elf.sections[sec_index]
@@ -234,7 +233,7 @@ def _address_taken(g: Graph, consumed: set) -> None:
             if sec.executable and (sec_index, r.offset) in consumed:
                 continue   # a direct call, not an address
             base = 0 if sym.type == STT_SECTION else sym.value
-            target = base + r.addend + (4 if x86 and r.type in (R_X86_64_PC32, R_X86_64_PLT32) else 0)
+            target = base + r.addend + arch.reloc_adjust(r.type)
             fn = g.function_at(sym.shndx, target)
             if fn is None or g.functions[fn].start != target:
                 continue

@@ -3,9 +3,11 @@ on Debian): (struct kprobe *, struct pt_regs *[, unsigned long]) is a kprobe pre
 (struct kretprobe_instance *, struct pt_regs *) a kretprobe entry/return handler."""
 import io
 
+from elftools.common.exceptions import ELFRelocationError
 from elftools.elf.elffile import ELFFile
 
-from .elf import Elf
+from .. import arch as archmod
+from .elf import SHT_RELA, Elf
 
 MAX_DIES = 2_000_000   # a bound, so a hostile .debug_info cannot keep us busy forever
 
@@ -31,13 +33,35 @@ def _struct_name(die, depth=0) -> str | None:
     return None
 
 
+def _with_debug_relocations(elf: Elf) -> bytes:
+    """The file with the absolute relocations of its .debug_* sections applied (symbol + addend, the
+    sizes from the arch's data), for arches pyelftools has no relocation recipe for."""
+    arch = archmod.by_elf_machine(elf.machine)
+    sizes = arch.absolute_relocations if arch else {}
+    data = bytearray(elf.data)
+    order = "big" if elf.order == ">" else "little"
+    for target, secs in elf.relocs.sections.items():
+        tsec = elf.sections[target]
+        if not tsec.name.startswith(".debug") or any(s.type != SHT_RELA for s in secs):
+            continue
+        for r in elf.relocs.get(target):
+            size = sizes.get(r.type)
+            if size and r.offset + size <= tsec.size:
+                value = (elf.symbols[r.sym].value + r.addend) & ((1 << (8 * size)) - 1)
+                data[tsec.offset + r.offset:tsec.offset + r.offset + size] = value.to_bytes(size, order)
+    return bytes(data)
+
+
 def handler_functions(elf: Elf) -> list[tuple[str, str]]:
     out = []
     ef = ELFFile(io.BytesIO(elf.data))
     if not ef.has_dwarf_info():
         return out
-    # relocations of .debug_info matter for ELF relocatable objects; pyelftools applies them
-    info = ef.get_dwarf_info(relocate_dwarf_sections=True)
+    # relocations of .debug_info matter for ELF relocatable objects; pyelftools applies them where it can
+    try:
+        info = ef.get_dwarf_info(relocate_dwarf_sections=True)
+    except ELFRelocationError:
+        info = ELFFile(io.BytesIO(_with_debug_relocations(elf))).get_dwarf_info(relocate_dwarf_sections=False)
     count = 0
     for cu in info.iter_CUs():
         for die in cu.iter_DIEs():

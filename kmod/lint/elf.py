@@ -17,8 +17,7 @@ STT_NOTYPE, STT_OBJECT, STT_FUNC, STT_SECTION, STT_FILE = 0, 1, 2, 3, 4
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 SHN_UNDEF, SHN_LORESERVE, SHN_ABS, SHN_COMMON, SHN_XINDEX = 0, 0xFF00, 0xFFF1, 0xFFF2, 0xFFFF
 
-MACHINES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 22: "EM_S390", 40: "EM_ARM",
-            62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV", 258: "EM_LOONGARCH"}
+ELFDATA = {1: "<", 2: ">"}   # EI_DATA: little-, big-endian (struct byte order); which arch is which: kmod.arch
 
 # __versions entries: struct modversion_info { unsigned long crc; char name[64 - sizeof(long)]; }
 MODVERSION_SIZE = 64
@@ -71,8 +70,9 @@ class Reloc:
 @dataclass
 class Elf:
     data: bytes
-    machine: str
+    machine: int            # e_machine (kmod.arch.by_elf_machine names it)
     sections: list[Section]
+    order: str = "<"        # struct byte order of every field: "<" little-endian, ">" big-endian
     _rawsyms: list = field(default_factory=list, repr=False)
     _strtab: bytes = field(default=b"", repr=False)
     # relocations grouped by the index of the section they patch, read when first asked for
@@ -115,7 +115,7 @@ class Elf:
         raw = self.section_bytes(sec)
         out = {}
         for i in range(0, len(raw) - MODVERSION_SIZE + 1, MODVERSION_SIZE):
-            crc = struct.unpack_from("<Q", raw, i)[0] & 0xFFFFFFFF
+            crc = struct.unpack_from(self.order + "Q", raw, i)[0] & 0xFFFFFFFF
             name = raw[i + 8:i + MODVERSION_SIZE].split(b"\0", 1)[0].decode("utf-8", "replace")
             if name:
                 out[name] = crc
@@ -192,9 +192,9 @@ class Relocs:
         for sec in self.sections[index]:
             body = elf.section_bytes(sec)
             if sec.type == SHT_RELA:
-                rows = struct.iter_unpack("<QQq", body)
+                rows = struct.iter_unpack(elf.order + "QQq", body)
             else:
-                rows = ((off, info, 0) for off, info in struct.iter_unpack("<QQ", body))
+                rows = ((off, info, 0) for off, info in struct.iter_unpack(elf.order + "QQ", body))
             for off, info, addend in rows:
                 sym = info >> 32
                 if sym >= nsym or off >= target_size:
@@ -217,19 +217,19 @@ def parse(data: bytes) -> Elf:
     if n < 16 or data[:4] != ELFMAG:
         raise BadElf("not an ELF file (bad magic)")
     if data[4] == 1:
-        raise BadElf("32-bit ELF (ELFCLASS32): kernel modules for x86_64 and arm64 are ELF64")
+        raise BadElf("32-bit ELF (ELFCLASS32): the kernel modules kmod knows are ELF64")
     if data[4] != 2:
         raise BadElf(f"unknown ELF class {data[4]}")
-    if data[5] != 1:
-        raise BadElf("big-endian or unknown byte order: x86_64 and arm64 modules are little-endian")
+    order = ELFDATA.get(data[5])
+    if order is None:
+        raise BadElf(f"unknown byte order (EI_DATA {data[5]})")
     if n < 64:
         raise BadElf(f"truncated ELF header ({n} bytes, need 64)")
     (e_type, e_machine, _ver, _entry, _phoff, e_shoff, _flags, _ehsize, _phentsize, _phnum,
-     e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", data, 16)
+     e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from(order + "HHIQQQIHHHHHH", data, 16)
     if e_type != ET_REL:
         kind = {2: "an executable", 3: "a shared object or PIE", 4: "a core file"}.get(e_type, f"type {e_type}")
         raise BadElf(f"{kind}, not a relocatable object (kernel modules are ET_REL)")
-    machine = MACHINES.get(e_machine, f"EM_{e_machine}")
     if e_shoff == 0:
         raise BadElf("no section header table")
     if e_shentsize != 64:
@@ -238,16 +238,16 @@ def parse(data: bytes) -> Elf:
         # > 0xff00 sections: the real count lives in section 0
         if e_shoff + 64 > n:
             raise BadElf("truncated: section header table lies past the end of the file")
-        e_shnum = struct.unpack_from("<Q", data, e_shoff + 32)[0]
+        e_shnum = struct.unpack_from(order + "Q", data, e_shoff + 32)[0]
         if e_shnum == 0:
             raise BadElf("no sections")
     if e_shoff + e_shnum * 64 > n:
         raise BadElf(f"truncated: section header table needs {e_shoff + e_shnum * 64} bytes, file has {n}")
     if e_shstrndx == SHN_XINDEX:
-        e_shstrndx = struct.unpack_from("<I", data, e_shoff + 40)[0]
+        e_shstrndx = struct.unpack_from(order + "I", data, e_shoff + 40)[0]
     raw = []
     for i, (name, typ, flags, _addr, off, size, link, info, _align, entsize) in enumerate(
-            struct.iter_unpack("<IIQQQQIIQQ", data[e_shoff:e_shoff + e_shnum * 64])):
+            struct.iter_unpack(order + "IIQQQQIIQQ", data[e_shoff:e_shoff + e_shnum * 64])):
         if typ != SHT_NOBITS and typ != 0 and (off > n or size > n - off):
             raise BadElf(f"truncated or corrupt: section {i} extends past the end of the file")
         raw.append((name, typ, flags, off, size, link, info, entsize))
@@ -257,7 +257,7 @@ def parse(data: bytes) -> Elf:
     shstr = data[stroff:stroff + strsize]
     sections = [Section(i, _cstr(shstr, r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
                 for i, r in enumerate(raw)]
-    elf = Elf(data=data, machine=machine, sections=sections)
+    elf = Elf(data=data, machine=e_machine, sections=sections, order=order)
 
     symtabs = [s for s in sections if s.type == SHT_SYMTAB]
     if not symtabs:
@@ -271,7 +271,7 @@ def parse(data: bytes) -> Elf:
     nsec = len(sections)
     # symbols stay raw tuples until a rule needs them as objects: most modules only need the names
     # of their undefined and global symbols
-    elf._rawsyms = list(struct.iter_unpack("<IBBHQQ", elf.section_bytes(symtab)))
+    elf._rawsyms = list(struct.iter_unpack(order + "IBBHQQ", elf.section_bytes(symtab)))
     for i, row in enumerate(elf._rawsyms):
         if nsec <= row[3] < SHN_LORESERVE:
             raise BadElf(f"corrupt symbol {i}: section index {row[3]} out of range")

@@ -30,8 +30,8 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
     if arch is None:
         return ModuleResult(path, None, [Finding(
             "unsupported-arch", "error",
-            f"ELF machine {elf.machine}: kmod lints {', '.join(a.name for a in archmod.all_arches().values())} "
-            f"modules only")])
+            f"ELF machine {elf.machine} (e_machine): kmod lints "
+            f"{', '.join(a.name for a in archmod.all_arches().values())} modules only")])
     result = ModuleResult(path, arch.name)
     out = result.findings
 

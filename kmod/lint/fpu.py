@@ -1,8 +1,8 @@
 """fpu-unguarded: FP/SIMD code that can run without the kernel's FPU guard.
 
-The kernel saves user FP registers lazily; a module that touches them outside
-kernel_fpu_begin()/kernel_fpu_end() (x86) or kernel_neon_begin()/kernel_neon_end() (arm64) silently
-corrupts the registers of whatever user task (or VM) was running.
+The kernel saves user FP registers lazily; a module that touches them outside its arch's guard
+(toolchains/arch/*.toml, [lint] fpu_begin/fpu_end) silently corrupts the registers of whatever user
+task (or VM) was running.
 
 How: inside each function, walk its events in address order and track whether the guard is on
 (a call to a begin turns it on, a call to an end turns it off). A function that leaves the guard on
@@ -11,11 +11,13 @@ count as guard calls (found by iterating until nothing changes). Then, for each 
 code at an unguarded point, walk its callers backwards over unguarded call sites: reaching an entry
 point (module init/exit, an export) is an error with the path; reaching only functions whose address
 is taken is a warning (the pointer's callers cannot be seen); reaching neither means every path is
-guarded.
+guarded. Arches whose guard calls are themselves conditional (s390: the inline kernel_fpu_begin() calls
+out only when there is state to save, on two of its three paths) take the guard per function instead
+([lint] fpu_flow = "function"): a function that calls a begin is guarded throughout.
 """
 from collections import deque
 
-from . import callgraph, decode, ruledata
+from . import decode
 from .callgraph import Graph
 from .findings import Finding
 
@@ -24,9 +26,8 @@ MAX_ROUNDS = 6
 
 
 def _guard_sets(g: Graph, arch) -> tuple[set, set, set, set]:
-    owner = ruledata.fpu_owner(arch.name)
-    begin_ext = set(arch.fpu_guard_begin) | set(owner.get("begin", ()))
-    end_ext = set(arch.fpu_guard_end) | set(owner.get("end", ()))
+    begin_ext = set(arch.lint.fpu_begin) | set(arch.lint.fpu_owner_begin)
+    end_ext = set(arch.lint.fpu_end)
     begin_loc, end_loc = set(), set()
     for name in begin_ext:
         if name in g.by_name:
@@ -128,6 +129,15 @@ def _flow(f, kind_of) -> tuple[list, int, bool]:
     return seen, exit_state, ended_off
 
 
+def _whole(f, kind_of) -> tuple[list, int, bool]:
+    """_flow() per function: guarded throughout when it calls a begin anywhere; it leaves the guard on
+    (a begin wrapper) when it calls no end, turns it off (an end wrapper) when it calls only an end."""
+    kinds = [kind_of(ev[2]) for ev in f.events if ev[1] == decode.CALL]
+    begins, ends = any(k > 0 for k in kinds), any(k < 0 for k in kinds)
+    s = ON if begins else OFF
+    return [(ev, s) for ev in f.events], OFF if ends else s, ends and not begins
+
+
 def analyse(g: Graph, arch) -> tuple[dict[int, tuple[int, str]], dict[tuple[int, int], bool]]:
     """(function -> first FP instruction reachable with the guard off, (caller, call address) -> guarded?)"""
     begin_ext, end_ext, begin_loc, end_loc = _guard_sets(g, arch)
@@ -152,11 +162,12 @@ def analyse(g: Graph, arch) -> tuple[dict[int, tuple[int, str]], dict[tuple[int,
     def kind_of(target):
         return _kind(target, begin_ext, end_ext, begin_loc, end_loc)
 
+    flow = _whole if arch.lint.fpu_flow == "function" else _flow
     flows = {}
     for _ in range(MAX_ROUNDS):
         changed = False
         for f in relevant:
-            flows[f.index] = seen, exit_state, ended_off = _flow(f, kind_of)
+            flows[f.index] = seen, exit_state, ended_off = flow(f, kind_of)
             if f.index in begin_loc or f.index in end_loc:
                 continue
             if exit_state & ON:
@@ -221,8 +232,7 @@ def check(g: Graph, arch, handlers: set[int] = frozenset()) -> list[Finding]:
     unguarded_fp, site_guarded = analyse(g, arch)
     if not unguarded_fp:
         return []
-    begin = "/".join(f"{n}()" for n in arch.fpu_guard_begin[:1])
-    end = "/".join(f"{n}()" for n in arch.fpu_guard_end[:1])
+    begin, end = arch.lint.fpu_advice
     out = []
     weak: dict[tuple[str, int], list] = {}
     for fn, (addr, _) in sorted(unguarded_fp.items()):
@@ -237,7 +247,7 @@ def check(g: Graph, arch, handlers: set[int] = frozenset()) -> list[Finding]:
         where = f"`{decode.insn_text(g.elf, f.section, addr)}` at {f.sec_name}+{addr:#x}"
         how = "a probe handler" if root in handlers else "a module entry point"
         out.append(Finding(RULE, "error",
-                           f"{f.name} uses FP/SIMD registers outside {begin}/{end}: first {where}; "
+                           f"{f.name} uses FP/SIMD registers outside {begin} ... {end}: first {where}; "
                            f"unguarded path from {how}: {chain}. Wrap the FP code (or every call to it) in "
                            f"{begin} ... {end}, or it corrupts the FP state of the interrupted task",
                            f.name, f.sec_name, addr))

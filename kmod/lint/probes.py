@@ -14,7 +14,6 @@ from . import decode, ruledata
 from .callgraph import Graph
 from .elf import SHF_EXECINSTR, STT_OBJECT, STT_SECTION, Elf
 
-R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
 SHF_STRINGS = 0x20
 OBJECT_FALLBACK = 512   # bytes scanned when the probe object has no symbol with a size
 
@@ -33,8 +32,7 @@ def _target(elf: Elf, r) -> tuple[int, int] | None:
     if not sym.defined or sym.shndx >= len(elf.sections):
         return None
     base = 0 if sym.type == STT_SECTION else sym.value
-    adj = 4 if elf.machine == "EM_X86_64" and r.type in (R_X86_64_PC32, R_X86_64_PLT32) else 0
-    return sym.shndx, base + r.addend + adj
+    return sym.shndx, base + r.addend + decode.arch_of(elf).reloc_adjust(r.type)
 
 
 def _object_range(elf: Elf, sec: int, off: int) -> tuple[int, int]:
@@ -78,15 +76,13 @@ def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes
             _scan_object(g, tsec, a, b, kind, probes, depth + 1)
 
 
-_ARG0 = {"EM_X86_64": ("rdi", "edi"), "EM_AARCH64": ("x0", "w0")}
-
-
 def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int] | None:
-    """The data address in the first argument register at a call: the last instruction before the
-    call that writes that register, if a relocation inside it names data (lea/mov $sym on x86,
-    adrp+add on arm64). Falls back to the last data address the function loads before the call."""
+    """The data address in the first argument register (the arch's [abi] arguments) at a call: the last
+    instruction before the call that writes that register, if a relocation inside it names data (lea or
+    mov $sym, adrp+add, addi with a TOC or PC-relative part). Falls back to the last data address the
+    function loads before the call."""
     elf = g.elf
-    regs = _ARG0.get(elf.machine, ())
+    regs = decode.arch_of(elf).argument(1)
     insns = decode.disassemble(elf, elf.sections[f.section], f.start, call_addr)
     for addr, size, _mn, op in reversed(insns):
         if op.split(",", 1)[0].strip() not in regs:

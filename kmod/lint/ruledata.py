@@ -31,9 +31,10 @@ def severity(rule: str) -> str:
 
 @cache
 def fingerprint() -> str:
-    """Hash of every data file and of the linter's own code: any change means a fresh lint."""
+    """Hash of every data file (the rules and the arch facts) and of the linter's own code: any change
+    means a fresh lint."""
     h = hashlib.sha256()
-    for base in (folder(), LINT_CODE):
+    for base in (folder(), paths.toolchains() / "arch", LINT_CODE):
         for p in sorted(base.rglob("*")):
             if p.is_file() and p.suffix in (".toml", ".txt", ".py"):
                 h.update(p.name.encode())
@@ -53,9 +54,12 @@ class GlobSet:
 
 
 @cache
-def softfloat() -> GlobSet:
+def softfloat(arch_name: str = "") -> GlobSet:
+    """The common libgcc helper globs, and the arch's own (toolchains/arch/*.toml, [lint] softfloat)."""
+    from .. import arch as archmod
     d = load("softfloat")
-    return GlobSet(d["patterns"], d.get("not_softfloat", ()))
+    extra = archmod.get(arch_name).lint.softfloat if arch_name else ()
+    return GlobSet([*d["patterns"], *extra], d.get("not_softfloat", ()))
 
 
 @cache
@@ -66,10 +70,6 @@ def gpl_compatible() -> frozenset[str]:
 @cache
 def metadata_sections() -> GlobSet:
     return GlobSet(load("fpu")["metadata_sections"])
-
-
-def fpu_owner(arch_name: str) -> dict:
-    return load("fpu").get(arch_name, {}).get("owner", {"begin": [], "end": []})
 
 
 @cache

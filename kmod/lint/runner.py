@@ -232,7 +232,6 @@ def _arches_of(paths_: list[Path]) -> set[str]:
     """The arches of these files from their ELF headers (compressed ones: every arch), so a target
     loads only what the run needs."""
     from .. import arch as archmod
-    from .elf import MACHINES
     out: set[str] = set()
     for p in paths_:
         if not p.name.endswith(".ko") and not p.suffix == ".o":
@@ -243,7 +242,7 @@ def _arches_of(paths_: list[Path]) -> set[str]:
         except OSError:
             continue
         if len(head) == 20 and head[:4] == b"\x7fELF":
-            a = archmod.by_elf_machine(MACHINES.get(int.from_bytes(head[18:20], "little"), ""))
+            a = archmod.by_elf_machine(int.from_bytes(head[18:20], "big" if head[5] == 2 else "little"))
             if a is not None:
                 out.add(a.name)
     return out

@@ -1,10 +1,11 @@
 """sleep-in-probe-handler: a kprobe/kretprobe handler that can reach a function that may sleep.
 
-Handlers run with preemption disabled (kprobes on x86 also with interrupts off in the int3 path);
+Handlers run with preemption disabled (kprobes on some arches also with interrupts off);
 sleeping there is "BUG: scheduling while atomic" or a hard hang. Follow every call from each handler
 inside the module, breadth first, and report the first path to each sleeping kernel function (the
 list, with the documentation that says each may sleep, is rules/lint/sleeping.toml). Allocations are
-judged by their GFP flags when the flags are a constant at the call site.
+judged by their GFP flags when the flags are a constant at the call site, found in the argument
+register of the module's arch (toolchains/arch/*.toml, [abi]).
 """
 import re
 from collections import deque
@@ -15,26 +16,41 @@ from .findings import Finding
 
 RULE = "sleep-in-probe-handler"
 LOOKBACK = 12   # instructions searched backwards for the flags argument
-_X86_ARGS = {1: ("rdi", "edi", "di", "dil"), 2: ("rsi", "esi", "si", "sil"), 3: ("rdx", "edx", "dx", "dl")}
-_A64_ARGS = {1: ("x0", "w0"), 2: ("x1", "w1"), 3: ("x2", "w2")}
 _IMM = re.compile(r"^#?(-?0x[0-9a-f]+|-?\d+)$")
 
 
+def _imm(text: str) -> int | None:
+    m = _IMM.match(text)
+    return int(m.group(1), 0) if m else None
+
+
 def _gfp_constant(g: Graph, caller: int, call_addr: int, arg: int) -> int | None:
-    """The constant passed as argument `arg` at a call site, if the code sets it with an immediate."""
+    """The constant passed as argument `arg` at a call site, if the code sets it with an immediate
+    (one instruction, or a high part and a low part where the arch needs two)."""
+    arch = decode.arch_of(g.elf)
     f = g.functions[caller]
     insns = decode.disassemble(g.elf, g.elf.sections[f.section], f.start, min(call_addr, f.end))
-    regs = (_X86_ARGS if g.elf.machine == "EM_X86_64" else _A64_ARGS)[arg]
+    regs = set(arch.argument(arg))
+    low = None
     for _addr, _size, mn, op in reversed(insns[-LOOKBACK:]):
         parts = [p.strip() for p in op.split(",")]
         if not parts or parts[0] not in regs:
             continue
-        if mn == "xor" and len(parts) == 2 and parts[1] == parts[0]:
+        if low is not None:
+            # the low part was added to this register: now its high part
+            if arch.set_high and mn in arch.set_high[0] and len(parts) == 2 and _imm(parts[1]) is not None:
+                return ((_imm(parts[1]) << arch.set_high[1]) + low) & 0xFFFFFFFF
+            return None
+        if mn in arch.zero_idiom and len(parts) == 2 and parts[1] == parts[0]:
             return 0
-        if mn in ("mov", "movz", "movabs") and len(parts) == 2:
-            m = _IMM.match(parts[1])
-            if m:
-                return int(m.group(1), 0) & 0xFFFFFFFF
+        if mn in arch.set_immediate and len(parts) == 2 and _imm(parts[1]) is not None:
+            return _imm(parts[1]) & 0xFFFFFFFF
+        if mn in arch.add_low and len(parts) == 3 and parts[1] == parts[0] and _imm(parts[2]) is not None:
+            low = _imm(parts[2])
+            continue
+        if mn in arch.add_low and len(parts) == 2 and _imm(parts[1]) is not None:   # c.addi r, imm
+            low = _imm(parts[1])
+            continue
         return None   # written some other way: not a constant we can read
     return None
 

@@ -1,5 +1,6 @@
 """Rules about the module's undefined symbols: soft-float helpers always; with a target, the symbols
 the target does not export and the CRCs that disagree with its Module.symvers."""
+from .. import arch as archmod
 from . import ruledata
 from .elf import Elf
 from .findings import Finding
@@ -8,8 +9,13 @@ from .findings import Finding
 LINKER_PROVIDED = frozenset({"__this_module", "_GLOBAL_OFFSET_TABLE_"})
 
 
+def _softfloat_of(elf: Elf) -> ruledata.GlobSet:
+    a = archmod.by_elf_machine(elf.machine)
+    return ruledata.softfloat(a.name if a else "")
+
+
 def softfloat(elf: Elf) -> list[Finding]:
-    sf = ruledata.softfloat()
+    sf = _softfloat_of(elf)
     return [Finding("softfloat-helper", "error",
                     f"undefined reference to {name}, a libgcc soft-float helper that no kernel exports: insmod "
                     f"will fail with 'Unknown symbol {name}'. Remove the floating-point arithmetic (use integer "
@@ -18,7 +24,7 @@ def softfloat(elf: Elf) -> list[Finding]:
 
 
 def undefined(elf: Elf, exports: dict, target_name: str) -> list[Finding]:
-    sf = ruledata.softfloat()
+    sf = _softfloat_of(elf)
     out = []
     for name in elf.undefined:
         if name in exports or name in LINKER_PROVIDED or name in sf:

@@ -167,17 +167,15 @@ def vermagic_from_config(release: str, config: dict[str, str]) -> str:
         words.append("mod_unload")
     if config.get("CONFIG_MODVERSIONS") == "y":
         words.append("modversions")
-    if config.get("CONFIG_ARM64") == "y":
-        words.append("aarch64")
+    arch = archmod.by_config(config)
+    if arch is not None:
+        words += arch.vermagic_suffix(config)   # MODULE_ARCH_VERMAGIC, from the arch's data
     return " ".join(words)
 
 
 def _arch_from_config(config: dict[str, str]) -> str | None:
-    if config.get("CONFIG_X86_64") == "y":
-        return "x86_64"
-    if config.get("CONFIG_ARM64") == "y":
-        return "arm64"
-    return None
+    arch = archmod.by_config(config)
+    return arch.name if arch else None
 
 
 def from_path(path: Path) -> KernelTarget:

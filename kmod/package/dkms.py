@@ -125,15 +125,11 @@ def parse_options(name: str, raw: dict) -> Options:
     return Options(directives, maintainer, homepage)
 
 
-def uname_machine(arch: archmod.Arch) -> str:
-    """dkms matches BUILD_EXCLUSIVE_ARCH against `uname -m`: the first word of the GNU triplet."""
-    return arch.gnu_triplet.split("-", 1)[0]
-
-
 def exclusive_arch(module: Module) -> str:
+    """dkms matches BUILD_EXCLUSIVE_ARCH against `uname -m` (the arch data's uname_machine)."""
     if not module.arches:
         return ""
-    machines = sorted({uname_machine(archmod.get(a)) for a in module.arches})
+    machines = sorted({archmod.get(a).uname_machine for a in module.arches})
     return "^(" + "|".join(re.escape(m) for m in machines) + ")$"
 
 

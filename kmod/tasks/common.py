@@ -8,7 +8,8 @@ from invoke.exceptions import Exit
 from ..errors import KmodError
 
 COMMON_HELP = {
-    "arch": "x86_64, arm64, a comma list, or all (default: all)",
+    "arch": "an arch (`invoke toolchains` lists them; Debian and `uname -m` names work too), a comma list, "
+            "or all (default: all)",
     "kernel": "pinned kernel (e.g. bookworm-6.1, 6.1), a comma list, or all (default: all)",
     "module": "module name from kmod.toml, a comma list, or all (default: the spec's `default`)",
     "spec": "path to the spec file (default: kmod.toml here or in a parent folder)",

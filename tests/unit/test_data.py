@@ -9,7 +9,7 @@ from kmod.errors import UserError
 
 
 def test_arches_from_data():
-    assert set(arch.names()) == {"x86_64", "arm64"}
+    assert set(arch.names()) == {"x86_64", "arm64", "ppc64el", "s390x", "riscv64"}
     assert arch.get("aarch64") is arch.get("arm64")
     assert arch.get("amd64").debian_arch == "amd64"
     arm = arch.get("arm64")
@@ -17,10 +17,32 @@ def test_arches_from_data():
     assert arm.make_vars("arm64") == ["ARCH=arm64", "CROSS_COMPILE="]
     for a in arch.all_arches().values():
         assert {"binary", "machine", "cpu", "console"} <= set(a.qemu)
+        assert a.lint.fpu_begin and a.lint.fpu_end and len(a.argument_registers) >= 5
+        assert arch.by_elf_machine(a.elf_number) is a
+        assert arch.select(",".join([a.debian_arch, a.uname_machine, a.name])) == [a]
+
+
+@pytest.mark.parametrize("debian,uname", [("ppc64el", "ppc64le"), ("amd64", "x86_64"), ("arm64", "aarch64"),
+                                          ("s390x", "s390x"), ("riscv64", "riscv64")])
+def test_debian_and_uname_names_are_aliases(debian, uname):
+    assert arch.get(debian) is arch.get(uname)
+    assert (arch.get(debian).debian_arch, arch.get(uname).uname_machine) == (debian, uname)
+
+
+def test_arch_from_kernel_config():
+    ppc = {"CONFIG_PPC64": "y", "CONFIG_CPU_LITTLE_ENDIAN": "y", "CONFIG_RELOCATABLE": "y"}
+    assert arch.by_config(ppc).name == "ppc64el"
+    assert arch.by_config(ppc).vermagic_suffix(ppc) == ["relocatable"]
+    assert arch.by_config({"CONFIG_PPC64": "y"}) is None   # big-endian ppc64: not supported
+    assert arch.by_config({"CONFIG_ARM64": "y"}).vermagic_suffix({}) == ["aarch64"]
+    rv = arch.get("riscv64")
+    assert rv.ftrace_entry_offset({"CONFIG_DYNAMIC_FTRACE": "y"}) == 8
+    assert rv.ftrace_entry_offset({"CONFIG_DYNAMIC_FTRACE": "y", "CONFIG_KPROBES_ON_FTRACE": "y"}) == 0
+    assert arch.get("x86_64").ftrace_entry_offset({"CONFIG_DYNAMIC_FTRACE": "y"}) == 0
 
 
 def test_unknown_arch():
-    with pytest.raises(UserError, match=r"unsupported architecture: 'sparc'.*x86_64, arm64|arm64, x86_64"):
+    with pytest.raises(UserError, match=r"unsupported architecture: 'sparc' \(choose one of: arm64, ppc64el"):
         arch.get("sparc")
 
 

@@ -1,5 +1,5 @@
-"""Build small relocatable objects with the real compilers, shaped like kernel modules (.modinfo,
-__versions), for the lint tests."""
+"""Build small relocatable objects with the real compilers (native, and each arch's cross compiler named
+by its gnu_triplet), shaped like kernel modules (.modinfo, __versions), for the lint tests."""
 import shutil
 import subprocess
 import textwrap
@@ -7,18 +7,46 @@ from pathlib import Path
 
 import pytest
 
+from kmod import arch as archmod
 from tests.conftest import need
 
-CC = {"x86_64": "gcc", "arm64": "aarch64-linux-gnu-gcc"}
+ARCHES = archmod.names()
+_COMMON = ["-O2", "-ffreestanding", "-fno-pic", "-fno-asynchronous-unwind-tables", "-fno-stack-protector"]
+# Kernel-like code generation per arch (no FP/vector registers unless asked for, as kbuild does).
 CFLAGS = {
-    "x86_64": ["-O2", "-ffreestanding", "-fno-pic", "-mcmodel=kernel", "-mno-red-zone", "-mno-sse",
-               "-mno-mmx", "-mno-80387", "-fno-asynchronous-unwind-tables", "-fcf-protection=none",
-               "-fno-stack-protector"],
-    "arm64": ["-O2", "-ffreestanding", "-fno-pic", "-mgeneral-regs-only", "-fno-asynchronous-unwind-tables",
-              "-fno-stack-protector"],
+    "x86_64": _COMMON + ["-mcmodel=kernel", "-mno-red-zone", "-mno-sse", "-mno-mmx", "-mno-80387",
+                         "-fcf-protection=none"],
+    "arm64": _COMMON + ["-mgeneral-regs-only"],
+    "ppc64el": _COMMON + ["-msoft-float", "-mno-altivec", "-mno-vsx"],
+    "s390x": _COMMON + ["-msoft-float"],
+    "riscv64": _COMMON + ["-march=rv64imac_zicsr_zifencei", "-mabi=lp64", "-mno-relax", "-mcmodel=medany"],
 }
 VERMAGIC = {"x86_64": "6.1.0-56-amd64 SMP preempt mod_unload modversions ",
-            "arm64": "6.1.0-56-arm64 SMP mod_unload modversions aarch64"}
+            "arm64": "6.1.0-56-arm64 SMP mod_unload modversions aarch64",
+            "ppc64el": "6.1.0-50-powerpc64le SMP mod_unload modversions mprofile-kernel relocatable",
+            "s390x": "6.1.0-50-s390x SMP mod_unload modversions ",
+            "riscv64": "6.12.117+deb13-riscv64 SMP mod_unload modversions riscv"}
+# One FP/SIMD instruction as inline asm, and how the linter prints it. No clobber list: kernel flags
+# forbid naming vector registers, as in the kernel's own asm.
+FP_ASM = {"x86_64": ("pxor %xmm0, %xmm0", "pxor xmm0, xmm0"),
+          "arm64": ("movi v0.16b, #0", "movi v0.16b, #0"),
+          "ppc64el": ("fmr 0,0", "fmr f0, f0"),
+          "s390x": ("ldr %f0,%f0", "ldr %f0, %f0"),
+          "riscv64": (r".option push\n.option arch, +d\nfmv.d.x ft0, zero\n.option pop", "fmv.d.x ft0, zero")}
+# The guard as a module compiles it (an inline disable_kernel_fp() is a call to __msr_check_and_clear()).
+GUARD = {"x86_64": ("kernel_fpu_begin_mask(3)", "kernel_fpu_end()"),
+         "arm64": ("kernel_neon_begin()", "kernel_neon_end()"),
+         "ppc64el": ("enable_kernel_fp()", "__msr_check_and_clear(0x2000)"),
+         "s390x": ("__kernel_fpu_begin(0, 3)", "__kernel_fpu_end(0, 3)"),
+         "riscv64": ("kernel_vector_begin()", "kernel_vector_end()")}
+
+
+def compiler(arch: str) -> str:
+    a = archmod.get(arch)
+    return "gcc" if archmod.host() is a else f"{a.gnu_triplet}-gcc"
+
+
+CC = {a: compiler(a) for a in ARCHES}
 
 PRELUDE = r"""
 #define MODINFO(tag, text) static const char __UNIQUE_##tag[] __attribute__((section(".modinfo"), used, aligned(1))) = text
@@ -43,6 +71,13 @@ extern void kernel_fpu_begin_mask(unsigned int);
 extern void kernel_fpu_end(void);
 extern void kernel_neon_begin(void);
 extern void kernel_neon_end(void);
+extern void enable_kernel_fp(void);
+extern void __msr_check_and_clear(unsigned long);
+extern void __kernel_fpu_begin(void *, unsigned int);
+extern void __kernel_fpu_end(void *, unsigned int);
+extern void save_fpu_regs(void);
+extern void kernel_vector_begin(void);
+extern void kernel_vector_end(void);
 """
 
 
@@ -50,7 +85,7 @@ def have(arch: str) -> bool:
     return shutil.which(CC[arch]) is not None
 
 
-@pytest.fixture(params=["x86_64", "arm64"])
+@pytest.fixture(params=ARCHES)
 def arch(request):
     need(have(request.param), f"`{CC[request.param]}` (tests/unit/lint/REQUIRES.txt)")
     return request.param
@@ -88,14 +123,16 @@ def build(tmp_path):
 
 def asm_fp(arch: str) -> str:
     """One FP/SIMD instruction as inline asm."""
-    # no clobber list: kernel flags forbid naming vector registers, as in the kernel's own asm
-    return ('asm volatile("pxor %xmm0, %xmm0")' if arch == "x86_64"
-            else 'asm volatile("movi v0.16b, #0")')
+    return f'asm volatile("{FP_ASM[arch][0]}")'
+
+
+def fp_text(arch: str) -> str:
+    """That instruction as the linter's messages show it."""
+    return FP_ASM[arch][1]
 
 
 def guard(arch: str) -> tuple[str, str]:
-    return (("kernel_fpu_begin_mask(3)", "kernel_fpu_end()") if arch == "x86_64"
-            else ("kernel_neon_begin()", "kernel_neon_end()"))
+    return GUARD[arch]
 
 
 def rules_of(result) -> list[tuple[str, str]]:
