@@ -11,6 +11,8 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import need_tool
 
 
@@ -72,3 +74,9 @@ class Archive:
                    f"Architectures: {' '.join(arches)}\nComponents: main\nSHA256:\n" + "\n".join(lines) + "\n")
         (dists / "Release").write_text(release)
         (dists / "InRelease").write_bytes(self.key.clearsign(release.encode()))
+
+
+@pytest.fixture(scope="session")
+def key(tmp_path_factory) -> SigningKey:
+    """One archive signing key per test session (import this fixture into a test module)."""
+    return SigningKey(tmp_path_factory.mktemp("gnupg"))

@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import arch as archmod
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
-from . import debversion, fetch, release
+from . import debversion, fetch, release, toolchain
 from . import mirror as mirrormod
 
-FIELDS = ("Package", "Version", "Architecture", "Filename", "SHA256", "Size")
+FIELDS = ("Package", "Version", "Architecture", "Filename", "SHA256", "Size", "Depends", "Pre-Depends",
+          "Provides", "Priority")
 
 
 def parse_packages(text: str) -> list[dict]:
@@ -127,7 +128,9 @@ def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
         pkgs = packages_for_abi(cat, mirror, pin, abi, build_arch, log)
         if pkgs is not None:
             log(f"  {pin.name}: ABI {abi} downloads for {', '.join(a.name for a in arches)}")
-            return {"abi": abi, "packages": [p.__dict__ for p in pkgs]}
+            image = toolchain.lock(cat, pin, pkgs, build_arch)
+            log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages)")
+            return {"abi": abi, "packages": [p.__dict__ for p in pkgs + image]}
     if cat.discarded:
         raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}, with "
                         f"{len(cat.discarded)} index(es) discarded for not matching their signed Release "
@@ -136,12 +139,25 @@ def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
                     "check the pin file and the mirror")
 
 
-def update(selected: list[pinsmod.Pin], log=print) -> dict[str, str]:
-    """Resolve `selected` pins and rewrite the lock; returns pin -> ABI."""
+def relock_tools(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
+    """Lock `pin`'s base and toolchain anew, its kernel packages kept as they are locked."""
+    build_arch = archmod.host_debian_arch()
+    kernel = [p for p in pinsmod.require_locked(pin).packages if p.role not in ("base", "toolchain")]
+    log(f"  {pin.name}: reading the {pin.suite} package indexes")
+    cat = Catalogue(mirror, pin.suite, [build_arch], log)
+    image = toolchain.lock(cat, pin, kernel, build_arch)
+    log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages), ABI {pin.abi} kept")
+    return {"abi": pin.abi, "packages": [p.__dict__ for p in kernel + image]}
+
+
+def update(selected: list[pinsmod.Pin], log=print, tools_only: bool = False) -> dict[str, str]:
+    """Resolve `selected` pins and rewrite the lock; returns pin -> ABI. With `tools_only`, only the
+    images' base and toolchain are locked anew."""
     mirror = mirrormod.configured()
     lock = pinsmod.read_lock()
+    how = relock_tools if tools_only else resolve_pin
     with ThreadPoolExecutor(len(selected)) as pool:
-        results = list(pool.map(lambda p: resolve_pin(p, mirror, log), selected))
+        results = list(pool.map(lambda p: how(p, mirror, log), selected))
     for pin, res in zip(selected, results):
         lock[pin.name] = res
     pinsmod.write_lock(lock)

@@ -1,7 +1,10 @@
 """Toolchain images: one per pinned kernel, tagged by a hash of everything that goes into it.
 
-Base images come from `debian:SUITE` when a registry answers, else from debootstrap + `docker import`
-(air-gapped hosts, like ours). The mirror is the host's (kmod.archive.mirror), never a hard-coded host.
+Every package in an image is locked (toolchains/kernels.lock: the kernel packages, and the base system
+and compilers, roles "base" and "toolchain"): the base is debootstrapped from its locked .debs and
+`docker import`ed, the toolchain installed by apt from a local archive of its locked .debs with the
+network off, and the image is refused unless dpkg lists exactly the locked set. Each .deb is
+sha256-checked against the lock whenever it is used (kmod.archive.fetch).
 """
 import hashlib
 import json
@@ -9,13 +12,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import paths, render
+from .. import atomic, paths, render
 from ..archive import fetch
-from ..archive import mirror as mirrormod
-from ..errors import InfraError
+from ..errors import InfraError, UserError
 from ..pins import Pin, require_locked
 
 REPO = "kmod-toolchain"
@@ -29,30 +32,48 @@ def build_arch() -> str:
 
 def install_script(pin: Pin) -> str:
     arches = [archmod.get(a) for a in pin.arches]
-    native, foreign = [], []
-    for p in pin.packages:
-        if p.role in ("headers-common", "kbuild"):
-            native.append(p.basename)
-        elif p.role == "headers":
-            (native if p.arch == build_arch() else foreign).append(p.basename)
-    return render.render_text("toolchain/install.sh.j2", pin=pin, native_debs=native, foreign_debs=foreign,
-                              cross=[a for a in arches if a.debian_arch != build_arch()],
+    install = [f"{p.name}={p.version}" for p in image_debs(pin) if p.role != "headers" or p.arch == build_arch()]
+    foreign = [p.basename for p in image_debs(pin) if p.role == "headers" and p.arch != build_arch()]
+    return render.render_text("toolchain/install.sh.j2", pin=pin, install=install, foreign_debs=foreign,
                               kdirs=[pin.kdir(a) for a in arches])
 
 
-IMAGE_ROLES = ("headers-common", "kbuild", "headers")  # the locked packages an image is made of
+IMAGE_ROLES = ("headers-common", "kbuild", "headers")  # the locked kernel packages an image is made of
+TOOL_ROLES = ("base", "toolchain")                    # and the locked system and compilers it runs them with
 
 
 def image_debs(pin: Pin):
-    return [p for p in pin.packages if p.role in IMAGE_ROLES]
+    return [p for p in pin.packages if p.role in IMAGE_ROLES + ("toolchain",)]
+
+
+def base_debs(pin: Pin):
+    return [p for p in pin.packages if p.role == "base"]
+
+
+def installed(pin: Pin) -> list[str]:
+    """`name:arch=version` of every package dpkg must list in the pin's image, sorted: the base, the
+    toolchain and the natively installed kernel packages, exactly as locked."""
+    return sorted(f"{p.name}:{p.arch}={p.version}" for p in pin.packages
+                  if p.role in TOOL_ROLES or (p.role in IMAGE_ROLES and p.arch in (build_arch(), "all")))
+
+
+def require_tools_locked(pin: Pin) -> None:
+    if not base_debs(pin) or not any(p.role == "toolchain" for p in pin.packages):
+        raise UserError(f"the lock has no toolchain packages for {pin.name} (written by an older kmod)",
+                        "run `invoke toolchains --update` and review the diff")
 
 
 def inputs_hash(pin: Pin) -> str:
     """Everything that decides the image's content; the tag carries it, so a change means a new image."""
     doc = {"recipe": RECIPE_VERSION, "pin": pin.name, "suite": pin.suite, "abi": pin.abi,
-           "debs": sorted(p.sha256 for p in image_debs(pin)), "script": install_script(pin),
-           "build_arch": build_arch()}
+           "debs": sorted(p.sha256 for p in image_debs(pin)), "base": base_hash(pin),
+           "script": install_script(pin), "build_arch": build_arch()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def base_hash(pin: Pin) -> str:
+    return hashlib.sha256(json.dumps({"recipe": RECIPE_VERSION, "suite": pin.suite,
+                                      "debs": sorted(p.sha256 for p in base_debs(pin))}).encode()).hexdigest()
 
 
 def tag(pin: Pin) -> str:
@@ -68,77 +89,113 @@ def find(client, name: str):
         return None
 
 
-def base_image(client, suite: str, log) -> str:
-    name = f"{BASE_REPO}:{suite}"
+def fetch_all(pkgs, dest: Path, log) -> None:
+    """The locked .debs into `dest`/pool, each sha256-checked (kmod.archive.fetch), a few at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    (dest / "pool").mkdir(parents=True, exist_ok=True)
+    log(f"fetching {len(pkgs)} locked packages")
+
+    def one(p):
+        shutil.copyfile(fetch.fetch(p), dest / "pool" / p.basename)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, pkgs))
+
+
+def local_archive(pkgs, root: Path, suite: str, priority: str = "") -> None:
+    """Make `root` an archive of exactly `pkgs` (fetched into root/pool): Packages from each .deb's own
+    control file, a Release with their hashes. Unsigned: every .deb was checked against the lock, which
+    was made from signed indexes. debootstrap and apt read it with network off. `priority` overrides
+    every package's (for the base: debootstrap then installs exactly the locked set, all of it first)."""
+    from debian.debfile import DebFile
+    stanzas = []
+    for p in sorted(pkgs, key=lambda p: p.name):
+        control = DebFile(str(root / "pool" / p.basename)).debcontrol()
+        control["Filename"], control["Size"], control["SHA256"] = f"pool/{p.basename}", str(p.size), p.sha256
+        if priority:
+            control["Priority"] = priority
+        stanzas.append(control.dump())
+    text = "".join(s.rstrip("\n") + "\n\n" for s in stanzas).encode()
+    index = f"main/binary-{build_arch()}/Packages"
+    atomic.write_bytes(root / "dists" / suite / index, text)
+    atomic.write_text(root / "dists" / suite / "Release",
+                      f"Suite: {suite}\nCodename: {suite}\nArchitectures: {build_arch()} all\nComponents: main\n"
+                      f"SHA256:\n {hashlib.sha256(text).hexdigest()} {len(text)} {index}\n")
+
+
+def base_image(client, pin: Pin, log) -> str:
+    """The pin's base system, debootstrapped from its locked .debs alone (never a registry's image, which
+    no lock covers), tagged by their hashes."""
+    name = f"{BASE_REPO}:{pin.suite}-{base_hash(pin)[:12]}"
     if find(client, name):
         return name
-    import docker.errors
-    try:
-        log(f"pulling debian:{suite}")
-        img = client.images.pull("debian", tag=suite)
-        img.tag(BASE_REPO, suite)
-        return name
-    except docker.errors.DockerException:
-        log(f"no registry answers; bootstrapping {suite} from the host's mirror")
-    bootstrap(client, suite, name, log)
-    return name
-
-
-def bootstrap(client, suite: str, name: str, log) -> None:
     if not shutil.which("debootstrap"):
-        raise InfraError(f"cannot make a {suite} base image: debootstrap is missing", "apt-get install debootstrap")
+        raise InfraError(f"cannot make a {pin.suite} base image: debootstrap is missing", "apt-get install debootstrap")
     if os.geteuid() != 0:
-        raise InfraError(f"cannot make a {suite} base image: debootstrap needs root",
+        raise InfraError(f"cannot make a {pin.suite} base image: debootstrap needs root",
                          "run `sudo invoke toolchains --build` once")
-    mirror = mirrormod.configured()
-    work = Path(tempfile.mkdtemp(prefix=f"bootstrap-{suite}-", dir=paths.cache_dir()))
+    work = Path(tempfile.mkdtemp(prefix=f"bootstrap-{pin.suite}-", dir=paths.cache_dir()))
     try:
+        archive = work / "archive"
+        fetch_all(base_debs(pin), archive, log)
+        local_archive(base_debs(pin), archive, pin.suite, priority="required")
         root = work / "root"
-        proc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(root), mirror.main],
-                              capture_output=True, text=True)
+        log(f"bootstrapping {pin.suite} from {len(base_debs(pin))} locked packages")
+        proc = subprocess.run(["debootstrap", "--variant=minbase", "--no-check-gpg", pin.suite, str(root),
+                               f"file://{archive}"], capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            raise InfraError(f"debootstrap {suite} failed: {' | '.join(tail)}", "check KMOD_MIRROR and the network")
+            raise InfraError(f"debootstrap {pin.suite} from the locked packages failed: {' | '.join(tail)}",
+                             "run `invoke toolchains --update` (the base set may be incomplete)")
+        (root / "etc/apt/sources.list").unlink(missing_ok=True)  # it named the local archive
         tarball = work / "root.tar"
         subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tarball), "."], check=True)
         repo, _, t = name.partition(":")
         client.api.import_image_from_file(str(tarball), repository=repo, tag=t)
         log(f"imported {name}")
+        return name
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
-    """The toolchain image tag for `pin`, built if missing."""
+    """The toolchain image tag for `pin`, built if missing from the locked .debs alone, network off."""
     from .runtime import docker as rtdocker
     client = client or rtdocker.client()
     name = tag(pin)
     if find(client, name):
         return name
-    base = base_image(client, pin.suite, log)
+    require_tools_locked(pin)
+    base = base_image(client, pin, log)
     staging = Path(tempfile.mkdtemp(prefix=f"image-{pin.name}-", dir=paths.cache_dir()))
+    os.chmod(staging, 0o755)
     container = None
     try:
-        for p in image_debs(pin):
-            log(f"fetching {p.basename}")
-            shutil.copyfile(fetch.fetch(p), staging / p.basename)
-        (staging / "debian.sources").write_text(mirrormod.configured().sources_deb822(pin.suite))
+        fetch_all(image_debs(pin), staging, log)
+        local_archive([p for p in image_debs(pin) if p.arch in (build_arch(), "all")], staging, pin.suite)
         (staging / "install.sh").write_text(install_script(pin))
         container = client.containers.create(base, ["sh", "/kmod/debs/install.sh"], detach=True,
+                                             network_mode="none",
                                              volumes={str(staging): {"bind": "/kmod/debs", "mode": "ro"}})
         rtdocker.track(container)
         container.start()
-        compiler, lines = "", []
+        compiler, lines, got = "", [], []
         for chunk in container.logs(stream=True, follow=True):
             for line in chunk.decode("utf-8", "replace").splitlines():
                 lines.append(line)
                 if line.startswith("KMOD-COMPILER: "):
                     compiler = line.split(": ", 1)[1]
+                elif line.startswith("KMOD-PACKAGE: "):
+                    got.append(line.split(": ", 1)[1])
+                    continue
                 log(line)
         rc = container.wait().get("StatusCode", 1)
         if rc != 0:
             raise InfraError(f"building toolchain image {name} failed (exit {rc}): {' | '.join(lines[-3:])}",
-                             "check the mirror, then run `invoke toolchains --build` again")
+                             "check the lock, then run `invoke toolchains --build` again")
+        differ = tools_differ(pin, got)
+        if differ:
+            raise InfraError(f"toolchain image {name} does not hold exactly the locked packages ({differ})",
+                             "run `invoke toolchains --update` and review the diff")
         repo, _, t = name.partition(":")
         container.commit(repository=repo, tag=t, conf={
             "Labels": {"kmod.pin": pin.name, "kmod.abi": pin.abi, "kmod.inputs": inputs_hash(pin),
@@ -150,6 +207,44 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         if container is not None:
             rtdocker.remove(container)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+CHECK_EXIT = 97  # templates/build/check-image.sh: the image does not hold the locked packages
+
+
+@cache
+def check_script() -> str:
+    return (paths.templates() / "build" / "check-image.sh").read_text()
+
+
+def refused_image(pin: Pin, image: str, exit_code: int, output: str) -> str:
+    """The one line that refuses `image` when the build's first step found it differs from the lock."""
+    if exit_code != CHECK_EXIT:
+        return ""
+    got = [ln.split(": ", 1)[1] for ln in output.splitlines() if ln.startswith("KMOD-INSTALLED: ")]
+    differ = tools_differ(pin, got) if got else ""
+    return f"refusing image {image}: its packages differ from the lock ({differ})" if differ else ""
+
+
+def tool_versions(pin: Pin, arch) -> dict[str, str]:
+    """The locked version of each tool a cell of `arch` builds with (recorded per cell in the manifest;
+    the build's first step proved the image holds exactly these)."""
+    from ..archive import toolchain
+    names = [*toolchain.tool_names(pin, build_arch(), arch), *(p.name for p in pin.packages if p.role == "kbuild")]
+    locked = {p.name: p.version for p in pin.packages if p.role in TOOL_ROLES + ("kbuild",)}
+    return {n: locked[n] for n in names if n in locked}
+
+
+def tools_differ(pin: Pin, got: list[str]) -> str:
+    """'' when `got` (name:arch=version lines) is exactly the locked set, else what differs, briefly."""
+    want, have = set(installed(pin)), set(got)
+    if want == have:
+        return ""
+    locked = {w.split("=", 1)[0]: w.split("=", 1)[1] for w in want}
+    present = {h.split("=", 1)[0]: h.split("=", 1)[1] for h in have}
+    diffs = [f"{n} is {present.get(n, 'missing')}, locked {locked[n]}" for n in sorted(locked) if present.get(n) != locked[n]]
+    diffs += [f"{n} {present[n]} is not locked" for n in sorted(set(present) - set(locked))]
+    return "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
 
 
 def ensure_all(client, pins: list[Pin], quiet: bool = False) -> dict[str, dict]:

@@ -3,6 +3,8 @@ the manifest. A cell whose inputs are unchanged is a cache hit: no engine is eve
 import hashlib
 import json
 import os
+import contextlib
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +20,9 @@ from ..pins import Pin, require_locked
 from ..progress import Progress
 from ..spec import Module, Project
 from . import diagnose, images
-from .runtime import Runtime
+from .runtime import Mount, Runtime
 from .runtime.base import CONTAINER_BUILD_PATH
+from .signing import SECRET_MOUNT, BuildSigning
 
 RECIPE_VERSION = "1"  # bump when the build command below changes meaning
 BUILD_MOUNT = CONTAINER_BUILD_PATH  # where every engine's build folder appears to the compiler
@@ -36,6 +39,7 @@ class Cell:
     sources: render.Sources
     kdir: str
     image: str = ""
+    signing: "BuildSigning | None" = None
     key: str = ""
     result: str = "pending"
     record: dict = field(default_factory=dict)
@@ -59,12 +63,13 @@ def make_argv(cell: Cell, build_dir: str, build_arch: str) -> list[str]:
 def cell_key(cell: Cell, build_arch: str) -> str:
     doc = {"recipe": RECIPE_VERSION, "sources": cell.sources.files, "arch": cell.arch.name,
            "kernel": cell.pin.lock_entry() if cell.pin else cell.kdir, "image": cell.image,
-           "argv": make_argv(cell, BUILD_MOUNT, build_arch), "env": REPRODUCIBLE_ENV}
+           "argv": make_argv(cell, BUILD_MOUNT, build_arch), "env": REPRODUCIBLE_ENV,
+           **({"signed_by": cell.signing.cert_sha256} if cell.signing else {})}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[archmod.Arch],
-         kdir: str | None = None) -> list[Cell]:
+         kdir: str | None = None, signing: "BuildSigning | None" = None) -> list[Cell]:
     build_arch = images.build_arch()
     cells = []
     for m in modules:
@@ -79,7 +84,7 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
                 if a.name not in p.arches:
                     continue
                 require_locked(p)
-                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p)))
+                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p), signing=signing))
     if not cells:
         raise UserError("nothing to build: no module, kernel and arch combination matches",
                         "check --module/--kernel/--arch and the modules' `arches`")
@@ -105,11 +110,23 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         if runtime.build_path is None:  # the host: map the private folder to the fixed container path
             env["KCFLAGS"] = f"-ffile-prefix-map={ws.dir}={BUILD_MOUNT}"
         argv = make_argv(cell, ws.path, build_arch)
-        res = runtime.run(ws, argv, image=cell.image, env=env,
-                          on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
+        run_argv, mounts = argv, ()
+        if cell.signing and runtime.build_path:  # then sign with the kernel's own sign-file, key mounted
+            sign = cell.signing.command(cell.kdir, f"{ws.path}/{cell.module.name}.ko")
+            run_argv = ["sh", "-ec", '"$@"; exec ' + " ".join(map(shlex.quote, sign)), "kmod-build", *argv]
+        if cell.pin and runtime.build_path:  # a pinned image: proven to hold the locked packages first
+            run_argv = ["sh", "-c", images.check_script(), "kmod-check-image", *run_argv]
+            env["KMOD_LOCKED_PACKAGES"] = "\n".join(images.installed(cell.pin))
+        with contextlib.ExitStack() as stack:
+            if cell.signing and runtime.build_path:
+                secret = stack.enter_context(cell.signing.secret_dir(*runtime.build_user()))
+                mounts = (Mount(secret, SECRET_MOUNT, True),)
+            res = runtime.run(ws, run_argv, image=cell.image, env=env, mounts=mounts,
+                              on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
         log_path = out / "build.log"
         header = f"# reproduce: {' '.join(argv)}\n# image: {cell.image or 'host'}\n"
-        atomic.write_text(log_path, header + res.output)
+        refused = images.refused_image(cell.pin, cell.image, res.exit_code, res.output) if cell.pin else ""
+        atomic.write_text(log_path, header + (refused + "\n" if refused else res.output))
         rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
                "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
                "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
@@ -118,8 +135,15 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                                                             if p.role in images.IMAGE_ROLES}
                                            if cell.pin else {}},
                "image": cell.image, "log": str(log_path.relative_to(dist)),
+               "tools": images.tool_versions(cell.pin, cell.arch) if cell.pin else {},
                "seconds": {"container": round(res.seconds, 3)}}
         ko_name = f"{cell.module.name}.ko"
+        if refused:
+            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None, errors=[refused],
+                       diagnosis=[{"cause": "image differs from the lock", "line": refused,
+                                   "advice": f"remove it (docker rmi {cell.image}), then `invoke toolchains --build`"}])
+            rec["seconds"]["total"] = round(time.monotonic() - started, 3)
+            return rec
         try:
             got = runtime.collect(ws, [ko_name], out) if res.exit_code == 0 else {}
         except UnsafeFile as e:
@@ -133,6 +157,10 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
             if ko_name in got:
                 rec.update(result="ok", ko=str((out / ko_name).relative_to(dist)), ko_sha256=got[ko_name],
                            diagnosis=[])
+                if cell.signing:
+                    from ..lint import signature
+                    rec["signature"] = {"cert_sha256": cell.signing.cert_sha256,
+                                        "state": signature.state((out / ko_name).read_bytes(), cell.signing.cert)}
             else:
                 found = diagnose.diagnose(res.output)
                 rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,

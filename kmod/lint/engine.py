@@ -6,7 +6,7 @@ bugs are seen).
 """
 from .. import arch as archmod
 from ..errors import KmodError
-from . import against, callgraph, fpu, license, probes, shape, sleep, symbols
+from . import against, callgraph, fpu, license, probes, shape, signature, sleep, symbols
 from .elf import BadElf, parse
 from .findings import RANK, Finding, ModuleResult
 
@@ -54,6 +54,7 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
         out += run("sleep-in-probe-handler", sleep.check, g, found.handlers, default=[])
     out += run("softfloat-helper", symbols.softfloat, elf, default=[])
     out += run("no-module-exit", shape.check, elf, default=[])
+    out += run("module-signature", signature.check, data, default=[])
 
     t = None
     if target is not None:

@@ -13,10 +13,12 @@ from .common import COMMON_HELP, cli_errors, command_line
             "kdir": "kernel build tree for --runtime host (e.g. /lib/modules/$(uname -r)/build)",
             "jobs": "parallel builds (default: number of cores)",
             "no_lint": "skip the lint step after each build",
+            "sign_key": "sign every pinned build with this PEM private key (kernel's sign-file, in the container)",
+            "sign_cert": "the PEM certificate of --sign-key (recorded by its sha256 in the manifest)",
             "boot_test": "boot-test every built cell in QEMU afterwards"})
 @cli_errors
 def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs=0,
-          no_lint=False, boot_test=False):
+          no_lint=False, boot_test=False, sign_key="", sign_cert=""):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
     from .. import arch as archmod
     from .. import build as buildmod
@@ -27,6 +29,8 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
     modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
     arches = archmod.select(arch)
     if runtime == "host":
+        if sign_key or sign_cert:
+            raise UserError("--sign-key/--sign-cert sign pinned builds in their container", "drop --runtime host")
         if not kdir:
             raise UserError("--runtime host needs --kdir", "e.g. --kdir /lib/modules/$(uname -r)/build")
         from pathlib import Path
@@ -34,7 +38,9 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
             raise UserError(f"{kdir} is not a kernel build tree (no Makefile)", "point --kdir at the headers of the target kernel")
         cells = buildmod.plan(project, modules, [], arches, kdir=kdir)
     else:
-        cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches)
+        from ..build.signing import BuildSigning
+        cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches,
+                              signing=BuildSigning.from_flags(sign_key, sign_cert))
     hook = None if no_lint else _lint_hook(project)
     outcome = buildmod.run(project, cells, runtime, jobs or None, command_line(), after_build=hook)
     _report_build(project, outcome)
@@ -89,11 +95,12 @@ def render(c, module="", symbol="", spec=""):
 
 
 @task(help={"update": "resolve the newest ABI of each pinned series from the mirror and rewrite the lock",
+            "tools_only": "with --update: lock the images' base system and compilers anew, keep the kernels",
             "build": "build the toolchain images of the selected pins now",
             "kernel": COMMON_HELP["kernel"],
             "json": "print the table as JSON"})
 @cli_errors
-def toolchains(c, update=False, build=False, kernel="all", json_=False):
+def toolchains(c, update=False, build=False, kernel="all", json_=False, tools_only=False):
     """List pinned kernels and the state of their toolchain images; update the lock; build images."""
     from .. import arch as archmod
     from ..build import images
@@ -101,7 +108,8 @@ def toolchains(c, update=False, build=False, kernel="all", json_=False):
     selected = pinsmod.select(kernel)
     if update:
         from ..archive import resolve
-        for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr)).items():
+        for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr),
+                                        tools_only=tools_only).items():
             print(f"{name}: locked ABI {abi}")
         selected = pinsmod.select(kernel)
     if build:

@@ -162,3 +162,38 @@ def test_build_has_pid_and_memory_limits(sandbox):
     from kmod.build.runtime.docker import SANDBOX
     assert sandbox["pids"] == str(SANDBOX["pids_limit"])
     assert int(sandbox["mem"]) == 2 * 1024 ** 3
+
+
+def test_signing_key_appears_in_no_output(tmp_path, docker_client):
+    """Signed with the kernel's sign-file in the container; the key is nowhere in dist/ (archives
+    decompressed), the logs, the manifest, an image, or left on the host (issue 8, item 7)."""
+    import base64
+    need_tool("openssl")
+    subprocess.run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+                    "-out", "cert.pem", "-days", "2", "-subj", "/CN=kmod-test-signing/"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    pem = (tmp_path / "key.pem").read_bytes()
+    body = b"".join(ln for ln in pem.splitlines() if not ln.startswith(b"-----"))
+    needles = [base64.b64decode(body)[-64:], body[100:164]]  # the DER key and a line of its PEM
+    from kmod import pins as pinsmod
+    from kmod.build import images
+    image = docker_client.images.get(images.tag(pinsmod.get(PIN)))
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj/kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n')
+    proc = kmod("build", "--kernel", PIN, "--arch", "x86_64,arm64", "--sign-key", str(tmp_path / "key.pem"),
+                "--sign-cert", str(tmp_path / "cert.pem"), cwd=tmp_path / "proj")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((tmp_path / "proj/dist/manifest.json").read_text())
+    from kmod.lint import signature
+    for a in ("x86_64", "arm64"):
+        cell = manifest["cells"][f"clone_probe/{PIN}/{a}"]
+        ko = (tmp_path / "proj/dist" / cell["ko"]).read_bytes()
+        assert ko.endswith(signature.MAGIC) and cell["signature"]["state"] == "verifies"
+        assert any(f["rule"] == "module-signature" and "present" in f["message"] for f in cell["lint"])
+    outputs = [*every_byte(tmp_path / "proj/dist"), ("stdout", proc.stdout.encode()), ("stderr", proc.stderr.encode())]
+    assert [str(p) for p, data in outputs for n in needles if n in data] == []
+    assert docker_client.images.get(image.id).id == image.id and images.find(docker_client, images.tag(pinsmod.get(PIN)))
+    assert not any(n in json.dumps(docker_client.api.history(image.id)).encode() for n in needles)
+    after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    assert not [d for d in after - before if d.startswith("kmod-sign-")]

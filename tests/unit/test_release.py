@@ -11,15 +11,10 @@ import pytest
 from kmod import paths, pins
 from kmod.archive import mirror, release, resolve
 from kmod.errors import UserError
-from tests.archive_mirror import Archive, SigningKey
+from tests.archive_mirror import Archive, SigningKey, key  # noqa: F401 (a fixture)
 from tests.conftest import ROOT
 
 SUITES = ("bookworm", "bookworm-updates", "bookworm-security")
-
-
-@pytest.fixture(scope="session")
-def key(tmp_path_factory):
-    return SigningKey(tmp_path_factory.mktemp("gnupg"))
 
 
 @pytest.fixture

@@ -64,6 +64,11 @@ class Runtime:
             dest.write_bytes(nofollow.read_bytes(sources, name, "source file"))
         return Workspace(work, self.build_path or str(work))
 
+    def build_user(self) -> tuple[int, int]:
+        """The uid:gid the command runs as (secrets handed to a build are made readable by it)."""
+        import os
+        return os.getuid(), os.getgid()
+
     def run(self, ws: Workspace, argv: list[str], *, image: str | None, env: dict[str, str],
             mounts: tuple[Mount, ...] = (), timeout: float | None = None, on_output=None) -> Result:
         raise NotImplementedError

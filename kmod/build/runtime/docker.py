@@ -74,6 +74,9 @@ class DockerRuntime(Runtime):
         super().__init__()
         self.client = client()
 
+    def build_user(self) -> tuple[int, int]:
+        return build_user()
+
     def prepare(self, sources, names, work_root, prefix="cell.") -> Workspace:
         ws = super().prepare(sources, names, work_root, prefix)
         uid, gid = build_user()

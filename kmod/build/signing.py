@@ -1,0 +1,62 @@
+"""Signing pinned builds with the kernel's own scripts/sign-file, inside the build container.
+
+The private key is a secret: it is copied into a private folder in memory (/dev/shm when there is one),
+readable by the build's uid only, mounted read-only for that one container and removed right after. It
+never lands in an image layer (build containers are never committed), a log, the manifest (which records
+the certificate's sha256) or dist/ (the .ko carries the signature only)."""
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+SECRET_MOUNT = "/run/kmod-sign"
+
+
+@dataclass(frozen=True)
+class BuildSigning:
+    key: Path
+    cert: Path
+    cert_sha256: str
+
+    @classmethod
+    def from_flags(cls, key: str, cert: str) -> "BuildSigning | None":
+        if not key and not cert:
+            return None
+        if not key or not cert:
+            raise UserError("--sign-key and --sign-cert go together", "give both, PEM files on this machine")
+        paths = []
+        for flag, value, marker in (("--sign-key", key, b"PRIVATE KEY-----"), ("--sign-cert", cert, b"CERTIFICATE-----")):
+            p = Path(value).expanduser()
+            try:
+                head = p.read_bytes()
+            except OSError as e:
+                raise UserError(f"{flag} {value}: cannot read it ({e.strerror})") from None
+            if marker not in head:
+                raise UserError(f"{flag} {value} is not a PEM {marker.decode().rstrip('-').lower()}",
+                                "e.g. openssl req -new -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem")
+            paths.append(p.resolve())
+        return cls(paths[0], paths[1], hashlib.sha256(paths[1].read_bytes()).hexdigest())
+
+    def command(self, kdir: str, ko: str) -> list[str]:
+        return [f"{kdir}/scripts/sign-file", "sha256", f"{SECRET_MOUNT}/key.pem", f"{SECRET_MOUNT}/cert.pem", ko]
+
+    @contextlib.contextmanager
+    def secret_dir(self, uid: int, gid: int):
+        """A folder holding key.pem and cert.pem for one build, owned by the build's uid, gone afterwards."""
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        d = Path(tempfile.mkdtemp(prefix="kmod-sign-", dir=base))
+        try:
+            for name, src in (("key.pem", self.key), ("cert.pem", self.cert)):
+                fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(src.read_bytes())
+                os.chown(d / name, uid, gid)
+            os.chown(d, uid, gid)
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
