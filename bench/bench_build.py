@@ -6,6 +6,8 @@
   peak RSS of the tool's own process for the six-cell matrix
 
 Run: .venv/bin/python bench/bench_build.py   (writes the "Build" section of docs/benchmarks.md)
+     .venv/bin/python bench/bench_build.py --against REV [--reps N]   (what issue 8's checks cost against a
+     checkout without them: cache hit in ms, warm build as a ratio; its own section)
 """
 import os
 import resource
@@ -38,7 +40,61 @@ def fresh(work: Path) -> None:
     shutil.rmtree(work / "dist", ignore_errors=True)
 
 
+def against(rev: str, reps: int) -> None:
+    """What the supply-chain checks cost (issue 8): this checkout against `rev` (a checkout without them),
+    alternating, in this one invocation. Cache hit: the no-change rebuild; warm build: one arm64 cell
+    with its image present, lint off (both sides' images are built first, outside the timing)."""
+    import statistics
+    base = Path(tempfile.mkdtemp(prefix="kmod-bench-base-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), rev], check=True,
+                   capture_output=True)
+    try:
+        trees = {"baseline": base, "this": ROOT}
+        works = {}
+        for name, tree in trees.items():
+            w = Path(tempfile.mkdtemp(prefix=f"kmod-bench-{name}-"))
+            (w / "kmod.toml").write_text(SPEC)
+            works[name] = (w, {**os.environ, "PYTHONPATH": str(tree)})
+            kmod(w, "--arch", "arm64", "--kernel", "bookworm-6.1", env=works[name][1])  # images, sources
+        hit = {n: [] for n in trees}
+        warm = {n: [] for n in trees}
+        for _ in range(reps):
+            for name in trees:
+                w, env = works[name]
+                dead = {**env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+                t = time.perf_counter()
+                kmod(w, "--arch", "arm64", "--kernel", "bookworm-6.1", env=dead)
+                hit[name].append(time.perf_counter() - t)
+                fresh(w)
+                t = time.perf_counter()
+                kmod(w, "--arch", "arm64", "--kernel", "bookworm-6.1", env=env)
+                warm[name].append(time.perf_counter() - t)
+        med = {k: {n: statistics.median(v) for n, v in d.items()} for k, d in (("hit", hit), ("warm", warm))}
+        dh = (med["hit"]["this"] - med["hit"]["baseline"]) * 1000
+        rw = med["warm"]["this"] / med["warm"]["baseline"]
+        body = f"""Measured {time.strftime('%Y-%m-%d')} on {machine()} with `python bench/bench_build.py --against {rev}
+--reps {reps}`: this checkout against `{rev}` (before signed indexes, locked compilers, the in-build
+image check, no-follow collection, the sandbox and signing support), alternating, medians of {reps}.
+
+| measure | baseline | this | cost | budget |
+|---|---|---|---|---|
+| no-change rebuild (cache hit, engine unreachable) | {med['hit']['baseline']:.3f} s | {med['hit']['this']:.3f} s | **{dh:+.0f} ms** | <= +20 ms |
+| one arm64 cell, warm image, `--no-lint` | {med['warm']['baseline']:.2f} s | {med['warm']['this']:.2f} s | **{rw:.3f}x** | <= 1.05x |
+
+Every run: cache hit baseline {', '.join(f'{x:.3f}' for x in hit['baseline'])} / this {', '.join(f'{x:.3f}' for x in hit['this'])} s;
+warm build baseline {', '.join(f'{x:.2f}' for x in warm['baseline'])} / this {', '.join(f'{x:.2f}' for x in warm['this'])} s.
+"""
+        update_section("Build: what the supply-chain checks cost", body)
+        print(body)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+
+
 def main() -> None:
+    if "--against" in sys.argv:
+        i = sys.argv.index("--against")
+        reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 7
+        return against(sys.argv[i + 1], reps)
     pin = pins.get("bookworm-6.1")
     arm = arch.get("arm64")
     work = Path(tempfile.mkdtemp(prefix="kmod-bench-"))
