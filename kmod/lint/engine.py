@@ -70,7 +70,9 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
 
     probed = dict(found.symbols)
     if probe_names is not None:
-        probed = {n: found.symbols.get(n, "kprobe") for n in probe_names}
+        # NAME+OFFSET probes NAME: the kernel resolves the name, then adds the offset
+        names = (n.split("+", 1)[0] for n in probe_names)
+        probed = {n: found.symbols.get(n, "kprobe") for n in names}
     out += run("probe-targets", against.probe_targets, probed, t, default=[])
     out.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
     return result

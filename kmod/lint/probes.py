@@ -124,10 +124,12 @@ def find(g: Graph) -> Probes:
     kinds = {n: "kprobe" for n in data["register_kprobe"]} | {n: "kretprobe" for n in data["register_kretprobe"]}
     probes = Probes()
     elf = g.elf
+    blind = False     # a registration whose handlers the relocations do not show
     for call in g.calls:
         kind = kinds.get(call.external or "")
         if kind is None:
             continue
+        before = len(probes.handlers)
         f = g.functions[call.caller]
         relocs = sorted((r for r in elf.relocs.get(f.section, ()) if f.start <= r.offset < call.addr),
                         key=lambda r: r.offset)
@@ -146,8 +148,12 @@ def find(g: Graph) -> Probes:
             fn = g.function_at(*t)
             if fn is not None and fn != f.index and g.functions[fn].start == t[1]:
                 probes.handlers.setdefault(fn, kind)
-    if any(c.external in kinds for c in g.calls):
-        _dwarf_handlers(g, probes)   # only a module that registers probes has handlers to find
+        if len(probes.handlers) == before and not (obj and _holds_code_pointer(g, obj)):
+            blind = True
+    if blind:
+        # DWARF costs a second on a module with debug info: read it only when the relocations left a
+        # registration without a handler (set up elsewhere, or through a pointer)
+        _dwarf_handlers(g, probes)
     return probes
 
 

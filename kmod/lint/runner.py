@@ -3,15 +3,20 @@ pool (forked after the target is loaded, so workers share it), remember the new 
 
 Cache key: sha256 of the file, the target, the rule data and the linter's code, and the probe list.
 A stat index (path, size, mtime, inode -> sha256) spares rereading unchanged files, which is what
-makes a rerun over thousands of modules take a fraction of a second.
+makes a rerun over thousands of modules take a fraction of a second. Everything cached is JSON (data,
+never code: a planted cache entry cannot run anything) and is checked for shape when read.
+
+Nothing of a run lives in module globals: build threads lint their cells at the same time, each with
+its own target. A run's context (`Run`) is passed to every call; pool workers get it once, at fork.
 """
 import hashlib
 import json
 import multiprocessing
 import os
-import pickle
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic, paths
@@ -21,9 +26,20 @@ from ..progress import Counter
 from .findings import Finding, ModuleResult, Report
 from .target import TargetSpec
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 RACY_SECONDS = 2.0
-_state: dict = {}   # what forked workers inherit: the target and the probe list
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every file of one lint run is linted with."""
+    target: TargetSpec | None
+    probes: list[str] | None
+    context: str           # the cache key's part that is not the file: target, rule data, probes
+    results_dir: str
+
+    def result_path(self, key: str) -> str:
+        return os.path.join(self.results_dir, key[:2], key + ".json")
 
 
 def cache_root() -> Path:
@@ -31,26 +47,27 @@ def cache_root() -> Path:
 
 
 def _index_path() -> Path:
-    return cache_root() / "stat-index.pickle"
+    return cache_root() / "stat-index.json"
 
 
 def _load_index() -> dict:
+    """path -> (stat key, sha256); entries of the wrong shape are dropped, never trusted."""
     try:
-        data = pickle.loads(_index_path().read_bytes())
-        return data["files"] if data.get("format") == INDEX_FORMAT else {}
-    except Exception:
+        data = json.loads(_index_path().read_bytes())
+        if data.get("format") != INDEX_FORMAT:
+            return {}
+        out = {}
+        for path, ent in data["files"].items():
+            if (isinstance(ent, list) and len(ent) == 2 and isinstance(ent[1], str) and
+                    isinstance(ent[0], list) and len(ent[0]) == 4 and all(isinstance(x, int) for x in ent[0])):
+                out[path] = (tuple(ent[0]), ent[1])
+        return out
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return {}
 
 
 def _stat_key(st) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-
-
-_results_dir: str | None = None
-
-
-def _result_path(key: str) -> str:
-    return os.path.join(_results_dir, key[:2], key + ".json")
 
 
 def _key(sha: str, context: str) -> str:
@@ -65,6 +82,17 @@ def _from_json(path: str, d: dict) -> ModuleResult:
     return ModuleResult(path, d["arch"], [Finding.from_dict(f) for f in d["findings"]])
 
 
+def _cached_result(run: Run, key: str) -> dict | None:
+    """A cached result, or None when there is none or it is not of the shape we write."""
+    try:
+        with open(run.result_path(key), "rb") as f:
+            d = json.loads(f.read())
+        _from_json("", d)
+        return d
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | None = None,
               strict: bool = False, raw: bytes | None = None) -> ModuleResult:
     """Lint one file in this process, no cache."""
@@ -75,40 +103,35 @@ def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | 
     return engine.lint_bytes(data, str(path), target, probes, strict=strict)
 
 
-def _work(item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
+def _work(run: Run, item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
     """(path, result, sha256 when this worker computed it, served from the cache?)"""
     path, key = item
     sha = None
-    raw = None
+    try:
+        raw = files.read_raw(path)
+    except files.Unreadable as e:
+        return path, _to_json(engine.invalid(path, str(e))), None, False
     if key == "":
         # the parent did not know the content: hash it here, where the file is read anyway, so the
         # hashing runs in parallel and each file is read once
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except OSError:
-            raw = None
-        if raw is not None:
-            sha = hashlib.sha256(raw).hexdigest()
-            key = _key(sha, _state["context"])
-            try:
-                with open(_result_path(key), "rb") as f:
-                    return path, json.loads(f.read()), sha, True
-            except (OSError, ValueError):
-                pass
-    r = lint_file(Path(path), _state.get("target"), _state.get("probes"), raw=raw)
+        sha = hashlib.sha256(raw).hexdigest()
+        key = _key(sha, run.context)
+        hit = _cached_result(run, key)
+        if hit is not None:
+            return path, hit, sha, True
+    r = lint_file(Path(path), run.target, run.probes, raw=raw)
     d = _to_json(r)
     if key:
         try:
-            atomic.write_text(Path(_result_path(key)), json.dumps(d))
+            atomic.write_text(Path(run.result_path(key)), json.dumps(d))
         except OSError:
             pass    # a read-only cache costs speed, never results
     return path, d, sha, False
 
 
-def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
+def _work_safely(run: Run, item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
     try:
-        return _work(item)
+        return _work(run, item)
     except KmodError:
         raise
     except Exception as e:  # noqa: BLE001 - one file must not take the run down
@@ -117,8 +140,20 @@ def _work_safely(item: tuple[str, str | None]) -> tuple[str, dict, str | None, b
         return item[0], _to_json(r), None, False
 
 
+# A pool worker serves exactly one run (its pool is made for it and forked with it), so this is the
+# worker process's own copy, set once by the pool's initializer: never shared between runs or threads.
+_worker_run: Run | None = None
+
+
+def _worker_init(run: Run) -> None:
+    global _worker_run
+    _worker_run = run
+    # Ctrl-C reaches the whole process group: the parent decides and stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _work_many(items: list) -> list:
-    return [_work_safely(i) for i in items]
+    return [_work_safely(_worker_run, i) for i in items]
 
 
 def _chunks(items: list, workers: int) -> list[list]:
@@ -134,12 +169,11 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
                probes: list[str] | None = None, use_cache: bool = True, progress: bool = False) -> Report:
-    global _results_dir
-    _results_dir = str(cache_root() / "results")   # once per run: cache_dir() creates folders
     targets = files.expand(paths_in)
     spec = TargetSpec(target) if target else None
     probe_key = ",".join(probes) if probes is not None else "-"
     context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), probe_key])
+    run = Run(spec, probes, context, str(cache_root() / "results"))   # cache_dir() once: it makes folders
 
     index = _load_index() if use_cache else {}
     new_index = {}
@@ -154,6 +188,10 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         except OSError as e:
             results[sp] = engine.invalid(sp, f"cannot read: {e.strerror}")
             continue
+        why = files.not_regular(st)
+        if why:
+            results[sp] = engine.invalid(sp, why)   # a FIFO would block, a device never end
+            continue
         key = None
         if use_cache:
             stats[sp] = st
@@ -162,12 +200,10 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                 if now - st.st_mtime > RACY_SECONDS:
                     new_index[sp] = ent
                 key = _key(ent[1], context)
-                try:
-                    with open(_result_path(key), "rb") as f:
-                        results[sp] = _from_json(sp, json.loads(f.read()))
+                hit = _cached_result(run, key)
+                if hit is not None:
+                    results[sp] = _from_json(sp, hit)
                     continue
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass
             else:
                 key = ""    # unknown content: the worker hashes it (see _work)
         todo.append((sp, key, st.st_size))
@@ -176,7 +212,6 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
     if todo:
         if spec is not None:
             spec.prepare(_arches_of([Path(t[0]) for t in todo]) or spec.arches())   # once, before forking
-        _state.update(target=spec, probes=probes, context=context)
         todo.sort(key=lambda t: -t[2])     # biggest first: the pool ends together
         items = [(sp, key) for sp, key, _ in todo]
         workers = min(jobs or _cpus(), len(items))
@@ -198,25 +233,28 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                     new_index[sp] = (_stat_key(st), sha)
 
         with counter:
-            _run_pool(items, workers, collect)
+            _run_pool(run, items, workers, collect)
     if use_cache and new_index != index:
         merged = {**index, **new_index}
         try:
-            atomic.write_bytes(_index_path(), pickle.dumps({"format": INDEX_FORMAT, "files": merged}))
+            atomic.write_text(_index_path(), json.dumps({"format": INDEX_FORMAT, "files": merged},
+                                                        separators=(",", ":")))
         except OSError:
             pass
     report = Report([results[str(p)] for p in targets if str(p) in results], target=target, cached=cached)
     return report
 
 
-def _run_pool(items: list, workers: int, collect) -> None:
-    """Lint `items` in this process (one worker) or a fork pool, handing each finished batch to `collect`."""
+def _run_pool(run: Run, items: list, workers: int, collect) -> None:
+    """Lint `items` in this process (one worker) or a fork pool, handing each finished batch to `collect`.
+    On Ctrl-C (or any error) the workers are killed at once instead of finishing their queue."""
     if workers <= 1:
         for item in items:
-            collect([_work_safely(item)])
+            collect([_work_safely(run, item)])
         return
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(run,))
+    try:
         futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
         for fut in as_completed(futures):
             try:
@@ -224,8 +262,25 @@ def _run_pool(items: list, workers: int, collect) -> None:
             except KmodError:
                 raise
             except Exception:   # a worker died (BrokenProcessPool): redo its files here
-                done = [_work_safely(i) for i in futures[fut]]
+                done = [_work_safely(run, i) for i in futures[fut]]
             collect(done)
+    except BaseException:
+        _kill_workers(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    kill = getattr(pool, "kill_workers", None)     # Python 3.14
+    if kill is not None:
+        kill()
+        return
+    for p in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            p.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _arches_of(paths_: list[Path]) -> set[str]:

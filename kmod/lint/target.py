@@ -4,12 +4,12 @@
 A target is a pin name (the locked linux-headers and linux-image packages of that pin are fetched and
 the few files needed are extracted into the cache), or a path: a kernel headers tree (Module.symvers,
 .config, include/config/kernel.release), an unpacked image (boot/System.map-*), a System.map or a
-Module.symvers file. What was read is kept as one pickle per pin and arch, so later runs load it in
-milliseconds.
+Module.symvers file. What was read is kept as one JSON file per pin and arch (data, never code: a
+planted cache cannot run anything), so later runs load it in milliseconds.
 """
 import hashlib
+import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import atomic, paths, pins
+from .. import atomic, filelock, paths, pins
 from ..errors import InfraError, UserError
 from . import ruledata
 
-FORMAT = 6   # bump when the pickled layout changes
+FORMAT = 7   # bump when the cached layout changes
 CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
@@ -42,6 +42,7 @@ class KernelTarget:
     probe_map_file: str | None = None          # the kallsyms this was read from, to notice a new map
     probe_map_stat: tuple | None = None
     how_to_get_symbols: str = ""
+    _grams: dict | None = field(default=None, repr=False, compare=False)   # see close_names; not cached
 
     def gpl_only(self) -> set[str]:
         return {n for n, (_, gpl) in (self.exports or {}).items() if gpl}
@@ -51,6 +52,35 @@ class KernelTarget:
             if lo <= addr < hi:
                 return name
         return None
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "arch": self.arch, "release": self.release,
+                "vermagic": self.vermagic,
+                "exports": None if self.exports is None else {k: list(v) for k, v in self.exports.items()},
+                "text": self.text, "blacklist": sorted(self.blacklist), "ranges": self.ranges,
+                "clones": self.clones, "symbols_from": self.symbols_from,
+                "probe_map_file": self.probe_map_file, "probe_map_stat": self.probe_map_stat,
+                "how_to_get_symbols": self.how_to_get_symbols}
+
+    @classmethod
+    def from_json(cls, d) -> "KernelTarget":
+        """The inverse of to_json; anything of the wrong shape raises ValueError (a damaged entry)."""
+        try:
+            if d["format"] != FORMAT:
+                raise ValueError("old format")
+            exports, text, clones = d["exports"], d["text"], d["clones"]
+            if not all(isinstance(x, (dict, type(None))) for x in (exports, text, clones)):
+                raise TypeError("not a table")
+            return cls(name=str(d["name"]), arch=d["arch"], release=d["release"], vermagic=d["vermagic"],
+                       exports=None if exports is None else {str(k): (v[0], bool(v[1])) for k, v in exports.items()},
+                       text=text, blacklist=set(d["blacklist"]),
+                       ranges=[(int(a), int(b), str(n)) for a, b, n in d["ranges"]],
+                       clones=clones or {}, symbols_from=d["symbols_from"],
+                       probe_map_file=d["probe_map_file"],
+                       probe_map_stat=tuple(d["probe_map_stat"]) if d["probe_map_stat"] else None,
+                       how_to_get_symbols=str(d["how_to_get_symbols"]))
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise ValueError(f"damaged target cache ({type(e).__name__})") from None
 
 
 class TargetSpec:
@@ -241,26 +271,31 @@ def _extract(deb: Path, dest: Path, patterns: list[str]) -> None:
 
 
 def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
-    """The whole linux-image package of a pin, unpacked once into the cache (System.map, lib/modules)."""
+    """The whole linux-image package of a pin, unpacked once into the cache (System.map, lib/modules).
+    A complete tree is never replaced (other threads and processes read it); the unpacking runs under a
+    lock, so two builds that need it at once unpack it once."""
     pkg = pin.package("image", arch)
     dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
     if (dest / ".complete").exists():
         return dest
-    from ..archive import fetch   # urllib and ssl: imported only when something must be downloaded
-    from ..progress import log
-    log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
-    deb = fetch.fetch(pkg)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
-    try:
-        _extract(deb, tmp, ["*"])
-        (tmp / ".complete").write_text(pkg.sha256 + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with filelock.locked(dest.with_name(dest.name + ".lock")):
+        if (dest / ".complete").exists():
+            return dest      # another thread or process unpacked it while we waited
+        from ..archive import fetch   # urllib and ssl: imported only when something must be downloaded
+        from ..progress import log
+        log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
+        deb = fetch.fetch(pkg)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
+        try:
+            _extract(deb, tmp, ["*"])
+            (tmp / ".complete").write_text(pkg.sha256 + "\n")
+            if dest.exists():      # an unpack interrupted before it completed (no reader trusts it)
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -326,13 +361,12 @@ def _stat_of(path: str | None) -> tuple | None:
 def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
     key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
                          .encode()).hexdigest()[:16]
-    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.pickle"
+    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.json"
     if cached.exists():
         try:
-            t = pickle.loads(cached.read_bytes())
-        except Exception:
-            t = None
-            cached.unlink(missing_ok=True)   # a damaged cache entry is rebuilt, never trusted
+            t = KernelTarget.from_json(json.loads(cached.read_bytes()))
+        except (OSError, ValueError):
+            t = None   # a damaged cache entry is rebuilt, never trusted
         # still valid if made from the probe map that is there now (checked without importing the
         # boot package, which costs more than the whole lint of a small module)
         if t is not None and t.probe_map_file and _stat_of(t.probe_map_file) == t.probe_map_stat:
@@ -361,25 +395,46 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
         t.text = None          # the placeholder System.map: no symbols to check against
         t.symbols_from = None
     t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
-    atomic.write_bytes(cached, pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic.write_text(cached, json.dumps(t.to_json(), separators=(",", ":")))
     return t
+
+
+GRAM = 4
+RARE = 400          # a 4-letter piece found in more names than this says little about similarity
+CANDIDATES = 40     # names compared with difflib per missing symbol
+
+
+def _gram_index(t: KernelTarget) -> dict[str, list[str]]:
+    """4-letter piece -> the symbol names that contain it; built once per target and process, the
+    first time a probe target is missing (then each lookup costs about a millisecond, not a scan of
+    every symbol of the kernel)."""
+    if t._grams is None:
+        index: dict[str, list[str]] = {}
+        for n in t.text or {}:
+            for g in {n[i:i + GRAM] for i in range(max(len(n) - GRAM + 1, 1))}:
+                index.setdefault(g, []).append(n)
+        t._grams = index
+    return t._grams
 
 
 def close_names(t: KernelTarget, name: str, limit: int = 4) -> list[str]:
     """Suggestions for a missing probe target: known renames, clones, then similar spellings."""
     import difflib
+    from collections import Counter
     out = []
     renamed = ruledata.load("kprobes").get("renames", {}).get(name)
     if renamed:
         out.append(renamed)
     out.extend(t.clones.get(name, [])[:limit])
-    names = t.text or {}
-    # difflib over 100k names is slow: compare only names that share a 4-letter piece with the wanted one
-    core = name.strip("_")
-    pieces = {core[i:i + 4] for i in range(max(len(core) - 3, 1))}
-    pool = [n for n in names if any(p in n for p in pieces)] if pieces else []
-    for n in difflib.get_close_matches(name, pool, n=limit, cutoff=0.75):
-        if n not in out:
-            out.append(n)
+    if t.text:
+        index = _gram_index(t)
+        core = name.strip("_")
+        grams = {core[i:i + GRAM] for i in range(max(len(core) - GRAM + 1, 1))}
+        lists = sorted((index.get(g, ()) for g in grams), key=len)
+        rare = [l for l in lists if 0 < len(l) <= RARE] or [l for l in lists if l][:3]
+        votes = Counter(n for l in rare for n in l)
+        pool = [n for n, _ in votes.most_common(CANDIDATES)]
+        for n in difflib.get_close_matches(name, pool, n=limit, cutoff=0.75):
+            if n not in out:
+                out.append(n)
     return out[:limit]
-
