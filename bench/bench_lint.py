@@ -65,7 +65,7 @@ def baseline(files: list[Path], jobs: int, objdump: str) -> tuple[float, int]:
 def clear_lint_cache() -> None:
     root = runner.cache_root()
     shutil.rmtree(root / "results", ignore_errors=True)
-    (root / "stat-index.pickle").unlink(missing_ok=True)
+    (root / "stat-index.json").unlink(missing_ok=True)
 
 
 ONE = r"""

@@ -110,3 +110,93 @@ def test_fuzz_mutated_modules(data):
 @given(st.binary(max_size=4096))
 def test_fuzz_random_bytes(data):
     check(b"\x7fELF\x02\x01\x01" + data if data[:1] == b"\x00" else data)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Odd files: only regular files are read, decompression is capped, memory stays bounded.
+
+def test_special_files_are_findings_not_hangs(tmp_path):
+    import subprocess
+    import sys
+    os.mkfifo(tmp_path / "fifo.ko")
+    os.symlink("/dev/zero", tmp_path / "zero.ko")
+    os.symlink("/dev/null", tmp_path / "null.ko.xz")
+    (tmp_path / "dir.ko").mkdir()      # a folder named like a module is walked, not read
+    proc = subprocess.run([sys.executable, "-m", "kmod.lint", str(tmp_path), "--format", "json"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KMOD_CACHE": str(tmp_path / "cache")})
+    import json
+    report = {Path(m["path"]).name: m["findings"] for m in json.loads(proc.stdout)["modules"]}
+    assert proc.returncode == 2, proc.stderr
+    assert set(report) == {"fifo.ko", "zero.ko", "null.ko.xz"}
+    for name, kind in (("fifo.ko", "a FIFO"), ("zero.ko", "a character device"), ("null.ko.xz", "a character device")):
+        assert [f["rule"] for f in report[name]] == ["invalid-elf"]
+        assert f"is {kind}, not a regular file" in report[name][0]["message"]
+
+
+def test_read_raw_checks_the_open_file_not_a_stat_before_it(tmp_path):
+    """A FIFO swapped in after the stat: opened non-blocking, refused on fstat, no hang."""
+    from kmod.lint import files
+    os.mkfifo(tmp_path / "late.ko")
+    try:
+        files.read_raw(tmp_path / "late.ko")
+    except files.Unreadable as e:
+        assert "FIFO" in str(e)
+    else:
+        raise AssertionError("a FIFO was read")
+
+
+def _bombs(folder: Path) -> dict[str, int]:
+    """Modules that inflate past the cap: gzip and zstd to 2 GiB, xz to 320 MiB (xz of 2 GiB takes
+    a dozen seconds to make; anything past the cap proves the same)."""
+    import lzma
+    import shutil
+    import zlib
+    zeros = bytes(64 << 20)
+    c = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=0)
+    (folder / "bomb.ko.xz").write_bytes(b"".join(c.compress(zeros) for _ in range(5)) + c.flush())
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)
+    with open(folder / "bomb.ko.gz", "wb") as f:
+        for _ in range(32):
+            f.write(c.compress(zeros))
+        f.write(c.flush())
+    sizes = {"bomb.ko.xz": 5 * len(zeros), "bomb.ko.gz": 32 * len(zeros)}
+    if shutil.which("zstd"):
+        with open(folder / "bomb.ko.zst", "wb") as out:
+            head = subprocess.Popen(["head", "-c", str(2 << 30), "/dev/zero"], stdout=subprocess.PIPE)
+            subprocess.run(["zstd", "-1", "-q", "-c"], stdin=head.stdout, stdout=out, check=True)
+            head.wait()
+        sizes["bomb.ko.zst"] = 2 << 30
+    return sizes
+
+
+def test_decompression_bombs_end_in_a_finding_under_a_memory_limit(tmp_path):
+    """Each bomb is one invalid-elf finding; the lint process never holds much more than the cap
+    (RLIMIT_AS of 1.5 GiB: a 2 GiB bomb inflated whole would die with MemoryError)."""
+    import json
+    import resource
+    import sys
+    from tests.conftest import need_tool
+    need_tool("zstd")
+    from kmod.lint.files import MAX_MODULE
+    bombs = tmp_path / "bombs"
+    bombs.mkdir()
+    sizes = _bombs(bombs)
+    assert all(os.path.getsize(bombs / n) < 10 << 20 for n in sizes)   # small files, huge contents
+    limit = 3 << 29
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.Popen([sys.executable, "-m", "kmod.lint", str(bombs), "--format", "json", "--jobs", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cap,
+                            env={**os.environ, "KMOD_CACHE": str(tmp_path / "cache")})
+    out, err = proc.communicate(timeout=300)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert proc.returncode == 2, err.decode()
+    report = {Path(m["path"]).name: m["findings"] for m in json.loads(out)["modules"]}
+    assert set(report) == set(sizes)
+    for name in sizes:
+        assert [f["rule"] for f in report[name]] == ["invalid-elf"], report[name]
+        assert "decompression bomb" in report[name][0]["message"]
+    assert peak_kib * 1024 < MAX_MODULE + (400 << 20), f"peak RSS {peak_kib >> 10} MiB"

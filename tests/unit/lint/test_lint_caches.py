@@ -1,0 +1,154 @@
+"""The lint's caches hold data, not code, and one run's context never leaks into another's: a planted
+pickle in KMOD_CACHE runs nothing, threads linting against different kernels each get their own, and
+Ctrl-C stops a pooled run at once."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kmod import arch as archmod
+from kmod import pins
+from kmod.lint import lint_paths, runner, target
+
+from .conftest import rules_of
+
+CLEAN = """
+    static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+    static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+    int init_module(void) { return register_kprobe(&kp); }
+    void cleanup_module(void) { unregister_kprobe(&kp); }
+"""
+
+
+class Planted:
+    """Unpickling this runs code: it creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KMOD_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_planted_pickles_in_the_lint_cache_run_nothing(build, cache, tmp_path):
+    ko = build("x86_64", CLEAN)
+    os.utime(ko, (time.time() - 60, time.time() - 60))   # old enough for the stat index
+    first = lint_paths([ko], jobs=1)
+    root = runner.cache_root()
+    results = list((root / "results").rglob("*.json"))
+    assert results and (root / "stat-index.json").is_file()
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(Planted(marker))
+    for p in [*results, root / "stat-index.json", root / "stat-index.pickle"]:
+        p.write_bytes(payload)
+    again = lint_paths([ko], jobs=1)
+    assert not marker.exists()
+    assert rules_of(again.modules[0]) == rules_of(first.modules[0]) == []
+    # a cache entry that is JSON of the wrong shape is ignored too, never a traceback
+    for p in results:
+        p.write_text(json.dumps({"arch": 5, "findings": "x"}))
+    (root / "stat-index.json").write_text(json.dumps({"format": runner.INDEX_FORMAT, "files": {str(ko): 7}}))
+    assert rules_of(lint_paths([ko], jobs=1).modules[0]) == []
+
+
+def test_planted_pickle_as_a_target_cache_runs_nothing(cache, tmp_path, monkeypatch):
+    """load_pin() reads its cached target as JSON: a pickle planted there is rebuilt from the packages
+    (faked here at the seam: the headers' Module.symvers and .config, the image's System.map)."""
+    pin, arch = pins.get("bookworm-6.1"), archmod.get("x86_64")
+    tree = tmp_path / "image"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot" / "System.map-6.1.0-56-amd64").write_text("ffffffff81000000 T _stext\n")
+    monkeypatch.setattr(target, "headers_files", lambda p, a: (
+        "0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n",
+        "CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_MODVERSIONS=y\n"))
+    monkeypatch.setattr(target, "image_tree", lambda p, a: tree)
+    built = target.load_pin(pin, arch)
+    files = list((cache / "lint" / "targets").glob("*.json"))
+    assert len(files) == 1 and target.KernelTarget.from_json(json.loads(files[0].read_text())) == built
+    marker = tmp_path / "ran"
+    files[0].write_bytes(pickle.dumps(Planted(marker)))
+    again = target.load_pin(pin, arch)
+    assert not marker.exists()
+    assert again.exports == {"register_kprobe": (0x11111111, True)} and again.vermagic == built.vermagic
+
+
+def _tree(root: Path, release: str) -> Path:
+    tree = root / f"linux-headers-{release}"
+    (tree / "include/config").mkdir(parents=True)
+    (tree / "include/config/kernel.release").write_text(release + "\n")
+    (tree / ".config").write_text("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\n"
+                                  "CONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n")
+    (tree / "Module.symvers").write_text("0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n"
+                                         "0x22222222\tunregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n")
+    return tree
+
+
+def test_threads_linting_against_different_kernels_never_mix_them(build, cache, tmp_path):
+    """What `invoke build` does: one thread per cell, each linting its .ko against its own kernel."""
+    releases = ["6.1.0-55-amd64", "6.1.0-56-amd64", "6.1.0-57-amd64"]
+    cells = []
+    for rel in releases:
+        ko = build("x86_64", f'MODINFO(vermagic, "vermagic={rel} SMP preempt mod_unload modversions ");' + CLEAN,
+                   vermagic=False, name=rel.replace(".", "_").replace("-", "_"))
+        cells.append((ko, str(_tree(tmp_path, rel))))
+    failures = []
+
+    def worker(n):
+        for i in range(12):
+            ko, tree = cells[(n + i) % len(cells)]
+            r = lint_paths([ko], target=tree, jobs=1, use_cache=(i % 2 == 0)).modules[0]
+            wrong = [f for f in r.findings if f.severity != "info"]   # no System.map: info only
+            if wrong:
+                failures.append((ko.name, tree, wrong))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    # and the check is live: a module against another cell's kernel is a mismatch
+    assert ("vermagic-mismatch", "error") in rules_of(lint_paths([cells[0][0]], target=cells[1][1], jobs=1).modules[0])
+
+
+FP_MODULE = "\n".join(
+    [f'__attribute__((noinline)) void f{i}(void) {{ asm volatile("pxor %xmm0, %xmm0"); }}' for i in range(3000)]
+    + ["int init_module(void) { " + " ".join(f"f{i}();" for i in range(3000)) + " return 0; }"])
+
+
+def test_ctrl_c_stops_a_pooled_lint_within_a_second(build, tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it: the run ends in a second with one
+    line and exit 1, and no worker survives it."""
+    ko = build("x86_64", FP_MODULE)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    data = ko.read_bytes()
+    for i in range(120):       # distinct bytes: nothing is served from a cache
+        (folder / f"m{i}.ko").write_bytes(data + i.to_bytes(4, "little"))
+    proc = subprocess.Popen([sys.executable, "-m", "kmod.lint", str(folder), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "KMOD_CACHE": str(tmp_path / "cache")})
+    line = proc.stderr.readline()      # the first progress line: the pool is at work
+    assert line.startswith(b"lint: "), line
+    os.killpg(proc.pid, signal.SIGINT)
+    sent = time.monotonic()
+    _out, err = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 1 and b"interrupted" in err, err
+    assert took < 1.0, f"{took:.2f} s after Ctrl-C"
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)     # no worker of that run is left
