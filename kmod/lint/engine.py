@@ -6,7 +6,7 @@ bugs are seen).
 """
 from .. import arch as archmod
 from ..errors import KmodError
-from . import against, callgraph, fpu, license, probes, shape, signature, sleep, symbols
+from . import against, callgraph, deps, fpu, license, probes, shape, signature, sleep, symbols
 from .elf import BadElf, parse
 from .findings import RANK, Finding, ModuleResult
 
@@ -34,6 +34,7 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
             f"{', '.join(a.name for a in archmod.all_arches().values())} modules only")])
     result = ModuleResult(path, arch.name)
     out = result.findings
+    result.facts = deps.facts(elf, path)    # what the set's symbol resolution needs (runner.resolve_set)
 
     def run(name, fn, *args, default=None):
         try:

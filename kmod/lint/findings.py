@@ -27,6 +27,9 @@ class ModuleResult:
     path: str
     arch: str | None
     findings: list[Finding] = field(default_factory=list)
+    facts: dict | None = None      # exports, needs, imported namespaces (deps.facts), for the set's resolution
+    provided: dict[str, str] = field(default_factory=dict)   # symbol -> the module of the set providing it
+    depends: list[str] = field(default_factory=list)         # modules of the set to load first
 
     def worst(self) -> str | None:
         return max((f.severity for f in self.findings), key=RANK.__getitem__, default=None)
@@ -37,6 +40,7 @@ class Report:
     modules: list[ModuleResult] = field(default_factory=list)
     target: str | None = None
     cached: int = 0          # how many modules came from the cache (for progress lines and the benchmark)
+    order: list[str] = field(default_factory=list)   # load order: providers first (deps.provider_order)
 
     def worst(self) -> str | None:
         return max((m.worst() for m in self.modules if m.worst()), key=RANK.__getitem__, default=None)

@@ -20,8 +20,8 @@ def collect() -> tuple[dict[str, set[str]], list[str]]:
             arch = archmod.get(a)
             symvers, _config = target.headers_files(pin, arch)
             sources.append(f"{pin.name}/{arch.name} ({pin.package('headers', arch).basename})")
-            for name, (_crc, gpl) in target.parse_symvers(symvers).items():
-                if gpl:
+            for name, entry in target.parse_symvers(symvers).items():
+                if entry[1]:
                     names.setdefault(name, set()).add(pin.name)
     return names, sources
 

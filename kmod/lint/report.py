@@ -1,5 +1,6 @@
 """Print a lint report: text for people, JSON for scripts, SARIF 2.1.0 for code-scanning UIs."""
 import json
+from pathlib import Path
 
 from . import ruledata
 from .findings import Report
@@ -26,21 +27,37 @@ def format_text(report: Report) -> str:
     for m in report.modules:
         for f in m.findings:
             lines.append(f"{m.path}: {f.severity}: {f.rule}{_where(f)}: {f.message}")
+        for provider, syms in _by_provider(m).items():
+            shown = ", ".join(syms[:5]) + (f" and {len(syms) - 5} more" if len(syms) > 5 else "")
+            lines.append(f"{m.path}: needs {Path(provider).name if '/' in provider else provider} "
+                         f"loaded first ({shown})")
     n = len(report.modules)
     counts = ", ".join(f"{report.count(s)} {s}(s)" for s in ("error", "warning", "info"))
     lines.append(f"{n} module(s) linted{f' against {report.target}' if report.target else ''}: {counts}")
+    if any(m.depends for m in report.modules):
+        lines.append("load order: " + ", ".join(Path(p).name for p in report.order))
     return "\n".join(lines) + "\n"
 
 
+def _by_provider(m) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for sym, provider in sorted(m.provided.items()):
+        out.setdefault(provider, []).append(sym)
+    return out
+
+
 def to_json(report: Report) -> dict:
-    """{"modules": [{"path", "arch", "findings": [{"rule", "severity", "function", "address", "message"}]}]}
-    ("section" is added to each finding: an address inside a relocatable module means nothing without it)."""
+    """{"modules": [{"path", "arch", "findings": [{"rule", "severity", "function", "address", "message"}],
+    "depends", "provided"}], "order"} ("section" is added to each finding: an address inside a relocatable
+    module means nothing without it; "provided" maps each symbol that a module of the set or an in-tree
+    module provides to it; "order" is the load order, providers first)."""
     return {"modules": [
         {"path": m.path, "arch": m.arch,
          "findings": [{"rule": f.rule, "severity": f.severity, "function": f.function,
                        "address": _addr(f.address), "message": f.message, "section": f.section}
-                      for f in m.findings]}
-        for m in report.modules]}
+                      for f in m.findings],
+         "depends": m.depends, "provided": m.provided}
+        for m in report.modules], "order": report.order}
 
 
 def format_json(report: Report) -> str:

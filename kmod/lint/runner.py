@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..errors import KmodError
-from . import engine, files, ruledata
+from . import deps, engine, files, ruledata
 from ..progress import Counter
-from .findings import Finding, ModuleResult, Report
+from .findings import RANK, Finding, ModuleResult, Report
 from .target import TargetSpec
 
 INDEX_FORMAT = 2
@@ -75,11 +75,16 @@ def _key(sha: str, context: str) -> str:
 
 
 def _to_json(r: ModuleResult) -> dict:
-    return {"arch": r.arch, "findings": [f.to_dict() for f in r.findings]}
+    return {"arch": r.arch, "findings": [f.to_dict() for f in r.findings], "facts": r.facts}
 
 
 def _from_json(path: str, d: dict) -> ModuleResult:
-    return ModuleResult(path, d["arch"], [Finding.from_dict(f) for f in d["findings"]])
+    facts = d.get("facts")
+    if facts is not None and not (isinstance(facts, dict) and isinstance(facts.get("exports"), dict)
+                                  and isinstance(facts.get("needs"), list)
+                                  and isinstance(facts.get("import_ns"), list)):
+        raise ValueError("damaged facts")
+    return ModuleResult(path, d["arch"], [Finding.from_dict(f) for f in d["findings"]], facts)
 
 
 def _cached_result(run: Run, key: str) -> dict | None:
@@ -95,12 +100,65 @@ def _cached_result(run: Run, key: str) -> dict | None:
 
 def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | None = None,
               strict: bool = False, raw: bytes | None = None) -> ModuleResult:
-    """Lint one file in this process, no cache."""
+    """Lint one file in this process, no cache (its symbols resolved against the target alone)."""
+    r = _lint_one(Path(path), target, probes, strict, raw)
+    resolve_set([r], target)
+    return r
+
+
+def _lint_one(path: Path, target, probes, strict: bool = False, raw: bytes | None = None) -> ModuleResult:
     try:
         data = files.read_module(Path(path), raw)
     except files.Unreadable as e:
         return engine.invalid(str(path), str(e))
     return engine.lint_bytes(data, str(path), target, probes, strict=strict)
+
+
+SIBLINGS_MAX = 64   # modules beside a named file that may provide its symbols (a package's folder)
+
+
+def siblings(named: list[Path], linted: set[str]) -> list[str]:
+    """Module files in the folders of files named one by one (not found by walking a folder, whose
+    modules are all in the run already): the kernel would find their exports too."""
+    out: list[str] = []
+    for d in dict.fromkeys(p.parent for p in named):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for n in names:
+            p = str(d / n)
+            if n.endswith(files.SUFFIXES) and p not in linted and os.path.isfile(p):
+                out.append(p)
+    return out[:SIBLINGS_MAX]
+
+
+def resolve_set(results: list[ModuleResult], spec: TargetSpec | None, extra: list[str] = ()) -> list[str]:
+    """Resolve every module's undefined symbols over the set (the results, plus `extra` modules that only
+    provide), adding the findings for what nobody provides; returns the load order of the results."""
+    modules, arch_of = {}, {}
+    for r in results:
+        if r.facts is not None:
+            modules[r.path], arch_of[r.path] = r.facts, r.arch
+    if extra:
+        more, more_arch = deps._read(extra)
+        modules.update(more)
+        arch_of.update(more_arch)
+
+    def target_for(arch):
+        t = spec.for_arch(arch) if spec is not None else None
+        return t if t is not None and (not t.arch or t.arch == arch) else None
+
+    res = deps.resolve(modules, arch_of, target_for if spec is not None else None)
+    for r in results:
+        got = res.get(r.path)
+        if got is None:
+            continue
+        r.findings += got.findings
+        r.findings.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
+        r.provided = {s: p for s, p in got.provided.items() if p != deps.VMLINUX}
+        r.depends = got.depends
+    return deps.order_of(res, [r.path for r in results if r.path in res])
 
 
 def _work(run: Run, item: tuple[str, str | None]) -> tuple[str, dict, str | None, bool]:
@@ -119,7 +177,7 @@ def _work(run: Run, item: tuple[str, str | None]) -> tuple[str, dict, str | None
         hit = _cached_result(run, key)
         if hit is not None:
             return path, hit, sha, True
-    r = lint_file(Path(path), run.target, run.probes, raw=raw)
+    r = _lint_one(Path(path), run.target, run.probes, raw=raw)
     d = _to_json(r)
     if key:
         try:
@@ -241,8 +299,11 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
                                                         separators=(",", ":")))
         except OSError:
             pass
-    report = Report([results[str(p)] for p in targets if str(p) in results], target=target, cached=cached)
-    return report
+    linted = [results[str(p)] for p in targets if str(p) in results]
+    named = [Path(os.path.abspath(p)) for p in paths_in if not os.path.isdir(p)]
+    extra = siblings(named, {r.path for r in linted}) if named else []
+    order = resolve_set(linted, spec, extra)
+    return Report(linted, target=target, cached=cached, order=order)
 
 
 def _run_pool(run: Run, items: list, workers: int, collect) -> None:

@@ -1,12 +1,9 @@
-"""Rules about the module's undefined symbols: soft-float helpers always; with a target, the symbols
-the target does not export and the CRCs that disagree with its Module.symvers."""
+"""Rules about the module's undefined symbols: soft-float helpers always; with a target, the CRCs that
+disagree with its Module.symvers (who provides each symbol is deps.py's question)."""
 from .. import arch as archmod
 from . import ruledata
 from .elf import Elf
 from .findings import Finding
-
-# Defined by the final link of a .ko (the .mod.c part); an unlinked object may still reference them.
-LINKER_PROVIDED = frozenset({"__this_module", "_GLOBAL_OFFSET_TABLE_"})
 
 
 def _softfloat_of(elf: Elf) -> ruledata.GlobSet:
@@ -21,19 +18,6 @@ def softfloat(elf: Elf) -> list[Finding]:
                     f"will fail with 'Unknown symbol {name}'. Remove the floating-point arithmetic (use integer "
                     f"or fixed-point math), or do it in SIMD code between the FPU guards")
             for name in elf.undefined if name in sf]
-
-
-def undefined(elf: Elf, exports: dict, target_name: str) -> list[Finding]:
-    sf = _softfloat_of(elf)
-    out = []
-    for name in elf.undefined:
-        if name in exports or name in LINKER_PROVIDED or name in sf:
-            continue
-        out.append(Finding("undefined-symbol", "error",
-                           f"{name} is not exported by {target_name}: insmod will fail with 'Unknown symbol "
-                           f"{name}'. Check the name and the kernel version (or load the module that exports "
-                           f"it first)"))
-    return out
 
 
 def modversions(elf: Elf, exports: dict, target_name: str) -> list[Finding]:

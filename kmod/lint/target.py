@@ -22,7 +22,7 @@ from .. import atomic, filelock, paths, pins
 from ..errors import InfraError, UserError
 from . import ruledata
 
-FORMAT = 7   # bump when the cached layout changes
+FORMAT = 8   # bump when the cached layout changes
 CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
@@ -33,7 +33,9 @@ class KernelTarget:
     arch: str | None = None
     release: str | None = None
     vermagic: str | None = None
-    exports: dict[str, tuple[int | None, bool]] | None = None   # name -> (crc, GPL-only?)
+    # name -> (crc, GPL-only?, namespace, owner: "vmlinux" or the in-tree module's path in the tree)
+    exports: dict[str, tuple[int | None, bool, str, str]] | None = None
+    allow_missing_namespaces: bool = False     # CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS
     text: dict[str, int] | None = None          # System.map text symbols -> address
     blacklist: set[str] = field(default_factory=set)           # NOKPROBE_SYMBOL (_kbl_addr_*)
     ranges: list[tuple[int, int, str]] = field(default_factory=list)  # blacklisted text ranges
@@ -45,7 +47,7 @@ class KernelTarget:
     _grams: dict | None = field(default=None, repr=False, compare=False)   # see close_names; not cached
 
     def gpl_only(self) -> set[str]:
-        return {n for n, (_, gpl) in (self.exports or {}).items() if gpl}
+        return {n for n, v in (self.exports or {}).items() if v[1]}
 
     def in_blacklisted_range(self, addr: int) -> str | None:
         for lo, hi, name in self.ranges:
@@ -55,7 +57,7 @@ class KernelTarget:
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "name": self.name, "arch": self.arch, "release": self.release,
-                "vermagic": self.vermagic,
+                "vermagic": self.vermagic, "allow_missing_namespaces": self.allow_missing_namespaces,
                 "exports": None if self.exports is None else {k: list(v) for k, v in self.exports.items()},
                 "text": self.text, "blacklist": sorted(self.blacklist), "ranges": self.ranges,
                 "clones": self.clones, "symbols_from": self.symbols_from,
@@ -72,7 +74,9 @@ class KernelTarget:
             if not all(isinstance(x, (dict, type(None))) for x in (exports, text, clones)):
                 raise TypeError("not a table")
             return cls(name=str(d["name"]), arch=d["arch"], release=d["release"], vermagic=d["vermagic"],
-                       exports=None if exports is None else {str(k): (v[0], bool(v[1])) for k, v in exports.items()},
+                       exports=None if exports is None else
+                       {str(k): (v[0], bool(v[1]), str(v[2]), str(v[3])) for k, v in exports.items()},
+                       allow_missing_namespaces=bool(d["allow_missing_namespaces"]),
                        text=text, blacklist=set(d["blacklist"]),
                        ranges=[(int(a), int(b), str(n)) for a, b, n in d["ranges"]],
                        clones=clones or {}, symbols_from=d["symbols_from"],
@@ -131,7 +135,8 @@ class TargetSpec:
 # ----------------------------------------------------------------------------------------------------
 # parsing
 
-def parse_symvers(text: str) -> dict[str, tuple[int | None, bool]]:
+def parse_symvers(text: str) -> dict[str, tuple[int | None, bool, str, str]]:
+    """Module.symvers: CRC, symbol, owner (vmlinux or the in-tree module), export kind, namespace."""
     out = {}
     for line in text.splitlines():
         parts = line.split("\t")
@@ -141,7 +146,7 @@ def parse_symvers(text: str) -> dict[str, tuple[int | None, bool]]:
             crc = int(parts[0], 16)
         except ValueError:
             crc = None
-        out[parts[1]] = (crc, parts[3].endswith("_GPL"))
+        out[parts[1]] = (crc, parts[3].endswith("_GPL"), parts[4].strip() if len(parts) > 4 else "", parts[2])
     return out
 
 
@@ -241,6 +246,7 @@ def from_path(path: Path) -> KernelTarget:
     elif maps and maps[-1].name.startswith("System.map-"):
         t.release = maps[-1].name[len("System.map-"):]
     t.arch = _arch_from_config(config)
+    t.allow_missing_namespaces = config.get("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") == "y"
     if t.release and config:
         t.vermagic = vermagic_from_config(t.release, config)
     if not found:
@@ -395,6 +401,7 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
         t.text = None          # the placeholder System.map: no symbols to check against
         t.symbols_from = None
     t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
+    t.allow_missing_namespaces = _config(config).get("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") == "y"
     atomic.write_text(cached, json.dumps(t.to_json(), separators=(",", ":")))
     return t
 

@@ -1,6 +1,7 @@
 """Tasks of the build stage: `build`, `render`, `toolchains`."""
 import json
 import sys
+from pathlib import Path
 
 from invoke import task
 from invoke.exceptions import Exit
@@ -55,10 +56,16 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
 def _lint_hook(project):
     def hook(cell, rec):
         from .. import lint  # only when something was built: a cache hit never pays for the import
-        report = lint.lint_paths([project.dist / rec["ko"]], target=cell.pin.name if cell.pin else None,
+        # every .ko of the cell at once: a sibling's exports resolve the others' symbols, as modprobe
+        # would load it first
+        kos = [project.dist / k for k in (rec.get("kos") or [rec["ko"]])]
+        report = lint.lint_paths(kos, target=cell.pin.name if cell.pin else None,
                                  jobs=1, probes=[str(p) for p in cell.module.probes] or None)
-        findings = [f for mod in report.modules for f in mod.findings]
-        rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message} for f in findings]
+        rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message,
+                        **({"ko": str(Path(m.path).relative_to(project.dist))} if len(kos) > 1 else {})}
+                       for m, f in report.findings()]
+        if len(kos) > 1:
+            rec["load_order"] = [str(Path(p).relative_to(project.dist)) for p in report.order]
         return report.exit_code("error") == 0
     return hook
 

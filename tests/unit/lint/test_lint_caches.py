@@ -82,7 +82,7 @@ def test_planted_pickle_as_a_target_cache_runs_nothing(cache, tmp_path, monkeypa
     files[0].write_bytes(pickle.dumps(Planted(marker)))
     again = target.load_pin(pin, arch)
     assert not marker.exists()
-    assert again.exports == {"register_kprobe": (0x11111111, True)} and again.vermagic == built.vermagic
+    assert again.exports == {"register_kprobe": (0x11111111, True, "", "vmlinux")} and again.vermagic == built.vermagic
 
 
 def _tree(root: Path, release: str) -> Path:

@@ -65,7 +65,7 @@ def test_empty_directory_is_a_user_error(tmp_path):
 
 def test_json_schema(tree):
     doc = json.loads(format_json(lint_paths([tree])))
-    assert set(doc) == {"modules"}
+    assert set(doc) == {"modules", "order"}
     bad = next(m for m in doc["modules"] if m["path"].endswith("bad.ko"))
     assert bad["arch"] == "x86_64"
     f = bad["findings"][0]

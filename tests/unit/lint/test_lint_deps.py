@@ -1,0 +1,153 @@
+"""Symbols resolved over a set of modules, as the kernel resolves them: exports of the other modules of
+the run (or beside a linted file) count, namespaces must be imported, GPL-only exports need a GPL
+license, and the load order puts providers first. The exporters are compiled with the kernel's own
+export-table layout (___ksymtab[_gpl]+SYM, __kstrtab_/__kstrtabns_ strings), by the real compilers."""
+import shutil
+
+import pytest
+
+from kmod.lint import format_text, lint_paths
+from kmod.lint.deps import provider_order, providers
+
+from .conftest import rules_of
+
+EXPORT = r"""
+#define EXPORT(sym, sec, ns) asm(".section \"__ksymtab_strings\",\"aMS\",%progbits,1\n" \
+    "__kstrtab_" #sym ":\n .asciz \"" #sym "\"\n__kstrtabns_" #sym ":\n .asciz \"" ns "\"\n .previous\n" \
+    ".section \"___ksymtab" sec "+" #sym "\", \"a\"\n .balign 4\n__ksymtab_" #sym ":\n" \
+    " .long " #sym "- .\n .long __kstrtab_" #sym "- .\n .long __kstrtabns_" #sym "- .\n .previous\n")
+"""
+EXPORTER = EXPORT + r"""
+int a_fn(int x) { return x + 1; }
+int a_ns_fn(int x) { return x + 2; }
+EXPORT(a_fn, "_gpl", "");
+EXPORT(a_ns_fn, "", "A_NS");
+MODINFO(name, "name=a");
+int init_module(void) { return 0; }
+void cleanup_module(void) {}
+"""
+USER = r"""
+extern int %(sym)s(int);
+%(imports)s
+int init_module(void) { return %(sym)s(1) - 2; }
+void cleanup_module(void) {}
+"""
+SYMVERS = ("0x11111111\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n"
+           "0x22222222\tusb_stor_suspend\tdrivers/usb/storage/usb-storage\tEXPORT_SYMBOL_GPL\tUSB_STORAGE\n")
+
+
+def user(build, sym, imports=(), name="b", license="GPL", arch="x86_64"):
+    lines = "\n".join(f'MODINFO(import_ns_{i}, "import_ns={ns}");' for i, ns in enumerate(imports))
+    return build(arch, USER % {"sym": sym, "imports": lines}, name=name, license=license)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    tree = tmp_path / "linux-headers-6.1.0-56-amd64"
+    (tree / "include/config").mkdir(parents=True)
+    (tree / "include/config/kernel.release").write_text("6.1.0-56-amd64\n")
+    (tree / ".config").write_text("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\n"
+                                  "CONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n")
+    (tree / "Module.symvers").write_text(SYMVERS)
+    return tree
+
+
+def package(tmp_path, *objs):
+    """The .ko files of one package in a folder of their own, named as the kernel would name them."""
+    folder = tmp_path / "pkg"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for name, obj in objs:
+        shutil.copy(obj, folder / f"{name}.ko")
+        out.append(folder / f"{name}.ko")
+    return folder, out
+
+
+def by_name(report):
+    return {m.path.rsplit("/", 1)[-1]: m for m in report.modules}
+
+
+def test_a_sibling_export_counts_and_the_order_puts_it_first(build, kernel, tmp_path):
+    folder, (b, a) = package(tmp_path, ("b", user(build, "a_fn")), ("a", build("x86_64", EXPORTER, name="a")))
+    report = lint_paths([folder], target=str(kernel), jobs=1, use_cache=False)
+    mods = by_name(report)
+    assert rules_of(mods["a.ko"]) == [] and rules_of(mods["b.ko"]) == []
+    assert mods["b.ko"].provided == {"a_fn": str(a)} and mods["b.ko"].depends == [str(a)]
+    assert report.order == [str(a), str(b)]
+    text = format_text(report)
+    assert f"{b}: needs a.ko loaded first (a_fn)" in text and "load order: a.ko, b.ko" in text
+    # the same answer from the functions the boot test and the packages use
+    assert provider_order([b, a]) == [a, b]
+    assert providers([b, a])[str(b)] == {"a_fn": str(a)}
+
+
+def test_a_file_linted_alone_sees_the_modules_beside_it(build, kernel, tmp_path):
+    folder, (a, b) = package(tmp_path, ("a", build("x86_64", EXPORTER, name="a")), ("b", user(build, "a_fn")))
+    alone = lint_paths([b], target=str(kernel), jobs=1, use_cache=False).modules[0]
+    assert rules_of(alone) == [] and alone.provided == {"a_fn": str(a)}
+    # moved away from its package, nobody provides the symbol: an error that says so
+    lonely = tmp_path / "elsewhere"
+    lonely.mkdir()
+    shutil.copy(b, lonely / "b.ko")
+    r = lint_paths([lonely / "b.ko"], target=str(kernel), jobs=1, use_cache=False).modules[0]
+    assert rules_of(r) == [("undefined-symbol", "error")]
+    assert "a_fn is not exported by" in r.findings[0].message and "lint them together" in r.findings[0].message
+
+
+@pytest.mark.parametrize("imports, expected", [((), [("namespace-not-imported", "error")]), (("A_NS",), [])])
+def test_a_sibling_namespace_must_be_imported(build, kernel, tmp_path, imports, expected):
+    folder, _ = package(tmp_path, ("a", build("x86_64", EXPORTER, name="a")),
+                        ("c", user(build, "a_ns_fn", imports, name="c")))
+    mods = by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))
+    assert rules_of(mods["c.ko"]) == expected
+    if expected:
+        assert "MODULE_IMPORT_NS(A_NS)" in mods["c.ko"].findings[0].message
+
+
+@pytest.mark.parametrize("imports, expected", [((), [("namespace-not-imported", "error")]),
+                                               (("USB_STORAGE",), [])])
+def test_a_target_namespace_must_be_imported(build, kernel, tmp_path, imports, expected):
+    obj = user(build, "usb_stor_suspend", imports, name="u")
+    r = lint_paths([obj], target=str(kernel), jobs=1, use_cache=False).modules[0]
+    assert rules_of(r) == expected
+    if not expected:
+        assert r.provided == {"usb_stor_suspend": "usb-storage (in-tree)"}
+
+
+def test_allow_missing_namespace_imports_makes_it_a_warning(build, kernel, tmp_path):
+    with open(kernel / ".config", "a") as f:
+        f.write("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS=y\n")
+    r = lint_paths([user(build, "usb_stor_suspend", name="u")], target=str(kernel), jobs=1, use_cache=False)
+    assert rules_of(r.modules[0]) == [("namespace-not-imported", "warning")]
+
+
+def test_a_gpl_only_sibling_export_needs_a_gpl_license(build, kernel, tmp_path):
+    folder, _ = package(tmp_path, ("a", build("x86_64", EXPORTER, name="a")),
+                        ("p", user(build, "a_fn", name="p", license="Proprietary")))
+    mods = by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))
+    assert rules_of(mods["p.ko"]) == [("license-gpl-only-symbol", "error")]
+    assert "a.ko" in mods["p.ko"].findings[0].message
+
+
+def test_modules_of_another_arch_provide_nothing(build, kernel, tmp_path):
+    folder, _ = package(tmp_path, ("a", build("arm64", EXPORTER, name="a")), ("b", user(build, "a_fn")))
+    mods = by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))
+    assert ("undefined-symbol", "error") in rules_of(mods["b.ko"])
+
+
+def test_a_cycle_and_a_duplicate_export(build, kernel, tmp_path):
+    x = build("x86_64", EXPORT + r"""extern int y_fn(int); int x_fn(int v) { return y_fn(v); } EXPORT(x_fn, "", "");
+              int a_fn(int v) { return v; } EXPORT(a_fn, "", "");""", name="x")
+    y = build("x86_64", EXPORT + r"""extern int x_fn(int); int y_fn(int v) { return x_fn(v); } EXPORT(y_fn, "", "");""",
+              name="y")
+    folder, _ = package(tmp_path, ("x", x), ("y", y), ("a", build("x86_64", EXPORTER, name="a")))
+    mods = by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))
+    assert ("dependency-cycle", "error") in rules_of(mods["x.ko"]) and ("dependency-cycle", "error") in rules_of(mods["y.ko"])
+    dup = [f for m in mods.values() for f in m.findings if f.rule == "duplicate-export"]
+    assert len(dup) == 1 and "a_fn" in dup[0].message
+
+
+def test_without_a_target_the_set_still_gives_the_order(build, tmp_path):
+    folder, (b, a) = package(tmp_path, ("b", user(build, "a_fn")), ("a", build("x86_64", EXPORTER, name="a")))
+    report = lint_paths([folder], jobs=1, use_cache=False)
+    assert report.order == [str(a), str(b)] and all(rules_of(m) == [] for m in report.modules)
