@@ -56,6 +56,7 @@ class Graph:
     call_relocs: set = field(default_factory=set)   # (section, offset) of relocations that are direct calls
     _callers: dict[int, list[Call]] | None = None
     _callees: dict[int, list[Call]] | None = None
+    memo: dict = field(default_factory=dict)        # what the rules work out once per graph (pointers.py)
 
     def function_at(self, sec: int, off: int) -> int | None:
         starts = self._starts.get(sec)
@@ -208,6 +209,8 @@ def _resolve(g: Graph, fn: Function, sec_index: int, ev, record: bool):
         return None if mode == 0 else (off, decode.BRANCH, toff, mode == 2, ev[4])
     callee = g.function_at(tsec, toff)
     if callee is None:
+        if mode == 0 and not g.elf.sections[tsec].executable:
+            return (off, decode.INDIRECT, None, None, ev[4])   # call *ptr(%rip): through a variable
         return (off, decode.END, None, None, ev[4]) if mode == 1 else None
     if record:
         g.calls.append(Call(fn.index, off, callee, None, mode > 0))

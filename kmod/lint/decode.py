@@ -8,6 +8,7 @@ An executable section becomes a sorted list of 5-tuples (offset, kind, a, b, nex
   CALL    a = ("ext", name) or ("loc", sec, off); b = 0 call, 1 tail jump, 2 conditional tail jump
   BRANCH  a = target offset in this section; b = conditional?
   END     the flow stops here (ret, indirect jump, a trap)
+  INDIRECT  a call through a register or memory (its target is not in the code)
 `next` is the offset of the following instruction. Offsets are section offsets (a module is
 relocatable: nothing has an address yet). Only these instructions are kept: enough to build each
 function's control flow for the guard analysis without holding every instruction in memory.
@@ -28,7 +29,7 @@ from .. import arch as archmod
 from ..arch import Arch
 from .elf import Elf, Section
 
-FP, CALL, BRANCH, END = 0, 1, 2, 3
+FP, CALL, BRANCH, END, INDIRECT = 0, 1, 2, 3, 4
 MODES = {"call": 0, "tail": 1, "branch": 2}
 
 _local = threading.local()   # capstone handles keep per-call state: one per thread and arch
@@ -274,6 +275,8 @@ def capstone_events(elf: Elf, arch: Arch, sec: Section, relocs: dict[int, object
                     append((addr, BRANCH, dest, mode == 2, nxt))
             elif mode == 1:
                 append((addr, END, None, None, nxt))   # indirect jump
+            elif mode == 0:
+                append((addr, INDIRECT, None, None, nxt))   # a call through a register or memory
     return events
 
 
@@ -356,6 +359,8 @@ def a64_events(elf: Elf, arch: Arch, sec: Section, relocs: dict[int, object], us
             events.append((off, BRANCH, off + _sext((word >> 5) & 0x3FFF, 14) * 4, True, nxt))
         elif (word & 0xFFFFFC1F) in (0xD65F0000, 0xD61F0000) or (word & 0xFFE0001F) == 0xD4200000:
             events.append((off, END, None, None, nxt))   # ret, br (indirect jump), brk (BUG)
+        elif (word & 0xFFFFFC1F) == 0xD63F0000:
+            events.append((off, INDIRECT, None, None, nxt))   # blr: a call through a register
     events.sort(key=lambda e: e[0])
     return events
 

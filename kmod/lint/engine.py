@@ -69,6 +69,7 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
     if t is not None:
         out += run("target", against.check, elf, arch.name, t, default=[])
 
+    out += _unseen_probes(found, probe_names)
     probed = dict(found.symbols)
     if probe_names is not None:
         # NAME+OFFSET probes NAME: the kernel resolves the name, then adds the offset
@@ -77,6 +78,32 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
     out += run("probe-targets", against.probe_targets, probed, t, default=[])
     out.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
     return result
+
+
+def _unseen_probes(found, probe_names) -> list[Finding]:
+    """What the probe rules could not see, said rather than skipped."""
+    if not found.registers:
+        return []
+    out = []
+    if not found.handlers:
+        out.append(Finding("probe-handlers-unknown", "info",
+                           "the module registers kprobes but no handler was found (the struct kprobe is filled "
+                           "where the linter cannot see it: at run time, on the stack, through a pointer): "
+                           "sleep-in-probe-handler and fpu-unguarded did not check its handlers"))
+    if probe_names is None and not found.symbols:
+        maybe = f" (its registering code uses the string(s) {', '.join(found.literals[:4])})" if found.literals else ""
+        out.append(Finding("probe-targets-unknown", "info",
+                           f"the module registers kprobes but its probed symbols are not in its data (set at "
+                           f"run time: a module parameter, a struct kprobe filled on the stack){maybe}: the "
+                           f"probe-target rules did not check them. Name them with --probe SYMBOL "
+                           f"(symbols = [...] in kmod.toml)"))
+    elif probe_names is None:
+        for name in sorted(found.defaults):
+            out.append(Finding("probe-targets-unknown", "info",
+                               f"the probed symbol {name} is the default of a writable buffer (a module parameter "
+                               f"such as module_param_string): it is checked as {name}, but another symbol may "
+                               f"be given at load time"))
+    return out
 
 
 def _gpl_only(t):

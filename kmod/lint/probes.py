@@ -7,49 +7,26 @@ object itself is the one whose address is loaded just before the call to registe
 register_kretprobe(). Handlers assigned at run time (`kp.pre_handler = h;`) show up as addresses taken
 in the registering function. With DWARF, functions with a handler's signature are handlers too.
 """
-import bisect
+import re
 from dataclasses import dataclass, field
 
 from . import decode, ruledata
 from .callgraph import Graph
-from .elf import SHF_EXECINSTR, STT_OBJECT, STT_SECTION, Elf
+from .elf import SHF_EXECINSTR, SHF_WRITE, Elf
+from .pointers import SHF_STRINGS, object_range, target_of
 
-SHF_STRINGS = 0x20
-OBJECT_FALLBACK = 512   # bytes scanned when the probe object has no symbol with a size
 
 
 @dataclass
 class Probes:
     handlers: dict[int, str] = field(default_factory=dict)      # function index -> "kprobe"/"kretprobe"
     symbols: dict[str, str] = field(default_factory=dict)       # probed symbol -> "kprobe"/"kretprobe"
+    defaults: set[str] = field(default_factory=set)   # of those, read from a writable buffer (a parameter)
+    registers: bool = False                           # the module calls register_k*probe*()
+    literals: list[str] = field(default_factory=list)  # symbol-like strings the registering code uses
 
     def handler_set(self) -> set[int]:
         return set(self.handlers)
-
-
-def _target(elf: Elf, r) -> tuple[int, int] | None:
-    sym = elf.symbols[r.sym]
-    if not sym.defined or sym.shndx >= len(elf.sections):
-        return None
-    base = 0 if sym.type == STT_SECTION else sym.value
-    return sym.shndx, base + r.addend + decode.arch_of(elf).reloc_adjust(r.type)
-
-
-def _object_range(elf: Elf, sec: int, off: int) -> tuple[int, int]:
-    best = None
-    starts = []
-    for s in elf.symbols:
-        if s.shndx != sec or s.type != STT_OBJECT:
-            continue
-        starts.append(s.value)
-        if s.value <= off < s.value + max(s.size, 1) and s.size:
-            best = (s.value, s.value + s.size)
-    if best:
-        return best
-    starts.sort()
-    i = bisect.bisect_right(starts, off)
-    end = starts[i] if i < len(starts) else off + OBJECT_FALLBACK
-    return off, min(end, off + OBJECT_FALLBACK)
 
 
 def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes, depth: int = 0) -> None:
@@ -57,7 +34,7 @@ def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes
     for r in elf.relocs.get(sec, ()):
         if not lo <= r.offset < hi:
             continue
-        t = _target(elf, r)
+        t = target_of(elf, r)
         if t is None:
             continue
         tsec, toff = t
@@ -71,9 +48,19 @@ def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes
             if name and _looks_like_symbol(name):
                 probes.symbols.setdefault(name, kind)
         elif depth == 0:
+            name = elf.cstring_at(tsec, toff) if target_sec.flags & SHF_WRITE else None
+            if name and _looks_like_symbol(name):
+                # a writable buffer: the default of module_param_string(symbol, ...), which the
+                # kernel's own kprobe samples use; a different one may be given at load time
+                probes.symbols.setdefault(name, kind)
+                probes.defaults.add(name)
+                continue
             # register_kprobes(struct kprobe **kps, n): an array of pointers to the objects
-            a, b = _object_range(elf, tsec, toff)
+            a, b = object_range(elf, tsec, toff)
             _scan_object(g, tsec, a, b, kind, probes, depth + 1)
+
+
+_ADD_IMM = re.compile(r"^\s*\w+\s*,\s*\w+\s*,\s*#?(0x[0-9a-f]+|\d+)\s*$")
 
 
 def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int] | None:
@@ -84,19 +71,28 @@ def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int
     elf = g.elf
     regs = decode.arch_of(elf).argument(1)
     insns = decode.disassemble(elf, elf.sections[f.section], f.start, call_addr)
-    for addr, size, _mn, op in reversed(insns):
-        if op.split(",", 1)[0].strip() not in regs:
+    extra = 0
+    for addr, size, mn, op in reversed(insns):
+        parts = [p.strip() for p in op.split(",")]
+        if parts[0] not in regs:
             continue
+        found = None
         for r in relocs:
             if addr <= r.offset < addr + size:
-                t = _target(elf, r)
-                if t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
-                    return t
+                t = target_of(elf, r)
+                if found is None and t is not None and not elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
+                    found = (t[0], t[1] + extra)
+        if found is not None:
+            return found
+        m = _ADD_IMM.match(op) if mn == "add" and len(parts) == 3 and parts[1] == parts[0] else None
+        if m:
+            extra += int(m.group(1), 0)   # section anchors: `add x0, x0, #0x8` after the relocated base
+            continue
         break   # the register is written some other way: use the fallback
     # e.g. `register_kprobe(&probes[i])` in a loop: prefer the nearest object that holds a handler
     last = None
     for r in reversed(relocs):
-        t = _target(elf, r)
+        t = target_of(elf, r)
         if t is None or elf.sections[t[0]].flags & (SHF_EXECINSTR | SHF_STRINGS):
             continue
         last = last or t
@@ -106,10 +102,10 @@ def _first_argument(g: Graph, f, call_addr: int, relocs: list) -> tuple[int, int
 
 
 def _holds_code_pointer(g: Graph, t: tuple[int, int]) -> bool:
-    lo, hi = _object_range(g.elf, *t)
+    lo, hi = object_range(g.elf, *t)
     for r in g.elf.relocs.get(t[0], ()):
         if lo <= r.offset < hi:
-            tt = _target(g.elf, r)
+            tt = target_of(g.elf, r)
             if tt is not None and g.elf.sections[tt[0]].flags & SHF_EXECINSTR:
                 return True
     return False
@@ -130,19 +126,26 @@ def find(g: Graph) -> Probes:
         if kind is None:
             continue
         before = len(probes.handlers)
+        probes.registers = True
         f = g.functions[call.caller]
         relocs = sorted((r for r in elf.relocs.get(f.section, ()) if f.start <= r.offset < call.addr),
                         key=lambda r: r.offset)
+        for r in relocs:     # `kp.symbol_name = "x"` at run time: candidates, for the message
+            t = target_of(elf, r)
+            if t is not None and elf.sections[t[0]].flags & SHF_STRINGS:
+                s = elf.cstring_at(*t)
+                if s and _looks_like_symbol(s) and s not in probes.literals:
+                    probes.literals.append(s)
         # the object: what the first argument register holds at the call
         obj = _first_argument(g, f, call.addr, relocs)
         if obj is not None:
-            lo, hi = _object_range(elf, *obj)
+            lo, hi = object_range(elf, *obj)
             _scan_object(g, obj[0], lo, hi, kind, probes)
         # handlers stored at run time: functions whose address the registering function takes
         for r in relocs:
             if (f.section, r.offset) in g.call_relocs:
                 continue
-            t = _target(elf, r)
+            t = target_of(elf, r)
             if t is None or not elf.sections[t[0]].flags & SHF_EXECINSTR:
                 continue
             fn = g.function_at(*t)

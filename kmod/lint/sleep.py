@@ -10,11 +10,12 @@ register of the module's arch (toolchains/arch/*.toml, [abi]).
 import re
 from collections import deque
 
-from . import decode, ruledata
+from . import decode, pointers, ruledata
 from .callgraph import Graph
 from .findings import Finding
 
 RULE = "sleep-in-probe-handler"
+UNSEEN = "indirect-call-not-followed"
 LOOKBACK = 12   # instructions searched backwards for the flags argument
 _IMM = re.compile(r"^#?(-?0x[0-9a-f]+|-?\d+)$")
 
@@ -60,12 +61,15 @@ def check(g: Graph, handlers: dict[int, str]) -> list[Finding]:
         return []
     gfp_alloc = ruledata.gfp_alloc()
     reclaim = ruledata.gfp_direct_reclaim()
+    thunks = ruledata.GlobSet(ruledata.load("kprobes").get("indirect_call_thunks", []))
     out, reported = [], set()
     for h, kind in sorted(handlers.items()):
         prev = {h: None}
         queue = deque([h])
+        unseen = []        # (function, address) of calls through a pointer nothing resolves
         while queue:
             fn = queue.popleft()
+            sites = [ev[0] for ev in g.functions[fn].events if ev[1] == decode.INDIRECT]
             for c in g.calls_from(fn):
                 if c.callee is not None:
                     if c.callee not in prev:
@@ -73,6 +77,9 @@ def check(g: Graph, handlers: dict[int, str]) -> list[Finding]:
                         queue.append(c.callee)
                     continue
                 name = c.external
+                if name in thunks:
+                    sites.append(c.addr)
+                    continue
                 why = ruledata.sleep_source(name)
                 if why is None and name in gfp_alloc:
                     flags = _gfp_constant(g, fn, c.addr, gfp_alloc[name])
@@ -82,15 +89,39 @@ def check(g: Graph, handlers: dict[int, str]) -> list[Finding]:
                 if why is None or (h, name) in reported:
                     continue
                 reported.add((h, name))
-                path, n = [], fn
-                while n is not None:
-                    path.append(g.functions[n].name)
-                    n = prev[n]
-                chain = " -> ".join(reversed(path)) + f" -> {name}"
+                chain = _chain(g, prev, fn) + f" -> {name}"
                 f = g.functions[fn]
                 out.append(Finding(
                     RULE, "error",
                     f"{kind} handler {g.functions[h].name} can sleep: {chain} ({why}). Handlers run with "
                     f"preemption disabled; defer the work (e.g. to a workqueue) or use a non-sleeping variant",
                     f.name, f.sec_name, c.addr))
+            if sites:
+                # a call through a pointer: follow the function tables and ops structs this function
+                # reads, when the module initialises them; otherwise say it was not followed
+                callees = pointers.table_callees(g, fn)
+                for callee in callees:
+                    if callee not in prev:
+                        prev[callee] = fn
+                        queue.append(callee)
+                if not callees:
+                    unseen.extend((fn, a) for a in sorted(set(sites)))
+        if unseen:
+            fn, addr = unseen[0]
+            f = g.functions[fn]
+            more = f" (and {len(unseen) - 1} more such call(s))" if len(unseen) > 1 else ""
+            out.append(Finding(
+                UNSEEN, "info",
+                f"{kind} handler {g.functions[h].name} calls through a pointer at {g.where(fn, addr)}{more}; "
+                f"not followed (the pointer is not in a function table or ops struct this module initialises), "
+                f"so {RULE} could not check what it calls. Path: {_chain(g, prev, fn)}",
+                f.name, f.sec_name, addr))
     return out
+
+
+def _chain(g: Graph, prev: dict, fn: int) -> str:
+    path, n = [], fn
+    while n is not None:
+        path.append(g.functions[n].name)
+        n = prev[n]
+    return " -> ".join(reversed(path))

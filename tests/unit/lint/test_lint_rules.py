@@ -91,7 +91,10 @@ def test_handler_set_at_run_time_is_found(build, arch):
         int init_module(void) { kp.symbol_name = "kernel_clone"; kp.pre_handler = handler; return register_kprobe(&kp); }
         void cleanup_module(void) { unregister_kprobe(&kp); }
     """)
-    assert rules_of(lint_file(obj, strict=True)) == [("sleep-in-probe-handler", "error")]
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("probe-targets-unknown", "info"), ("sleep-in-probe-handler", "error")]
+    # the symbol is set at run time: not checked, and the report says so (naming the likely one)
+    assert "kernel_clone" in next(f.message for f in r.findings if f.rule == "probe-targets-unknown")
 
 
 def test_gfp_kernel_allocation_in_handler(build, arch):
@@ -137,7 +140,7 @@ def test_dwarf_signature_finds_handlers(build, arch):
         void cleanup_module(void) { unregister_kprobe(&kp); }
     """, extra=["-g"])
     r = lint_file(obj, strict=True)
-    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+    assert rules_of(r) == [("probe-targets-unknown", "info"), ("sleep-in-probe-handler", "error")]
 
 
 def test_kretprobe_on_a_function_that_never_returns(build, arch):
@@ -151,7 +154,7 @@ def test_kretprobe_on_a_function_that_never_returns(build, arch):
     assert rules_of(r) == [("kretprobe-noreturn", "warning")]
 
 
-def test_without_dwarf_that_handler_is_not_seen(build, arch):
+def test_without_dwarf_that_handler_is_not_seen_and_said_so(build, arch):
     obj = build(arch, """
         int my_pre(struct kprobe *p, struct pt_regs *regs) { msleep(1); return 0; }
         static struct kprobe kp;
@@ -159,7 +162,9 @@ def test_without_dwarf_that_handler_is_not_seen(build, arch):
         int init_module(void) { setup(&kp); return register_kprobe(&kp); }
         void cleanup_module(void) { unregister_kprobe(&kp); }
     """)
-    assert rules_of(lint_file(obj, strict=True)) == []
+    # not seen, and said so: neither the handler nor the probed symbol is checked
+    assert rules_of(lint_file(obj, strict=True)) == [("probe-handlers-unknown", "info"),
+                                                     ("probe-targets-unknown", "info")]
 
 
 def test_probe_object_found_through_the_argument_register(build, arch):
@@ -198,3 +203,46 @@ def test_probe_array_registered_in_a_loop(build, arch):
     """)
     r = lint_file(obj, strict=True)
     assert rules_of(r) == [("kretprobe-noreturn", "warning"), ("sleep-in-probe-handler", "error")]
+
+
+def test_calls_through_an_ops_struct_the_module_initialises_are_followed(build, arch):
+    obj = build(arch, """
+        struct ops { void (*run)(void); };
+        static void slow(void) { msleep(1); }
+        static const struct ops my_ops = { .run = slow };
+        static const struct ops *volatile current_ops = &my_ops;
+        static int handler(struct kprobe *p, struct pt_regs *regs) { current_ops->run(); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("sleep-in-probe-handler", "error")]
+    assert "slow -> msleep" in r.findings[0].message
+
+
+def test_a_call_through_a_pointer_nothing_resolves_is_said(build, arch):
+    obj = build(arch, """
+        struct ops { void (*run)(void); };
+        static int handler(struct kprobe *p, struct pt_regs *regs) { ((struct ops *)p->addr)->run(); return 0; }
+        static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("indirect-call-not-followed", "info")]
+    assert "handler handler calls through a pointer at handler+0x" in r.findings[0].message
+
+
+def test_a_symbol_from_a_module_parameter_is_checked_as_its_default(build, arch):
+    """The kernel's samples/kprobes do this: `static char symbol[] = "kernel_clone"; module_param_string`."""
+    obj = build(arch, """
+        static char symbol[64] = "kernel_clone";
+        static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+        static struct kprobe kp = { .symbol_name = symbol, .pre_handler = handler };
+        int init_module(void) { return register_kprobe(&kp); }
+        void cleanup_module(void) { unregister_kprobe(&kp); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("probe-targets-unknown", "info")]
+    assert "kernel_clone is the default of a writable buffer" in r.findings[0].message
