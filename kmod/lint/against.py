@@ -37,6 +37,7 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
     """probe-target-* need the target's System.map; kretprobe-noreturn needs only the name."""
     out = []
     noreturn = set(ruledata.load("kprobes")["noreturn"])
+    first = min(probed) if probed else None
     for name, kind in sorted(probed.items()):
         if kind == "kretprobe" and name in noreturn:
             out.append(Finding("kretprobe-noreturn", "warning",
@@ -45,11 +46,16 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
         if t is None:
             continue
         if t.text is None:
-            if name == next(iter(sorted(probed))):
-                out.append(Finding("probe-targets-unchecked", "info",
-                                   f"probe target(s) {', '.join(sorted(probed))} not checked: {t.name} has no "
-                                   f"symbol table here (Debian's System.map is a placeholder); "
-                                   f"{t.how_to_get_symbols or 'give a System.map as --target'}"))
+            if name == first:
+                shown = ", ".join(sorted(probed)[:8]) + (f" and {len(probed) - 8} more" if len(probed) > 8 else "")
+                if t.symbols_unavailable:
+                    out.append(Finding("probe-targets-unchecked", "warning",
+                                       f"probe target(s) {shown} not checked: {t.symbols_unavailable}"))
+                else:
+                    out.append(Finding("probe-targets-unchecked", "info",
+                                       f"probe target(s) {shown} not checked: {t.name} has no symbol table here "
+                                       f"(Debian's System.map is a placeholder); "
+                                       f"{t.how_to_get_symbols or 'give a System.map as --target'}"))
             continue
         addr = t.text.get(name)
         clones = t.clones.get(name, [])

@@ -75,6 +75,8 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
         # NAME+OFFSET probes NAME: the kernel resolves the name, then adds the offset
         names = (n.split("+", 1)[0] for n in probe_names)
         probed = {n: found.symbols.get(n, "kprobe") for n in names}
+    if probed and t is not None and t.text is None:
+        t = run("probe-map", target.with_symbols, arch.name, default=None) or t   # a pin's first use
     out += run("probe-targets", against.probe_targets, probed, t, default=[])
     out.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
     return result

@@ -45,6 +45,8 @@ class KernelTarget:
     probe_map_stat: tuple | None = None
     how_to_get_symbols: str = ""
     _grams: dict | None = field(default=None, repr=False, compare=False)   # see close_names; not cached
+    # why the booted kernel's symbols could not be had (QEMU missing): the check is skipped as a warning
+    symbols_unavailable: str = field(default="", compare=False)
 
     def gpl_only(self) -> set[str]:
         return {n for n, v in (self.exports or {}).items() if v[1]}
@@ -108,7 +110,9 @@ class TargetSpec:
             maps = [_stat_of(str(paths.probe_map_dir(self.pin.package("image", archmod.get(a)).sha256,
                                                      self.pin.release(archmod.get(a))) / "meta.json"))
                     for a in self.pin.arches]
-            self.key = "pin:" + hashlib.sha256(repr((self.pin.lock_entry(), maps)).encode()).hexdigest()[:16]
+            # so is whether QEMU is there to make one (without it the check is skipped, with it not)
+            qemu = [shutil.which(archmod.get(a).qemu["binary"]) is not None for a in self.pin.arches]
+            self.key = "pin:" + hashlib.sha256(repr((self.pin.lock_entry(), maps, qemu)).encode()).hexdigest()[:16]
 
     def arches(self) -> list[str]:
         if self.pin:
@@ -123,6 +127,37 @@ class TargetSpec:
             return None
         if arch_name not in self._cache:
             self._cache[arch_name] = load_pin(self.pin, archmod.get(arch_name))
+        return self._cache[arch_name]
+
+    def with_symbols(self, arch_name: str) -> KernelTarget | None:
+        """The target of this arch with the booted kernel's symbols. A pin without a cached probe map
+        gets one now: one short boot per pin and arch, under a lock (parallel lints and build cells boot
+        it once), cached for every later run. Only when QEMU is not installed is it skipped, and the
+        target then says why (probe-targets-unchecked becomes a warning)."""
+        t = self.for_arch(arch_name)
+        if self.pin is None or t is None or t.text is not None:
+            return t
+        a = archmod.get(arch_name)
+        from ..boot import probemap, qemu
+        from ..progress import log
+        import time
+        try:
+            qemu.require_binary(a)
+        except InfraError:
+            t.symbols_unavailable = (f"{a.qemu['binary']} is not installed, so kmod could not boot "
+                                     f"{self.pin.name} once to read its symbols and kprobe blacklist; "
+                                     f"install QEMU (tests/integration/BOOT_REQUIRES.txt) for the check")
+            return t
+        dest = probemap.cache_path(self.pin, a)
+        with filelock.locked(dest.with_name(dest.name + ".lock")):
+            if probemap.load(self.pin, a) is None:
+                log(f"lint: booting {self.pin.name}/{a.name} once to read its symbols and kprobe blacklist "
+                    f"(the probe map; cached for later runs)")
+                started = time.monotonic()
+                m = probemap.make(self.pin, a)
+                log(f"lint: probe map of {self.pin.name}/{a.name}: {len(m.functions)} functions, "
+                    f"{len(m.blacklist)} blacklisted ({time.monotonic() - started:.1f}s)")
+        self._cache[arch_name] = load_pin(self.pin, a)
         return self._cache[arch_name]
 
     def prepare(self, arch_names) -> None:

@@ -70,3 +70,48 @@ def test_gpl_data_file_matches_the_pins():
         need(False, f"the pinned headers packages ({e.line()})")
     assert set(names) == set(ruledata.gpl_only_default()), "run `python -m kmod.lint.gplonly` and commit"
     assert all(p.locked for p in pins.all_pins().values())
+
+
+def test_probe_target_verdict_does_not_depend_on_the_cache(build, tmp_path):  # noqa: F811
+    """A cache without the pin's probe map: without QEMU the check is skipped as a warning that says
+    why; with QEMU the lint boots the pin once, makes the map and checks (a missing target is an
+    error); the next run answers from the map without booting. Packages and unpacked kernels come from
+    the shared cache (content-addressed, verified on use); the probe map and lint results do not."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from kmod import paths
+    from tests.conftest import ROOT
+    need(have("arm64"), "a compiler for arm64")
+    need(shutil.which("qemu-system-aarch64") is not None, "qemu-system-aarch64 (BOOT_REQUIRES.txt)")
+    shared = paths.cache_dir()
+    private = tmp_path / "cache"
+    (private / "boot").mkdir(parents=True)
+    for sub in ("debs", "boot/kernels", "boot/busybox", "lint/trees"):
+        (shared / sub).mkdir(parents=True, exist_ok=True)
+        (private / sub).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(shared / sub, private / sub)
+    obj = build("arm64", SOURCE % "_do_fork")
+    tools = tmp_path / "bin"        # a PATH with everything the lint runs, but no QEMU
+    tools.mkdir()
+    for t in ("dpkg-deb", "tar", "xz", "zstd", "gzip"):
+        if shutil.which(t):
+            os.symlink(shutil.which(t), tools / t)
+
+    def lint(path_env):
+        env = {**os.environ, "KMOD_CACHE": str(private), "PYTHONPATH": str(ROOT), "PATH": path_env}
+        p = subprocess.run([sys.executable, "-m", "kmod.lint", str(obj), "--target", PIN, "--format", "json"],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode in (0, 2), p.stderr
+        return [(f["rule"], f["severity"], f["message"]) for f in json.loads(p.stdout)["modules"][0]["findings"]], p.stderr
+
+    no_qemu, _ = lint(str(tools))
+    assert [(r, s) for r, s, _ in no_qemu] == [("probe-targets-unchecked", "warning")]
+    assert "qemu-system-aarch64 is not installed" in no_qemu[0][2]
+    booted, err = lint(os.environ["PATH"])
+    assert "booting bookworm-6.1/arm64 once" in err
+    assert [(r, s) for r, s, _ in booted] == [("probe-target-missing", "error")] and "kernel_clone" in booted[0][2]
+    again, err = lint(os.environ["PATH"])
+    assert again == booted and "booting" not in err

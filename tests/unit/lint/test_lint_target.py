@@ -91,6 +91,8 @@ def test_gpl_only_comes_from_the_target(build, kernel):
 
 @pytest.mark.parametrize("probe, expected, words", [
     ("kernel_clone", [], []),
+    ("kernel_clone+0x4", [], []),          # NAME+OFFSET probes NAME
+    ("_do_fork+0x10", [("probe-target-missing", "error")], ["kernel_clone"]),
     ("_do_fork", [("probe-target-missing", "error")], ["kernel_clone"]),
     ("do_sys_open", [("probe-target-missing", "error")], ["do_sys_openat2"]),
     ("do_int3", [("probe-target-blacklisted", "error")], ["NOKPROBE_SYMBOL"]),
