@@ -174,3 +174,20 @@ def test_build_lints_each_cell_and_fails_on_error(tmp_path, docker_client):
 
 
 SPEC_CLEAN = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
+
+
+def test_parallel_multi_pin_build_lints_each_cell_against_its_own_pin(tmp_path, docker_client):
+    """Two modules on every pin at once (build threads lint at the same time): each cell's lint uses
+    its own pin, so every vermagic check passes, and a NAME+OFFSET probe is looked up by NAME."""
+    (tmp_path / "kmod.toml").write_text(
+        '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone", "kernel_clone+0x4"]\n'
+        '[[module]]\nname = "open_ret"\ntemplate = "kretprobe"\nsymbols = ["do_sys_openat2"]\n')
+    proc = kmod("build", "--kernel", "all", "--arch", "arm64", "--module", "all", "--jobs", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = json.loads((tmp_path / "dist/manifest.json").read_text())["cells"]
+    assert len(cells) == 2 * len(pins.names())
+    for cell_id, cell in cells.items():
+        pin = pins.get(cell_id.split("/")[1])
+        assert cell["result"] == "ok", (cell_id, cell.get("lint"))
+        assert modinfo(tmp_path / "dist" / cell["ko"])["vermagic"].split()[0] == pin.release(arch.get("arm64"))
+        assert not [f for f in cell["lint"] if f["severity"] in ("error", "warning")], (cell_id, cell["lint"])

@@ -2,9 +2,6 @@
 each pinned kernel in kmod's toolchain image, then linted against that pin: zero false errors for
 the modules the kernel would load (a sibling's EXPORT_SYMBOL_GPL and EXPORT_SYMBOL_NS_GPL count, the
 namespace is imported), an error for the ones it would refuse, and providers first in the load order."""
-import os
-import textwrap
-
 import pytest
 
 from kmod import arch as archmod
@@ -14,58 +11,21 @@ from kmod.lint.deps import provider_order
 
 pytestmark = pytest.mark.integration
 
+def module(decls: str, ret: str, extra: str = "") -> str:
+    return (f"#include <linux/module.h>\n{decls}\nstatic int __init m_init(void) {{ return {ret}; }}\n"
+            "static void __exit m_exit(void) {}\nmodule_init(m_init);\nmodule_exit(m_exit);\n"
+            f'MODULE_LICENSE("GPL");\n{extra}\n')
+
+
 SOURCES = {
-    "kmod_exporter.c": """
-        #include <linux/module.h>
-        int kmod_x_add(int a) { return a + 1; }
-        EXPORT_SYMBOL_GPL(kmod_x_add);
-        int kmod_x_ns(int a) { return a + 2; }
-        EXPORT_SYMBOL_NS_GPL(kmod_x_ns, KMOD_X);
-        static int __init x_init(void) { return 0; }
-        static void __exit x_exit(void) {}
-        module_init(x_init);
-        module_exit(x_exit);
-        MODULE_LICENSE("GPL");
-    """,
-    "kmod-user-gpl.c": """
-        #include <linux/module.h>
-        int kmod_x_add(int a);
-        static int __init u_init(void) { return kmod_x_add(1) - 2; }
-        static void __exit u_exit(void) {}
-        module_init(u_init);
-        module_exit(u_exit);
-        MODULE_LICENSE("GPL");
-    """,
-    "kmod_user_ns.c": """
-        #include <linux/module.h>
-        int kmod_x_ns(int a);
-        static int __init n_init(void) { return kmod_x_ns(1) - 3; }
-        static void __exit n_exit(void) {}
-        module_init(n_init);
-        module_exit(n_exit);
-        MODULE_LICENSE("GPL");
-        MODULE_IMPORT_NS(KMOD_X);
-    """,
+    "kmod_exporter.c": module("int kmod_x_add(int a) { return a + 1; }\nEXPORT_SYMBOL_GPL(kmod_x_add);\n"
+                              "int kmod_x_ns(int a) { return a + 2; }\nEXPORT_SYMBOL_NS_GPL(kmod_x_ns, KMOD_X);", "0"),
+    "kmod-user-gpl.c": module("int kmod_x_add(int a);", "kmod_x_add(1) - 2"),
+    "kmod_user_ns.c": module("int kmod_x_ns(int a);", "kmod_x_ns(1) - 3", "MODULE_IMPORT_NS(KMOD_X);"),
     # what modpost refuses unless told otherwise (KBUILD_NSDEPS / KBUILD_MODPOST_WARN below): the lint
     # must refuse it too
-    "kmod_user_nons.c": """
-        #include <linux/module.h>
-        int kmod_x_ns(int a);
-        static int __init m_init(void) { return kmod_x_ns(1) - 3; }
-        static void __exit m_exit(void) {}
-        module_init(m_init);
-        module_exit(m_exit);
-        MODULE_LICENSE("GPL");
-    """,
-    "kmod_user_unknown.c": """
-        #include <linux/module.h>
-        int kmod_nobody_exports_this(int a);
-        static int __init k_init(void) { return kmod_nobody_exports_this(1); }
-        static void __exit k_exit(void) {}
-        module_init(k_init);
-        module_exit(k_exit);
-        MODULE_LICENSE("GPL");
-    """,
+    "kmod_user_nons.c": module("int kmod_x_ns(int a);", "kmod_x_ns(1) - 3"),
+    "kmod_user_unknown.c": module("int kmod_nobody_exports_this(int a);", "kmod_nobody_exports_this(1)"),
 }
 GOOD = ["kmod_exporter.ko", "kmod-user-gpl.ko", "kmod_user_ns.ko"]
 
@@ -75,24 +35,26 @@ def packages(tmp_path_factory, docker_client):
     """pin -> folder of .ko files, built for x86_64 with the real kbuild of each pin."""
     from kmod.build import images
     from kmod.build import runtime as runtimes
-    from kmod.build.runtime import Mount
     rt = runtimes.get("docker")
     a = archmod.get("x86_64")
+    src = tmp_path_factory.mktemp("src")
+    for name, text in SOURCES.items():
+        (src / name).write_text(text)
+    (src / "Kbuild").write_text("obj-m := " + " ".join(n[:-2] + ".o" for n in SOURCES) + "\n")
+    kos = [n[:-2] + ".ko" for n in SOURCES]
     out = {}
     try:
         for pin in pins.all_pins().values():
             pin = pins.require_locked(pin)
-            work = tmp_path_factory.mktemp(pin.name)
-            for name, text in SOURCES.items():
-                (work / name).write_text(textwrap.dedent(text))
-            (work / "Kbuild").write_text("obj-m := " + " ".join(n[:-2] + ".o" for n in SOURCES) + "\n")
-            image = images.ensure(pin)
-            res = rt.run(["make", "-C", pin.kdir(a), "M=/kmod/build", *a.make_vars(images.build_arch()),
-                          "KBUILD_MODPOST_WARN=1", "KBUILD_NSDEPS=1", "modules"],
-                         image=image, mounts=[Mount(work, "/kmod/build", False)], env={"HOME": "/tmp"},
-                         workdir="/", user=f"{os.getuid()}:{os.getgid()}")
+            ws = rt.prepare(src, [*SOURCES, "Kbuild"], tmp_path_factory.mktemp("work"))
+            res = rt.run(ws, ["make", "-C", pin.kdir(a), f"M={ws.path}", *a.make_vars(images.build_arch()),
+                              "KBUILD_MODPOST_WARN=1", "KBUILD_NSDEPS=1", "modules"],
+                         image=images.ensure(pin), env={"HOME": "/tmp"})
             assert res.exit_code == 0, res.output[-3000:]
-            out[pin.name] = work
+            dest = tmp_path_factory.mktemp(pin.name)
+            assert set(rt.collect(ws, kos, dest)) == set(kos)
+            rt.cleanup(ws)
+            out[pin.name] = dest
     finally:
         rt.cleanup()
     return out

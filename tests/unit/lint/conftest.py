@@ -137,3 +137,20 @@ def guard(arch: str) -> tuple[str, str]:
 
 def rules_of(result) -> list[tuple[str, str]]:
     return sorted((f.rule, f.severity) for f in result.findings)
+
+
+X86_CONFIG = ("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\nCONFIG_MODULE_UNLOAD=y\n"
+              "CONFIG_MODVERSIONS=y\n")
+
+
+def kernel_tree(root: Path, release: str = "6.1.0-56-amd64", symvers: str = "", system_map: str | None = None) -> Path:
+    """A small x86_64 kernel headers tree (kernel.release, .config, Module.symvers[, System.map]) to lint
+    against without a download."""
+    tree = root / f"linux-headers-{release}"
+    (tree / "include/config").mkdir(parents=True)
+    (tree / "include/config/kernel.release").write_text(release + "\n")
+    (tree / ".config").write_text(X86_CONFIG)
+    (tree / "Module.symvers").write_text(symvers)
+    if system_map is not None:
+        (tree / "System.map").write_text(system_map)
+    return tree

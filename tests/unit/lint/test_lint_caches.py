@@ -17,7 +17,7 @@ from kmod import arch as archmod
 from kmod import pins
 from kmod.lint import lint_paths, runner, target
 
-from .conftest import rules_of
+from .conftest import kernel_tree, rules_of
 
 CLEAN = """
     static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
@@ -86,14 +86,8 @@ def test_planted_pickle_as_a_target_cache_runs_nothing(cache, tmp_path, monkeypa
 
 
 def _tree(root: Path, release: str) -> Path:
-    tree = root / f"linux-headers-{release}"
-    (tree / "include/config").mkdir(parents=True)
-    (tree / "include/config/kernel.release").write_text(release + "\n")
-    (tree / ".config").write_text("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\n"
-                                  "CONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n")
-    (tree / "Module.symvers").write_text("0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n"
-                                         "0x22222222\tunregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n")
-    return tree
+    return kernel_tree(root, release, "0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n"
+                                      "0x22222222\tunregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n")
 
 
 def test_threads_linting_against_different_kernels_never_mix_them(build, cache, tmp_path):
@@ -141,12 +135,17 @@ def test_ctrl_c_stops_a_pooled_lint_within_a_second(build, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kmod.lint", str(folder), "--jobs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "KMOD_CACHE": str(tmp_path / "cache")})
-    line = proc.stderr.readline()      # the first progress line: the pool is at work
-    assert line.startswith(b"lint: "), line
-    os.killpg(proc.pid, signal.SIGINT)
-    sent = time.monotonic()
-    _out, err = proc.communicate(timeout=30)
-    took = time.monotonic() - sent
+    try:
+        line = proc.stderr.readline()      # the first progress line: the pool is at work
+        assert line.startswith(b"lint: "), line
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        _out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:        # never leave this run's processes behind, whatever failed
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == 1 and b"interrupted" in err, err
     assert took < 1.0, f"{took:.2f} s after Ctrl-C"
     time.sleep(0.2)

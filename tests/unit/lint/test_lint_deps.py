@@ -9,7 +9,7 @@ import pytest
 from kmod.lint import format_text, lint_paths
 from kmod.lint.deps import provider_order, providers
 
-from .conftest import rules_of
+from .conftest import kernel_tree, rules_of
 
 EXPORT = r"""
 #define EXPORT(sym, sec, ns) asm(".section \"__ksymtab_strings\",\"aMS\",%progbits,1\n" \
@@ -43,13 +43,7 @@ def user(build, sym, imports=(), name="b", license="GPL", arch="x86_64"):
 
 @pytest.fixture
 def kernel(tmp_path):
-    tree = tmp_path / "linux-headers-6.1.0-56-amd64"
-    (tree / "include/config").mkdir(parents=True)
-    (tree / "include/config/kernel.release").write_text("6.1.0-56-amd64\n")
-    (tree / ".config").write_text("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\n"
-                                  "CONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n")
-    (tree / "Module.symvers").write_text(SYMVERS)
-    return tree
+    return kernel_tree(tmp_path, symvers=SYMVERS)
 
 
 def package(tmp_path, *objs):

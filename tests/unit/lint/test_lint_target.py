@@ -5,7 +5,7 @@ import pytest
 from kmod.errors import UserError
 from kmod.lint import lint_paths
 
-from .conftest import rules_of
+from .conftest import kernel_tree, rules_of
 
 EXPORTS = {"register_kprobe": (0x11111111, True), "unregister_kprobe": (0x22222222, True),
            "_printk": (0x33333333, False), "msleep": (0x44444444, False)}
@@ -37,16 +37,9 @@ VERSIONS = {"register_kprobe": 0x11111111, "unregister_kprobe": 0x22222222, "_pr
 
 @pytest.fixture
 def kernel(tmp_path):
-    tree = tmp_path / "linux-headers-6.1.0-56-amd64"
-    (tree / "include/config").mkdir(parents=True)
-    (tree / "include/config/kernel.release").write_text("6.1.0-56-amd64\n")
-    (tree / ".config").write_text("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\n"
-                                  "CONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n")
-    (tree / "Module.symvers").write_text("".join(
+    return kernel_tree(tmp_path, symvers="".join(
         f"{crc:#010x}\t{name}\tvmlinux\tEXPORT_SYMBOL{'_GPL' if gpl else ''}\t\n"
-        for name, (crc, gpl) in EXPORTS.items()))
-    (tree / "System.map").write_text(SYSTEM_MAP)
-    return tree
+        for name, (crc, gpl) in EXPORTS.items()), system_map=SYSTEM_MAP)
 
 
 def lint(obj, kernel, probes=None):
