@@ -42,6 +42,15 @@ class Manifest:
         with self._lock:
             self.cells[cell_id] = dict(record)
 
+    @property
+    def packages(self) -> dict:
+        """module -> what its last `package` run made (version, result, a file per format)."""
+        return self.data.setdefault("packages", {})
+
+    def set_package(self, module: str, record: dict) -> None:
+        with self._lock:
+            self.packages[module] = dict(record)
+
     def start_run(self, command: str) -> None:
         with self._lock:
             self.data["runs"] = (self.data.get("runs", []) + [{"command": command, "started": time.time(),

@@ -27,7 +27,9 @@ def environment() -> jinja2.Environment:
     (paths.cache_dir() / "jinja2").mkdir(exist_ok=True)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates())), bytecode_cache=bytecode,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
+                             keep_trailing_newline=True,
+                             # HTML (the report) is escaped; C, shell and package files are not.
+                             autoescape=jinja2.select_autoescape(("html.j2",), default_for_string=False))
     env.filters["c_string"] = c_string
     env.filters["sh"] = shlex.quote  # for the shell scripts we render (image install, guest /init)
     return env

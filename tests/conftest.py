@@ -43,3 +43,9 @@ def run_cli(*args, cwd=ROOT, env=None, timeout=900):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_program(*args, cwd, env=None, timeout=120):
+    """Run the console program (`python -m kmod`, what the installed script runs) from this checkout."""
+    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)

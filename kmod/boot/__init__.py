@@ -25,6 +25,7 @@ from ..archive.fetch import sha256_file
 from ..manifest import Manifest
 from ..parallel import parallel
 from ..progress import Progress
+from ..report import write as write_report
 from . import initramfs, junit, kernel, qemu, verdict
 
 EXIT_PASS, EXIT_ERROR, EXIT_FAIL = 0, 1, 2
@@ -243,6 +244,7 @@ def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, j
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        write_report(project)
     report(outcome, dist)
     return outcome.exit_code
 

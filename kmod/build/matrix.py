@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import atomic, render
+from .. import atomic, render, report
 from ..archive.fetch import sha256_file
 from ..errors import UserError
 from ..nofollow import UnsafeFile
@@ -202,6 +202,7 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
         if c not in todo:
             c.result, c.record = "cached", manifest.cell(c.id)
     if not todo:
+        report.write(project)
         return Outcome(cells, manifest)
     rt = runtimes.get(runtime_name)  # no engine: fail before touching the manifest
     build_arch = images.build_arch()
@@ -243,4 +244,5 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
     finally:
         rt.cleanup()
         manifest.finish_run(status)
+        report.write(project)
     return Outcome(cells, manifest)

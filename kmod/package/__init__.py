@@ -77,16 +77,40 @@ def package(project: Project, modules: list[Module], formats: list[str], force: 
     built = []
     try:
         for p in payloads:
-            for f in formats:
-                start = time.monotonic()
-                path = FORMATS[f].build(p, out_dir, work)
-                built.append(Built(p.module.name, f, path, time.monotonic() - start))
-                log(f"{p.module.name}: {path}")
-                if f == "deb" and lint:
-                    built[-1].lintian = run_lintian(path)
+            try:
+                for f in formats:
+                    start = time.monotonic()
+                    path = FORMATS[f].build(p, out_dir, work)
+                    built.append(Built(p.module.name, f, path, time.monotonic() - start))
+                    log(f"{p.module.name}: {path}")
+                    if f == "deb" and lint:
+                        built[-1].lintian = run_lintian(path)
+            except BuildFailed as e:
+                record(project, p.module, [b for b in built if b.module == p.module.name], e.message)
+                raise
+            record(project, p.module, [b for b in built if b.module == p.module.name])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return built
+
+
+def record(project: Project, module: Module, built: list[Built], failure: str = "") -> None:
+    """What this run packaged of `module`, into the manifest (and so into dist/report.html)."""
+    from .. import report
+
+    def where(path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(project.dist.resolve()))
+        except ValueError:
+            return str(path)
+    manifest = Manifest(project.dist / "manifest.json")
+    manifest.set_package(module.name, {
+        "version": module.version, "result": "failed" if failure else "ok", "reason": failure, "at": time.time(),
+        "formats": {b.format: {"path": where(b.path), "seconds": round(b.seconds, 3),
+                               "lintian_warnings": (sum(t.startswith("W:") for t in b.lintian)
+                                                    if b.lintian is not None else None)} for b in built}})
+    manifest.save()
+    report.write(project)
 
 
 def run_lintian(path: Path) -> list[str]:

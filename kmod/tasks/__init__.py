@@ -9,5 +9,6 @@ from .boot import TASKS as BOOT_TASKS
 from .build import build, render, toolchains
 from .lint import lint
 from .package import TASKS as PACKAGE_TASKS
+from .status import status
 
-ns = Collection(build, render, toolchains, lint, *PACKAGE_TASKS, *BOOT_TASKS)
+ns = Collection(build, render, toolchains, lint, *PACKAGE_TASKS, *BOOT_TASKS, status)

@@ -1,19 +1,12 @@
 """The real program, as a user runs it: one clear line and an exit code for every bad input."""
-import sys
 
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.conftest import run_program as kmod
 
 FAKE_KDIR = ROOT / "tests" / "fixtures" / "fake_kdir"
 SPEC = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
-
-
-def kmod(*args, cwd, env=None):
-    import os
-    import subprocess
-    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
 
 
 @pytest.fixture

@@ -1,0 +1,129 @@
+"""dist/report.html: the matrix as a page read at a glance. Self-contained: the style is inline, there is
+no script, no font and no image, so it opens the same from a CI artifact, a mail or a machine offline.
+Each cell is a <details> that opens on its findings, diagnosis, timings, hit counts and logs.
+
+Records are normalised here (every key the template reads is present), so the template stays plain and a
+record from an older or newer kmod renders instead of failing on a missing field."""
+import statistics
+import time
+
+from .. import render
+from . import cells
+
+TEMPLATE = "report/report.html.j2"
+LETTERS = {"build": "B", "lint": "L", "package": "P", "boot": "T"}  # T: boot *test*; B is taken
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t)) if isinstance(t, (int, float)) else ""
+
+
+def _boot(r: cells.Row) -> dict | None:
+    b = cells.as_dict(r.record.get("boot"))
+    if not b:
+        return None
+    s = cells.as_dict(b.get("seconds"))
+    return {"id": r.id, "state": r.states["boot"], "verdict": b.get("verdict", ""), "step": b.get("step", ""),
+            "reason": b.get("reason", ""), "excerpt": cells.as_list(b.get("excerpt")), "hits": cells.as_list(b.get("hits")),
+            "kprobes": cells.as_list(b.get("kprobes")), "taint": b.get("taint_flags", ""), "accel": b.get("accel", ""),
+            "trigger": b.get("trigger", ""), "command": b.get("command", ""), "console": b.get("console", ""),
+            "seconds": {k: s.get(k) for k in ("prepare", "boot", "test", "vm", "total") if s.get(k) is not None},
+            "at": _when(b.get("at"))}
+
+
+def _files(pkg: dict) -> list[dict]:
+    return [{"format": fmt, "path": f.get("path", ""), "seconds": f.get("seconds", ""),
+             "lintian_warnings": f.get("lintian_warnings")}
+            for fmt, f in sorted(cells.as_dict(pkg.get("formats")).items()) if isinstance(f, dict)]
+
+
+def detail(r: cells.Row) -> dict:
+    """What a cell opens on."""
+    rec = r.record
+    s = cells.as_dict(rec.get("seconds"))
+    lint = sorted(cells.findings(rec),
+                  key=lambda f: SEVERITY_ORDER.get(f.get("severity"), 3))
+    return {
+        "id": r.id, "states": r.states, "reason": r.reason, "log": r.log, "version": r.version,
+        "release": rec.get("release", ""), "compiler": rec.get("compiler", ""), "image": rec.get("image", ""),
+        "build": {"result": rec.get("result", ""), "log": rec.get("log", ""), "ko": rec.get("ko") or "",
+                  "ko_sha256": str(rec.get("ko_sha256") or "")[:16], "exit_code": rec.get("exit_code"),
+                  "errors": cells.as_list(rec.get("errors"))[:8],
+                  "diagnosis": [d for d in cells.as_list(rec.get("diagnosis")) if isinstance(d, dict)],
+                  "seconds": {k: v for k, v in s.items() if v is not None}},
+        "lint": [{"severity": f.get("severity", ""), "rule": f.get("rule", ""), "message": f.get("message", "")}
+                 for f in lint],
+        "linted": rec.get("lint") is not None,
+        "boot": _boot(r),
+        "package": ({"state": r.states["package"], "reason": r.package.get("reason", ""), "files": _files(r.package),
+                     "at": _when(r.package.get("at"))} if r.states["package"] != cells.NONE else None),
+    }
+
+
+def _build_figures(rows: list[cells.Row]) -> dict:
+    built = [r for r in rows if isinstance(cells.as_dict(r.record.get("seconds")).get("total"), (int, float))]
+    totals = [r.record["seconds"]["total"] for r in built]
+    toolchains = {}
+    for r in rows:
+        if r.record.get("image"):
+            t = toolchains.setdefault(r.kernel, {"image": r.record["image"], "compiler": r.record.get("compiler", ""),
+                                                 "releases": set()})
+            t["releases"].add(r.record.get("release", ""))
+    slowest = sorted(built, key=lambda r: -r.record["seconds"]["total"])[:3]
+    return {"cells": len(built), "seconds": round(sum(totals), 1),
+            "median": round(statistics.median(totals), 2) if totals else None,
+            "slowest": [{"id": r.id, "state": r.states["build"], "log": r.record.get("log", ""),
+                         "container": r.record["seconds"].get("container", ""), "total": r.record["seconds"]["total"]}
+                        for r in slowest],
+            "toolchains": [{"kernel": k, "image": v["image"], "compiler": v["compiler"],
+                            "releases": ", ".join(sorted(x for x in v["releases"] if x))}
+                           for k, v in sorted(toolchains.items(), key=lambda kv: cells.kernel_key(kv[0]))]}
+
+
+def _lint_figures(rows: list[cells.Row]) -> list[dict]:
+    """One line per rule: its severity, how many cells it fired in, one message as an example."""
+    rules = {}
+    for r in rows:
+        for f in detail(r)["lint"]:
+            e = rules.setdefault(f["rule"], {**f, "cells": set()})
+            e["cells"].add(r.id)
+    return [{**e, "cells": len(e["cells"])} for e in
+            sorted(rules.values(), key=lambda e: (SEVERITY_ORDER.get(e["severity"], 3), -len(e["cells"]), e["rule"]))]
+
+
+def _boot_figures(rows: list[cells.Row]) -> dict:
+    booted = [b for b in (_boot(r) for r in rows) if b]
+    vm = [b["seconds"]["vm"] for b in booted if isinstance(b["seconds"].get("vm"), (int, float))]
+    return {"rows": booted, "vm_seconds": round(sum(vm), 1), "median": round(statistics.median(vm), 2) if vm else None}
+
+
+def _package_figures(manifest: dict) -> list[dict]:
+    return [{"module": m, "version": p.get("version", ""), "result": p.get("result", ""),
+             "reason": p.get("reason", ""), "files": _files(p), "at": _when(p.get("at"))}
+            for m, p in sorted(cells.as_dict(manifest.get("packages")).items()) if isinstance(p, dict)]
+
+
+def context(manifest: dict, title: str, now: float | None = None) -> dict:
+    rows = cells.rows(manifest)
+    columns = sorted({(r.kernel, r.flavour, r.arch) for r in rows}, key=lambda c: (cells.kernel_key(c[0]), c[1], c[2]))
+    kernels = {}
+    for k, _, _ in columns:
+        kernels[k] = kernels.get(k, 0) + 1
+    runs = cells.as_list(manifest.get("runs"))
+    last = cells.as_dict(runs[-1]) if runs else {}
+    return {
+        "title": title, "generated": _when(now if now is not None else time.time()),
+        "last_run": {"command": last.get("command", ""), "status": last.get("status", ""),
+                     "finished": _when(last.get("finished"))} if last else None,
+        "stages": cells.STAGES, "letters": LETTERS, "not_run": cells.NONE, "legend": cells.STATES,
+        "counts": cells.counts(rows), "columns": columns, "kernels": kernels,
+        "modules": sorted({r.module for r in rows}),
+        "grid": {(r.module, r.kernel, r.flavour, r.arch): detail(r) for r in rows},
+        "build": _build_figures(rows), "lint": _lint_figures(rows), "boot": _boot_figures(rows),
+        "packages": _package_figures(manifest),
+    }
+
+
+def page(manifest: dict, title: str, now: float | None = None) -> str:
+    return render.render_text(TEMPLATE, **context(manifest, title, now))
