@@ -1,4 +1,4 @@
-"""The task collection behind both `invoke` (tasks.py at the top of the checkout) and the `kmod` program.
+"""The task collection behind both `invoke` (tasks.py at the top of the checkout) and the `kmodkit` program.
 
 Each stage's tasks live in a small module here that imports its stage only when a task runs, so that
 `invoke --list` and a cached `invoke build` start fast.

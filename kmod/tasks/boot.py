@@ -1,8 +1,8 @@
 """Invoke tasks of the boot stage: `boot-test` and `probe-map` (loaded by kmod/tasks.py)."""
 
-from invoke import task
 from invoke.exceptions import Exit
 
+from .args import task
 from .common import COMMON_HELP, cli_errors
 
 

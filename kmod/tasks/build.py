@@ -3,9 +3,9 @@ import json
 import sys
 from pathlib import Path
 
-from invoke import task
 from invoke.exceptions import Exit
 
+from .args import task
 from .common import COMMON_HELP, cli_errors, command_line
 
 @task(help={**COMMON_HELP,

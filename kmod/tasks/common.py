@@ -32,4 +32,11 @@ def cli_errors(fn):
 
 
 def command_line() -> str:
-    return " ".join(["invoke" if sys.argv[0].endswith("invoke") else "kmod", *sys.argv[1:]])
+    """The command as it was typed (`invoke ...` or `kmodkit ...`), for the manifest's runs."""
+    import os
+    import shlex
+
+    from .. import PROGRAM
+    first = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(os.path.dirname(first) if first.endswith("__main__.py") else first)  # python -m
+    return shlex.join(["invoke" if name in ("invoke", "inv") else PROGRAM, *sys.argv[1:]])

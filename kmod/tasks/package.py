@@ -1,6 +1,6 @@
 """`invoke package`: DKMS .deb, .rpm and source tarball in dist/packages/."""
-from invoke import task
 
+from .args import task
 from .common import COMMON_HELP, cli_errors
 
 

@@ -1,6 +1,6 @@
 """`invoke status`: what the manifest says about every cell, as a table or as JSON."""
-from invoke import task
 
+from .args import task
 from .common import COMMON_HELP, cli_errors
 
 
