@@ -4,7 +4,6 @@ Each cell is a <details> that opens on its findings, diagnosis, timings, hit cou
 
 Records are normalised here (every key the template reads is present), so the template stays plain and a
 record from an older or newer kmod renders instead of failing on a missing field."""
-import statistics
 import time
 
 from .. import render
@@ -36,6 +35,12 @@ def _files(pkg: dict) -> list[dict]:
     return [{"format": fmt, "path": f.get("path", ""), "seconds": f.get("seconds", ""),
              "lintian_warnings": f.get("lintian_warnings")}
             for fmt, f in sorted(cells.as_dict(pkg.get("formats")).items()) if isinstance(f, dict)]
+
+
+def _median(values: list[float]) -> float | None:
+    # Not statistics.median: importing statistics costs a cached build more than the whole page.
+    v = sorted(values)
+    return round((v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2, 2) if v else None
 
 
 def detail(r: cells.Row) -> dict:
@@ -72,7 +77,7 @@ def _build_figures(rows: list[cells.Row]) -> dict:
             t["releases"].add(r.record.get("release", ""))
     slowest = sorted(built, key=lambda r: -r.record["seconds"]["total"])[:3]
     return {"cells": len(built), "seconds": round(sum(totals), 1),
-            "median": round(statistics.median(totals), 2) if totals else None,
+            "median": _median(totals),
             "slowest": [{"id": r.id, "state": r.states["build"], "log": r.record.get("log", ""),
                          "container": r.record["seconds"].get("container", ""), "total": r.record["seconds"]["total"]}
                         for r in slowest],
@@ -95,7 +100,7 @@ def _lint_figures(rows: list[cells.Row]) -> list[dict]:
 def _boot_figures(rows: list[cells.Row]) -> dict:
     booted = [b for b in (_boot(r) for r in rows) if b]
     vm = [b["seconds"]["vm"] for b in booted if isinstance(b["seconds"].get("vm"), (int, float))]
-    return {"rows": booted, "vm_seconds": round(sum(vm), 1), "median": round(statistics.median(vm), 2) if vm else None}
+    return {"rows": booted, "vm_seconds": round(sum(vm), 1), "median": _median(vm)}
 
 
 def _package_figures(manifest: dict) -> list[dict]:

@@ -170,6 +170,14 @@ def test_default_module_passes_on_all_six_pins(project):
         assert (project.dist / b["console"]).is_file()
     junit = (project.dist / "boot-junit.xml").read_text()
     assert 'tests="6"' in junit and 'failures="0"' in junit and 'errors="0"' in junit
+    # The stages' hooks: the page and `status` show what the manifest says, after the build and the boot.
+    page = (project.dist / "report.html").read_text()
+    status = subprocess.run([sys.executable, "-m", "invoke", "status", "--spec", str(project.path), "--format",
+                             "json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    rows = {c["id"]: c for c in json.loads(status.stdout)["cells"]}
+    for cid in booted:
+        assert f'data-cell="{cid}" data-build="ok" data-lint="-" data-package="-" data-boot="ok"' in page
+        assert (rows[cid]["build"], rows[cid]["boot"]) == ("ok", "ok") and rows[cid]["log"] == booted[cid]["console"]
     print(f"six pins built and boot-tested in {time.monotonic() - started:.1f}s")
 
 
