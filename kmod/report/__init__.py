@@ -7,10 +7,11 @@
 Every stage calls write(project) once, after it saved the manifest, so the page always shows the
 manifest as it is on disk.
 """
+import os
+import sys
 from pathlib import Path
 
 from .. import atomic
-from ..errors import InfraError
 from ..manifest import Manifest
 
 NAME = "report.html"
@@ -20,13 +21,21 @@ def path(project) -> Path:
     return project.dist / NAME
 
 
-def write(project) -> Path:
-    """Render dist/report.html from the manifest, by atomic replace (a reader never sees half a page)."""
-    from . import html
+def write(project) -> Path | None:
+    """Render dist/report.html from the manifest, by atomic replace (a reader never sees half a page).
+
+    Never fails the stage that calls it: the page is made from the manifest, which the stage has saved
+    already, so a page that cannot be written is one warning line, and the stage's result stands."""
     dest = path(project)
-    text = html.page(Manifest(project.dist / "manifest.json").data, str(project.root))
     try:
-        atomic.write_text(dest, text)
+        from . import html
+        atomic.write_text(dest, html.page(Manifest(project.dist / "manifest.json").data, str(project.root)))
+        return dest
     except OSError as e:
-        raise InfraError(f"cannot write {dest}: {e.strerror or e}", "check that dist/ is writable and the disk has room") from None
-    return dest
+        warn = f"cannot write {dest}: {e.strerror or e} (check that dist/ is writable and has room)"
+    except Exception as e:  # a bug in the page must not cost the stage its result
+        if os.environ.get("KMOD_DEBUG"):
+            raise
+        warn = f"{dest} not updated: {type(e).__name__}: {e} (a bug in kmod; KMOD_DEBUG=1 shows where)"
+    print(f"warning: {warn}", file=sys.stderr)
+    return None

@@ -44,14 +44,16 @@ class Row:
 
 
 def _build(rec: dict, running: bool) -> str:
-    result = rec.get("result") or NONE
+    result = str(rec.get("result") or NONE)
     if result == "pending":
         return RUNNING if running else PENDING
     return result
 
 
 def findings(rec: dict) -> list[dict]:
-    return [f for f in as_list(rec.get("lint")) if isinstance(f, dict)]
+    """The lint findings of a record, each with text severity, rule and message."""
+    return [{k: str(f.get(k) or "") for k in ("severity", "rule", "message")}
+            for f in as_list(rec.get("lint")) if isinstance(f, dict)]
 
 
 def _lint(rec: dict) -> str:
@@ -63,7 +65,7 @@ def _lint(rec: dict) -> str:
 
 def _boot(rec: dict) -> str:
     verdict = as_dict(rec.get("boot")).get("verdict")
-    return {None: NONE, "pass": OK, "fail": FAILED}.get(verdict, verdict)
+    return NONE if verdict is None else {"pass": OK, "fail": FAILED}.get(str(verdict), str(verdict))
 
 
 def _package(rec: dict, pkg: dict) -> str:
@@ -71,7 +73,7 @@ def _package(rec: dict, pkg: dict) -> str:
     that the module is built for."""
     if not pkg or pkg.get("version") != rec.get("version") or rec.get("result") == EXCLUDED:
         return NONE
-    return pkg.get("result") or NONE
+    return str(pkg.get("result") or NONE)
 
 
 def _reason(rec: dict, pkg: dict, states: dict) -> str:

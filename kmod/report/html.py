@@ -15,7 +15,14 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 def _when(t) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t)) if isinstance(t, (int, float)) else ""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t)) if isinstance(t, (int, float)) else ""
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
 
 
 def _boot(r: cells.Row) -> dict | None:
@@ -23,17 +30,17 @@ def _boot(r: cells.Row) -> dict | None:
     if not b:
         return None
     s = cells.as_dict(b.get("seconds"))
-    return {"id": r.id, "state": r.states["boot"], "verdict": b.get("verdict", ""), "step": b.get("step", ""),
-            "reason": b.get("reason", ""), "excerpt": cells.as_list(b.get("excerpt")), "hits": cells.as_list(b.get("hits")),
-            "kprobes": cells.as_list(b.get("kprobes")), "taint": b.get("taint_flags", ""), "accel": b.get("accel", ""),
-            "trigger": b.get("trigger", ""), "command": b.get("command", ""), "console": b.get("console", ""),
-            "seconds": {k: s.get(k) for k in ("prepare", "boot", "test", "vm", "total") if s.get(k) is not None},
+    t = {k: _text(b.get(k)) for k in ("verdict", "step", "reason", "taint_flags", "accel", "trigger", "command", "console")}
+    return {"id": r.id, "state": r.states["boot"], **t, "taint": t["taint_flags"],
+            "excerpt": cells.as_list(b.get("excerpt")), "hits": cells.as_list(b.get("hits")),
+            "kprobes": cells.as_list(b.get("kprobes")),
+            "seconds": {k: s.get(k) if s.get(k) is not None else "" for k in ("prepare", "boot", "test", "vm", "total")},
             "at": _when(b.get("at"))}
 
 
 def _files(pkg: dict) -> list[dict]:
-    return [{"format": fmt, "path": f.get("path", ""), "seconds": f.get("seconds", ""),
-             "lintian_warnings": f.get("lintian_warnings")}
+    return [{"format": fmt, "path": _text(f.get("path")), "seconds": _text(f.get("seconds")),
+             "lintian_warnings": f.get("lintian_warnings") if isinstance(f.get("lintian_warnings"), int) else None}
             for fmt, f in sorted(cells.as_dict(pkg.get("formats")).items()) if isinstance(f, dict)]
 
 
@@ -48,20 +55,20 @@ def detail(r: cells.Row) -> dict:
     rec = r.record
     s = cells.as_dict(rec.get("seconds"))
     lint = sorted(cells.findings(rec),
-                  key=lambda f: SEVERITY_ORDER.get(f.get("severity"), 3))
+                  key=lambda f: SEVERITY_ORDER.get(_text(f.get("severity")), 3))
     return {
         "id": r.id, "states": r.states, "reason": r.reason, "log": r.log, "version": r.version,
-        "release": rec.get("release", ""), "compiler": rec.get("compiler", ""), "image": rec.get("image", ""),
-        "build": {"result": rec.get("result", ""), "log": rec.get("log", ""), "ko": rec.get("ko") or "",
+        "release": _text(rec.get("release")), "compiler": _text(rec.get("compiler")), "image": _text(rec.get("image")),
+        "build": {"result": _text(rec.get("result")), "log": _text(rec.get("log")), "ko": _text(rec.get("ko")),
                   "ko_sha256": str(rec.get("ko_sha256") or "")[:16], "exit_code": rec.get("exit_code"),
                   "errors": cells.as_list(rec.get("errors"))[:8],
                   "diagnosis": [d for d in cells.as_list(rec.get("diagnosis")) if isinstance(d, dict)],
                   "seconds": {k: v for k, v in s.items() if v is not None}},
-        "lint": [{"severity": f.get("severity", ""), "rule": f.get("rule", ""), "message": f.get("message", "")}
+        "lint": [{"severity": _text(f.get("severity")), "rule": _text(f.get("rule")), "message": _text(f.get("message"))}
                  for f in lint],
         "linted": rec.get("lint") is not None,
         "boot": _boot(r),
-        "package": ({"state": r.states["package"], "reason": r.package.get("reason", ""), "files": _files(r.package),
+        "package": ({"state": r.states["package"], "reason": _text(r.package.get("reason")), "files": _files(r.package),
                      "at": _when(r.package.get("at"))} if r.states["package"] != cells.NONE else None),
     }
 
@@ -72,14 +79,14 @@ def _build_figures(rows: list[cells.Row]) -> dict:
     toolchains = {}
     for r in rows:
         if r.record.get("image"):
-            t = toolchains.setdefault(r.kernel, {"image": r.record["image"], "compiler": r.record.get("compiler", ""),
-                                                 "releases": set()})
-            t["releases"].add(r.record.get("release", ""))
+            t = toolchains.setdefault(r.kernel, {"image": _text(r.record["image"]),
+                                                 "compiler": _text(r.record.get("compiler")), "releases": set()})
+            t["releases"].add(_text(r.record.get("release")))
     slowest = sorted(built, key=lambda r: -r.record["seconds"]["total"])[:3]
     return {"cells": len(built), "seconds": round(sum(totals), 1),
             "median": _median(totals),
-            "slowest": [{"id": r.id, "state": r.states["build"], "log": r.record.get("log", ""),
-                         "container": r.record["seconds"].get("container", ""), "total": r.record["seconds"]["total"]}
+            "slowest": [{"id": r.id, "state": r.states["build"], "log": _text(r.record.get("log")),
+                         "container": _text(r.record["seconds"].get("container")), "total": r.record["seconds"]["total"]}
                         for r in slowest],
             "toolchains": [{"kernel": k, "image": v["image"], "compiler": v["compiler"],
                             "releases": ", ".join(sorted(x for x in v["releases"] if x))}
@@ -99,13 +106,13 @@ def _lint_figures(rows: list[cells.Row]) -> list[dict]:
 
 def _boot_figures(rows: list[cells.Row]) -> dict:
     booted = [b for b in (_boot(r) for r in rows) if b]
-    vm = [b["seconds"]["vm"] for b in booted if isinstance(b["seconds"].get("vm"), (int, float))]
+    vm = [b["seconds"]["vm"] for b in booted if isinstance(b["seconds"]["vm"], (int, float))]
     return {"rows": booted, "vm_seconds": round(sum(vm), 1), "median": _median(vm)}
 
 
 def _package_figures(manifest: dict) -> list[dict]:
-    return [{"module": m, "version": p.get("version", ""), "result": p.get("result", ""),
-             "reason": p.get("reason", ""), "files": _files(p), "at": _when(p.get("at"))}
+    return [{"module": m, "version": _text(p.get("version")), "result": _text(p.get("result")),
+             "reason": _text(p.get("reason")), "files": _files(p), "at": _when(p.get("at"))}
             for m, p in sorted(cells.as_dict(manifest.get("packages")).items()) if isinstance(p, dict)]
 
 
@@ -119,7 +126,7 @@ def context(manifest: dict, title: str, now: float | None = None) -> dict:
     last = cells.as_dict(runs[-1]) if runs else {}
     return {
         "title": title, "generated": _when(now if now is not None else time.time()),
-        "last_run": {"command": last.get("command", ""), "status": last.get("status", ""),
+        "last_run": {"command": _text(last.get("command")), "status": _text(last.get("status")),
                      "finished": _when(last.get("finished"))} if last else None,
         "stages": cells.STAGES, "letters": LETTERS, "not_run": cells.NONE, "legend": cells.STATES,
         "counts": cells.counts(rows), "columns": columns, "kernels": kernels,

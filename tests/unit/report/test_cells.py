@@ -2,6 +2,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmod.report import cells, status
 from tests import report_matrix
@@ -78,6 +80,7 @@ def test_counts_per_stage(manifest):
 @pytest.mark.parametrize("damage", [
     {"cells": []}, {"cells": {"a/b/c": "text"}}, {"cells": {"a/b/c": {"lint": "x", "boot": 3, "diagnosis": 5}}},
     {"cells": {}, "runs": "no"}, {"cells": {}, "packages": []},
+    {"cells": {"a/b/c": {"result": 3, "boot": {"verdict": ["x"]}, "version": 1}}, "packages": {"a": {"version": 1, "result": {}}}},
 ])
 def test_damaged_records_do_not_raise(damage):
     rows = cells.rows(damage)
@@ -93,3 +96,25 @@ def test_json_for_scripts(manifest):
         assert tuple(by_id[cid][s] for s in cells.STAGES) == states
         assert set(by_id[cid]) >= {"module", "kernel", "flavour", "arch", "reason", "log"}
     assert out["counts"]["build"]["failed"] == 2
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+KEYS = ["module", "version", "kernel", "flavour", "arch", "result", "lint", "boot", "diagnosis", "errors", "seconds",
+        "log", "ko", "ko_sha256", "image", "compiler", "release", "reason", "exit_code"]
+BOOT_KEYS = ["verdict", "step", "reason", "excerpt", "hits", "kprobes", "seconds", "console", "accel", "at"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(rec=st.dictionaries(st.sampled_from(KEYS), JSON),
+       boot=st.dictionaries(st.sampled_from(BOOT_KEYS), JSON),
+       pkg=st.dictionaries(st.sampled_from(["version", "result", "reason", "formats", "at"]), JSON),
+       runs=JSON)
+def test_any_record_of_any_shape_renders(rec, boot, pkg, runs):
+    """Whatever another kmod version (or a damaged file) wrote, status and the page still render."""
+    from kmod.report import html
+    rec = {**rec, "boot": boot} if boot else rec
+    manifest = {"cells": {"m/k/a": rec}, "packages": {"m": pkg, str(rec.get("module")): pkg}, "runs": runs}
+    status.as_json(cells.rows(manifest))
+    html.page(manifest, "t")

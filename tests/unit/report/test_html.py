@@ -8,7 +8,6 @@ import pytest
 
 from kmod import report
 from kmod import spec as specmod
-from kmod.errors import InfraError
 from kmod.report import cells
 from tests import report_matrix
 
@@ -109,15 +108,24 @@ def test_values_are_escaped(project):
     assert "&lt;script&gt;" in text
 
 
-def test_written_atomically_and_unwritable_is_one_error(project):
+def test_written_atomically_and_unwritable_is_one_warning(project, capsys):
     report.write(project)
     leftovers = [p for p in os.listdir(project.dist) if p.startswith(".report.html")]
     assert leftovers == []
     (project.dist / "report.html").unlink()
     (project.dist / "report.html").mkdir()
-    with pytest.raises(InfraError, match="cannot write .*report.html"):
-        report.write(project)
+    assert report.write(project) is None  # the stage that called it goes on with its own result
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: cannot write ") and "report.html" in err[0]
     assert [p for p in os.listdir(project.dist) if p.startswith(".report.html")] == []
+
+
+def test_a_bug_in_the_page_is_one_warning(project, capsys, monkeypatch):
+    from kmod.report import html
+    monkeypatch.setattr(html, "page", lambda *a: 1 / 0)
+    assert report.write(project) is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "ZeroDivisionError" in err[0] and "a bug in kmod" in err[0]
 
 
 def test_an_empty_project_says_what_to_do(tmp_path):
