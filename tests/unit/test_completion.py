@@ -26,9 +26,10 @@ CASES = [
 def path(tmp_path_factory):
     """A PATH where the program is this checkout's (what `pip install -e .` puts in .venv/bin)."""
     bindir = tmp_path_factory.mktemp("bin")
-    exe = bindir / PROGRAM
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m kmod "$@"\n')
-    exe.chmod(0o755)
+    for name, run in ((PROGRAM, "-m kmod"), ("invoke", f"-m invoke --search-root {ROOT}")):
+        exe = bindir / name
+        exe.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} {run} "$@"\n')
+        exe.chmod(0o755)
     return f"{bindir}:{os.environ['PATH']}"
 
 
@@ -38,13 +39,13 @@ def project(tmp_path):
     return tmp_path
 
 
-def offered(shell: str, line: str, current: str, path: str, cwd) -> set[str]:
+def offered(shell: str, line: str, current: str, path: str, cwd, program: str = PROGRAM) -> set[str]:
     if shell == "bash":
-        script = (f'source <({PROGRAM} --print-completion-script bash)\n'
-                  f'read -ra COMP_WORDS <<< "{PROGRAM} {line}"\n'
+        script = (f'source <({program} --print-completion-script bash)\n'
+                  f'read -ra COMP_WORDS <<< "{program} {line}"\n'
                   f'[[ -z "{current}" ]] && COMP_WORDS+=("")\n'
                   'COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n'
-                  f'_complete_{PROGRAM} {PROGRAM} "{current}"\n'
+                  f'_complete_{program} {program} "{current}"\n'
                   'printf "%s\\n" "${COMPREPLY[@]}"\n')
         argv = ["bash", "--norc", "--noprofile", "-c", script]
     else:
@@ -66,6 +67,13 @@ def test_completion(shell, line, current, must, must_not, path, project):
     assert must <= got and not (must_not & got), got
     if not must:
         assert got == set(), got  # an empty answer is what makes the shell complete file names
+
+
+@pytest.mark.parametrize("line,current,must,must_not", [CASES[0], CASES[2], CASES[5]])
+def test_completion_through_invoke(line, current, must, must_not, path, project):
+    need_tool("bash")
+    got = offered("bash", line, current, path, project, program="invoke")
+    assert must <= got and not (must_not & got) and (must or got == set()), got
 
 
 def test_the_scripts_name_the_program(path, project):
