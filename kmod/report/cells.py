@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 FAILED, ERROR, INTERRUPTED, WARNING, RUNNING, PENDING, OK, EXCLUDED, NONE = (
     "failed", "error", "interrupted", "warning", "running", "pending", "ok", "excluded", "-")
 STATES = (FAILED, ERROR, INTERRUPTED, WARNING, RUNNING, PENDING, OK, EXCLUDED, NONE)
+# A stage that records into the manifest (preflight, next) adds its name here, its state in rows(), a
+# letter in html.LETTERS and its section in templates/report/report.html.j2, and calls report.write().
 STAGES = ("build", "lint", "package", "boot")
 
 
