@@ -58,7 +58,7 @@ def _lint_hook(project):
         from .. import lint  # only when something was built: a cache hit never pays for the import
         # every .ko of the cell at once: a sibling's exports resolve the others' symbols, as modprobe
         # would load it first
-        kos = [project.dist / k for k in (rec.get("kos") or [rec["ko"]])]
+        kos = [project.dist / (k["ko"] if isinstance(k, dict) else k) for k in (rec.get("kos") or [rec["ko"]])]
         report = lint.lint_paths(kos, target=cell.pin.name if cell.pin else None,
                                  jobs=1, probes=[str(p) for p in cell.module.probes] or None)
         rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message,

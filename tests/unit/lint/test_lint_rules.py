@@ -246,3 +246,17 @@ def test_a_symbol_from_a_module_parameter_is_checked_as_its_default(build, arch)
     r = lint_file(obj, strict=True)
     assert rules_of(r) == [("probe-targets-unknown", "info")]
     assert "kernel_clone is the default of a writable buffer" in r.findings[0].message
+
+
+def test_a_struct_kprobe_on_the_stack_is_said_not_checked(build, arch):
+    obj = build(arch, """
+        static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+        int init_module(void) {
+            struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+            return register_kprobe(&kp);
+        }
+        void cleanup_module(void) {}
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("probe-targets-unknown", "info")]
+    assert "on the stack" in r.findings[0].message and "kernel_clone" in r.findings[0].message
