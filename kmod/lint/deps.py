@@ -12,7 +12,10 @@ a linted file, the .ko files of one build cell or package). A provider's namespa
     providers(paths, target)    the same from files: module -> {symbol: provider}
     provider_order(paths)       the files ordered so that every provider loads before its users
 """
+import re
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from . import ruledata
@@ -42,28 +45,40 @@ def module_name(path: str) -> str:
     return base[:base.index(".ko")].replace("-", "_") if ".ko" in base else Path(path).stem.replace("-", "_")
 
 
+# anywhere in the string table, not only after a NUL: a linker may store a name as another's tail
+_EXPORT_NAMES = re.compile(rb"__ksymtab_|__kstrtabns_|__export_symbol_")
+
+
 def exports_of(elf: Elf) -> dict[str, list]:
     """sym -> [GPL-only?, namespace] from the export table of a linked module (`__ksymtab_SYM` in
     __ksymtab / __ksymtab_gpl, or ___ksymtab[_gpl]+SYM in an object before the final link; the
     namespace string at `__kstrtabns_SYM`), or from the .export_symbol records of Linux >= 6.5 objects
-    that modpost has not turned into a ksymtab yet (license string, then namespace string)."""
+    that modpost has not turned into a ksymtab yet (license string, then namespace string).
+
+    Only the symbols with such names are looked at (their string-table offsets found by one regex):
+    building every symbol of every module would cost more than the rest of a cold lint."""
+    strtab = elf._strtab
+    starts = {m.start() for m in _EXPORT_NAMES.finditer(strtab)}
+    if not starts:
+        return {}
     out: dict[str, list] = {}
     ns: dict[str, str] = {}
     secs = elf.sections
-    for s in elf.symbols:
-        name = s.name
-        if not name.startswith("__") or s.shndx == SHN_UNDEF or s.shndx >= len(secs):
+    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
+        if name_off not in starts or shndx == SHN_UNDEF or shndx >= len(secs):
             continue
+        end = strtab.find(b"\0", name_off)
+        name = strtab[name_off:end].decode("utf-8", "replace")
         if name.startswith("__ksymtab_"):
-            sec = secs[s.shndx].name
+            sec = secs[shndx].name
             if sec.startswith(("__ksymtab", "___ksymtab")) and sec != "__ksymtab_strings":
                 sym = name[len("__ksymtab_"):]
                 out.setdefault(sym, [sec.startswith(("__ksymtab_gpl", "___ksymtab_gpl")), ""])
         elif name.startswith("__kstrtabns_"):
-            ns[name[len("__kstrtabns_"):]] = elf.cstring_at(s.shndx, s.value) or ""
-        elif name.startswith("__export_symbol_") and secs[s.shndx].name == ".export_symbol":
-            lic = elf.cstring_at(s.shndx, s.value) or ""
-            space = elf.cstring_at(s.shndx, s.value + len(lic.encode()) + 1) or ""
+            ns[name[len("__kstrtabns_"):]] = elf.cstring_at(shndx, value) or ""
+        elif secs[shndx].name == ".export_symbol":
+            lic = elf.cstring_at(shndx, value) or ""
+            space = elf.cstring_at(shndx, value + len(lic.encode()) + 1) or ""
             out[name[len("__export_symbol_"):]] = [lic == "GPL", space]
     for sym, space in ns.items():
         if sym in out and space:
@@ -79,6 +94,7 @@ class Resolution:
     findings: list[Finding] = field(default_factory=list)
 
 
+@lru_cache(maxsize=4096)
 def _provider_label(owner: str | None) -> str:
     if not owner or owner == VMLINUX:
         return VMLINUX
@@ -95,6 +111,7 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         table = by_arch.setdefault(arch_of.get(path), {})
         for sym in f["exports"]:
             table.setdefault(sym, []).append(path)
+    per_arch = Counter(arch_of.get(p) for p in modules)
     out: dict[str, Resolution] = {}
     for path, f in modules.items():
         arch = arch_of.get(path)
@@ -125,9 +142,9 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
             if gpl and not f["gpl"] and res.provided[sym] != VMLINUX and res.provided[sym] in modules:
                 gpl_used.append(sym)      # the target's GPL-only exports are license.py's rule
         where = t.name if t is not None else "the target"
-        siblings = [Path(p).name for p in modules if p != path and arch_of.get(p) == arch]
+        others = per_arch[arch] - 1
         for sym in unknown:
-            also = (f", nor by the {len(siblings)} other module(s) linted with it" if siblings else
+            also = (f", nor by the {others} other module(s) linted with it" if others else
                     ", nor by another module linted with it")
             res.findings.append(Finding(
                 "undefined-symbol", "error",
@@ -156,9 +173,8 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
 
 
 def _entry(value) -> tuple:
-    """A target export: (crc, gpl) from older caches and tests, (crc, gpl, namespace, owner) now."""
-    v = tuple(value)
-    return (v + (None, False, "", VMLINUX)[len(v):])[:4]
+    """A target export: (crc, gpl, namespace, owner); (crc, gpl) from a caller's own table."""
+    return value if len(value) == 4 else (*value[:2], "", VMLINUX)
 
 
 def _duplicates(modules, arch_of, by_arch, out) -> None:

@@ -61,6 +61,14 @@ def not_regular(st: os.stat_result) -> str | None:
 def read_raw(path: Path | str) -> bytes:
     """The bytes of a regular file, at most MAX_MODULE of them. Opened non-blocking and checked on the
     open descriptor, so a FIFO or device swapped in after a stat cannot block or stream forever."""
+    data = read_head(path, MAX_MODULE + 1)
+    if len(data) > MAX_MODULE:
+        raise Unreadable(f"grew past {MAX_MODULE >> 20} MiB while being read")
+    return data
+
+
+def read_head(path: Path | str, limit: int) -> bytes:
+    """At most `limit` bytes from the start of a regular file (see read_raw)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
@@ -72,13 +80,17 @@ def read_raw(path: Path | str) -> bytes:
             raise Unreadable(why)
         if st.st_size > MAX_MODULE:
             raise Unreadable(f"is {st.st_size >> 20} MiB, more than the {MAX_MODULE >> 20} MiB any module has")
+        chunks, got = [], 0
         try:
-            data = f.read(MAX_MODULE + 1)
+            while got < limit:
+                piece = f.read(limit - got)     # one read(2): a short one is not the end
+                if not piece:
+                    break
+                chunks.append(piece)
+                got += len(piece)
         except OSError as e:
             raise Unreadable(f"cannot read: {e.strerror}") from None
-    if data is None or len(data) > MAX_MODULE:
-        raise Unreadable(f"grew past {MAX_MODULE >> 20} MiB while being read")
-    return data
+    return b"".join(chunks)
 
 
 def _bomb() -> Unreadable:

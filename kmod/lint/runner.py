@@ -353,9 +353,8 @@ def _arches_of(paths_: list[Path]) -> set[str]:
         if not p.name.endswith(".ko") and not p.suffix == ".o":
             return set()
         try:
-            with open(p, "rb") as f:
-                head = f.read(20)
-        except OSError:
+            head = files.read_head(p, 20)
+        except files.Unreadable:
             continue
         if len(head) == 20 and head[:4] == b"\x7fELF":
             a = archmod.by_elf_machine(int.from_bytes(head[18:20], "big" if head[5] == 2 else "little"))
