@@ -39,6 +39,8 @@ class Lint:
     call_relocation_before: int           # a call's relocation may sit this many bytes before it
     undecoded: dict                       # what to do with bytes capstone cannot decode
     gp_insns: frozenset[str]              # instructions known to touch no FP register (a speed-up)
+    linker_provided: tuple[str, ...] = ()  # undefined symbols the final .ko link provides (globs)
+    indirect_thunks: tuple[str, ...] = ()  # calls to these are calls through a pointer (globs)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def _lint(d: dict) -> Lint:
                 fp_insns=d.get("fp_insns", ""), fp_registers=d["fp_registers"],
                 targets=d.get("targets", "absolute"), control=control,
                 call_relocation_before=d.get("call_relocation_before", 0), undecoded=d.get("undecoded", {}),
-                gp_insns=frozenset(d.get("gp_insns", ())))
+                gp_insns=frozenset(d.get("gp_insns", ())),
+                linker_provided=tuple(d.get("linker_provided", ())),
+                indirect_thunks=tuple(d.get("indirect_thunks", ())))
 
 
 def _build(d: dict, _path) -> Arch:

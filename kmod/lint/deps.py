@@ -22,19 +22,23 @@ from . import ruledata
 from .elf import Elf, SHN_UNDEF
 from .findings import Finding
 
-# Defined by the final link of a .ko (the .mod.c part); an unlinked object may still reference them.
+# Defined by the final link of a .ko (the .mod.c part) on every arch; each arch adds its own
+# (toolchains/arch/*.toml, linker_provided).
 LINKER_PROVIDED = frozenset({"__this_module", "_GLOBAL_OFFSET_TABLE_"})
 VMLINUX = "vmlinux"
 
 
 def facts(elf: Elf, path: str) -> dict:
     """{"name", "exports": {sym: [gpl, namespace]}, "needs": [sym], "import_ns": [ns], "gpl": bool}."""
+    from .. import arch as archmod
+    a = archmod.by_elf_machine(elf.machine)
+    linked = ruledata.GlobSet(a.lint.linker_provided) if a is not None else ()
     names = elf.modinfo_values("name")
     licenses = elf.modinfo_values("license")
     ok = ruledata.gpl_compatible()
     return {"name": names[0] if names else module_name(path),
             "exports": exports_of(elf),
-            "needs": [n for n in elf.undefined if n not in LINKER_PROVIDED],
+            "needs": [n for n in elf.undefined if n not in LINKER_PROVIDED and n not in linked],
             "import_ns": sorted(set(elf.modinfo_values("import_ns"))),
             "gpl": bool(licenses) and all(lic in ok for lic in licenses)}
 

@@ -61,7 +61,7 @@ def check(g: Graph, handlers: dict[int, str]) -> list[Finding]:
         return []
     gfp_alloc = ruledata.gfp_alloc()
     reclaim = ruledata.gfp_direct_reclaim()
-    thunks = ruledata.GlobSet(ruledata.load("kprobes").get("indirect_call_thunks", []))
+    thunks = ruledata.GlobSet(decode.arch_of(g.elf).lint.indirect_thunks)
     out, reported = [], set()
     for h, kind in sorted(handlers.items()):
         prev = {h: None}

@@ -145,3 +145,19 @@ def test_without_a_target_the_set_still_gives_the_order(build, tmp_path):
     folder, (b, a) = package(tmp_path, ("b", user(build, "a_fn")), ("a", build("x86_64", EXPORTER, name="a")))
     report = lint_paths([folder], jobs=1, use_cache=False)
     assert report.order == [str(a), str(b)] and all(rules_of(m) == [] for m in report.modules)
+
+
+def test_what_the_final_link_provides_is_no_undefined_symbol(build, arch, tmp_path):
+    """Every arch's objects reference symbols the .ko link provides (__this_module; .TOC. and the
+    register save helpers on ppc64): against a bare Module.symvers they are not errors."""
+    obj = build(arch, """
+        extern int _printk(const char *, ...);
+        static int counter;
+        extern void *__this_module;
+        int init_module(void) { counter++; return _printk("x%d", counter) + (__this_module != 0); }
+        void cleanup_module(void) {}
+    """)
+    symvers = tmp_path / "Module.symvers"
+    symvers.write_text("0x11111111\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n")
+    r = lint_paths([obj], target=str(symvers), jobs=1, use_cache=False).modules[0]
+    assert [f for f in r.findings if f.rule == "undefined-symbol"] == []
