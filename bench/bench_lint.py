@@ -112,12 +112,13 @@ SET_FOLDER = "kernel/drivers/media/usb"
 
 
 def package_set(folder: Path, jobs: int, objdump: str, pin: str, rounds: int) -> dict:
-    files = sorted(f for f in (folder / SET_FOLDER).rglob("*") if f.name.endswith(SUFFIXES))
+    root = next(folder.glob(f"*/{SET_FOLDER}"))      # lib/modules/RELEASE/kernel/...
+    files = sorted(f for f in root.rglob("*") if f.name.endswith(SUFFIXES))
     base, cold = [], []
     for _ in range(rounds):
         base.append(baseline(files, jobs, objdump)[0])
         t = time.monotonic()
-        report = lint_paths([folder / SET_FOLDER], target=pin, jobs=jobs, use_cache=False)
+        report = lint_paths([root], target=pin, jobs=jobs, use_cache=False)
         cold.append(time.monotonic() - t)
     linked = sum(1 for m in report.modules if m.depends)
     return {"files": len(files), "base": min(base), "cold": min(cold), "errors": report.count("error"),

@@ -126,25 +126,26 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         sf = ruledata.softfloat(arch or "")
         unknown, ns_missing, gpl_used = [], {}, []
         for sym in f["needs"]:
-            if sym in sf:
-                continue            # softfloat-helper says it better
-            owners = [p for p in set_exports.get(sym, ()) if p != path]
-            if kernel is not None and sym in kernel:
-                crc, gpl, space, owner = _entry(kernel[sym])
-                res.provided[sym] = _provider_label(owner)
-            elif owners:
+            entry = kernel.get(sym) if kernel is not None else None
+            if entry is not None:
+                _crc, _gpl, space, owner = _entry(entry)
+                if owner and owner != VMLINUX:
+                    res.provided[sym] = _provider_label(owner)
+                # the target's GPL-only exports are license.py's rule
+            else:
+                owners = [p for p in set_exports.get(sym, ()) if p != path]
+                if not owners:
+                    if kernel is not None and sym not in sf:   # softfloat-helper says it better
+                        unknown.append(sym)
+                    continue
                 gpl, space = modules[owners[0]]["exports"][sym]
                 res.provided[sym] = owners[0]
                 if owners[0] not in res.depends:
                     res.depends.append(owners[0])
-            else:
-                if kernel is not None:
-                    unknown.append(sym)
-                continue
+                if gpl and not f["gpl"]:
+                    gpl_used.append(sym)
             if space and space not in f["import_ns"]:
                 ns_missing.setdefault(space, []).append(sym)
-            if gpl and not f["gpl"] and res.provided[sym] != VMLINUX and res.provided[sym] in modules:
-                gpl_used.append(sym)      # the target's GPL-only exports are license.py's rule
         where = t.name if t is not None else "the target"
         others = per_arch[arch] - 1
         for sym in unknown:
