@@ -127,6 +127,9 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         unknown, ns_missing, gpl_used = [], {}, []
         for sym in f["needs"]:
             entry = kernel.get(sym) if kernel is not None else None
+            if entry is not None and _entry(entry)[3] not in (VMLINUX, None, "") and any(
+                    p != path for p in set_exports.get(sym, ())):
+                entry = None   # an in-tree module's export that a module of the set provides: that file loads
             if entry is not None:
                 _crc, _gpl, space, owner = _entry(entry)
                 if owner and owner != VMLINUX:
