@@ -161,3 +161,19 @@ def test_what_the_final_link_provides_is_no_undefined_symbol(build, arch, tmp_pa
     symvers.write_text("0x11111111\t_printk\tvmlinux\tEXPORT_SYMBOL\t\n")
     r = lint_paths([obj], target=str(symvers), jobs=1, use_cache=False).modules[0]
     assert [f for f in r.findings if f.rule == "undefined-symbol"] == []
+
+
+def test_a_module_of_the_set_replaces_the_in_tree_exporter_of_the_same_symbol(build, tmp_path):
+    """Linting in-tree modules (or a rebuilt in-tree driver) against their own pin: the target's
+    Module.symvers lists the export too, but the file of the set is what loads, so it gives the order."""
+    tree = kernel_tree(tmp_path, symvers=SYMVERS + "0x33333333\ta_fn\tdrivers/misc/a\tEXPORT_SYMBOL_GPL\t\n")
+    folder, (b, a) = package(tmp_path, ("b", user(build, "a_fn")), ("a", build("x86_64", EXPORTER, name="a")))
+    report = lint_paths([folder], target=str(tree), jobs=1, use_cache=False)
+    assert report.order == [str(a), str(b)]
+    assert by_name(report)["b.ko"].provided == {"a_fn": str(a)}
+    # away from the set, the in-tree module is named as the provider (modprobe loads it)
+    lonely = tmp_path / "elsewhere"
+    lonely.mkdir()
+    shutil.copy(b, lonely / "b.ko")
+    alone = lint_paths([lonely / "b.ko"], target=str(tree), jobs=1, use_cache=False).modules[0]
+    assert alone.provided == {"a_fn": "a (in-tree)"} and alone.findings == []
