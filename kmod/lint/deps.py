@@ -124,7 +124,7 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         set_exports = by_arch.get(arch, {})
         res = out[path] = Resolution()
         sf = ruledata.softfloat(arch or "")
-        unknown, ns_missing, gpl_used = [], {}, []
+        unknown, ns_missing, gpl_used, only_for = [], {}, [], {}
         for sym in f["needs"]:
             entry = kernel.get(sym) if kernel is not None else None
             if entry is not None and _entry(entry)[3] not in (VMLINUX, None, "") and any(
@@ -147,7 +147,11 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
                     res.depends.append(owners[0])
                 if gpl and not f["gpl"]:
                     gpl_used.append(sym)
-            if space and space not in f["import_ns"]:
+            if space.startswith(MODULE_NS):
+                # EXPORT_SYMBOL_FOR_MODULES (Linux >= 6.13): only the named modules may use it, no import
+                if not _module_match(f["name"], space[len(MODULE_NS):]):
+                    only_for.setdefault(space[len(MODULE_NS):], []).append(sym)
+            elif space and space not in f["import_ns"]:
                 ns_missing.setdefault(space, []).append(sym)
         where = t.name if t is not None else "the target"
         others = per_arch[arch] - 1
@@ -168,6 +172,11 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
                 + ("only warns (CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS)" if allowed else
                    "refuses it ('module uses symbol ... from namespace ..., but does not import it', -EINVAL)")
                 + f". Add MODULE_IMPORT_NS({space}) to the module", section=".modinfo"))
+        for allowed, syms in sorted(only_for.items()):
+            res.findings.append(Finding(
+                "namespace-not-imported", "error",
+                f"uses {', '.join(sorted(syms)[:6])}, exported only for module(s) {allowed}: the loader refuses "
+                f"it ('module ... uses symbol ..., which is exported only for module ...', -EINVAL)"))
         if gpl_used:
             shown = ", ".join(sorted(gpl_used)[:6])
             res.findings.append(Finding(
@@ -178,6 +187,19 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
     _duplicates(modules, arch_of, by_arch, out)
     _cycles(modules, out)
     return out
+
+
+MODULE_NS = "module:"
+
+
+def _module_match(name: str, patterns: str) -> bool:
+    """kernel/module/main.c module_match(): comma-separated names, a trailing * a prefix; - is _."""
+    name = name.replace("-", "_")
+    for p in patterns.split(","):
+        p = p.strip().replace("-", "_")
+        if p.endswith("*") and name.startswith(p[:-1]) or p == name:
+            return True
+    return False
 
 
 def _entry(value) -> tuple:

@@ -177,3 +177,12 @@ def test_a_module_of_the_set_replaces_the_in_tree_exporter_of_the_same_symbol(bu
     shutil.copy(b, lonely / "b.ko")
     alone = lint_paths([lonely / "b.ko"], target=str(tree), jobs=1, use_cache=False).modules[0]
     assert alone.provided == {"a_fn": "a (in-tree)"} and alone.findings == []
+
+
+@pytest.mark.parametrize("user_name, expected", [("b", []), ("c", [("namespace-not-imported", "error")])])
+def test_an_export_for_named_modules_only(build, kernel, tmp_path, user_name, expected):
+    """EXPORT_SYMBOL_FOR_MODULES (namespace "module:NAMES", Linux >= 6.13): no import, only those modules."""
+    only = build("x86_64", EXPORT + r"""int o_fn(int x) { return x; } EXPORT(o_fn, "_gpl", "module:b,x_*");""",
+                 name="o")
+    folder, _ = package(tmp_path, ("o", only), (user_name, user(build, "o_fn", name=user_name)))
+    assert rules_of(by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))[f"{user_name}.ko"]) == expected
