@@ -156,13 +156,17 @@ def lint_probes(ko: Path, syms: list[str], pin: str, cache: str, interrupt_after
     for s in syms:
         argv += ["--probe", s]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KMOD_CACHE": cache}
+    shutil.rmtree(Path(cache, "lint", "results"), ignore_errors=True)     # cold: no result to serve
+    Path(cache, "lint", "stat-index.json").unlink(missing_ok=True)
     t = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
     if interrupt_after is not None:
         time.sleep(interrupt_after)
         os.killpg(p.pid, signal.SIGINT)
         t = time.monotonic()
-    p.communicate()
+    err = p.communicate()[1]
+    if interrupt_after is None and p.returncode not in (0, 2):
+        raise SystemExit(f"lint of {ko.name} failed ({p.returncode}): {err.decode(errors='replace')[-500:]}")
     return time.monotonic() - t
 
 

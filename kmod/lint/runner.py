@@ -27,6 +27,7 @@ from .findings import RANK, Finding, ModuleResult, Report
 from .target import TargetSpec
 
 INDEX_FORMAT = 2
+POOL_BYTES_PER_WORKER = 8 << 20
 RACY_SECONDS = 2.0
 
 
@@ -272,7 +273,10 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
             spec.prepare(_arches_of([Path(t[0]) for t in todo]) or spec.arches())   # once, before forking
         todo.sort(key=lambda t: -t[2])     # biggest first: the pool ends together
         items = [(sp, key) for sp, key, _ in todo]
-        workers = min(jobs or _cpus(), len(items))
+        # a process pool pays for itself only with enough to do: forking and setting up each worker
+        # costs about what linting a few MiB does, so small sets (a package) are linted here
+        size = sum(t[2] for t in todo)
+        workers = min(jobs or _cpus(), len(items), max(1, size // POOL_BYTES_PER_WORKER))
 
 
         counter = Counter("lint", len(items), min_total=50 if progress else len(items) + 1)

@@ -45,11 +45,15 @@ class KernelTarget:
     probe_map_stat: tuple | None = None
     how_to_get_symbols: str = ""
     _grams: dict | None = field(default=None, repr=False, compare=False)   # see close_names; not cached
+    _gpl_only: frozenset | None = field(default=None, repr=False, compare=False)
     # why the booted kernel's symbols could not be had (QEMU missing): the check is skipped as a warning
     symbols_unavailable: str = field(default="", compare=False)
 
-    def gpl_only(self) -> set[str]:
-        return {n for n, v in (self.exports or {}).items() if v[1]}
+    def gpl_only(self) -> frozenset[str]:
+        """The GPL-only exports; worked out once per target (every module of a run asks)."""
+        if self._gpl_only is None:
+            self._gpl_only = frozenset(n for n, v in (self.exports or {}).items() if v[1])
+        return self._gpl_only
 
     def in_blacklisted_range(self, addr: int) -> str | None:
         for lo, hi, name in self.ranges:

@@ -138,6 +138,8 @@ def test_ctrl_c_stops_a_pooled_lint_within_a_second(build, tmp_path):
     try:
         line = proc.stderr.readline()      # the first progress line: the pool is at work
         assert line.startswith(b"lint: "), line
+        workers = [c for t in Path(f"/proc/{proc.pid}/task").glob("*/children") for c in t.read_text().split()]
+        assert len(workers) >= 2, "the lint did not run a pool"
         os.killpg(proc.pid, signal.SIGINT)
         sent = time.monotonic()
         _out, err = proc.communicate(timeout=30)
