@@ -133,6 +133,7 @@ def context(manifest: dict, title: str, now: float | None = None) -> dict:
         "modules": sorted({r.module for r in rows}),
         "grid": {(r.module, r.kernel, r.flavour, r.arch): detail(r) for r in rows},
         "build": _build_figures(rows), "lint": _lint_figures(rows), "boot": _boot_figures(rows),
+        "linted": sum(r.states["lint"] != cells.NONE for r in rows),
         "packages": _package_figures(manifest),
     }
 

@@ -81,6 +81,8 @@ def test_a_section_per_stage(project):
     assert sections == ["stage-build", "stage-lint", "stage-package", "stage-boot"]
     text = "".join(page.text)
     assert "fpu-unguarded" in text and "packages/clone-probe-dkms_0.1.0_all.deb" in text
+    linted = sum(1 for s in EXPECTED.values() if s[1] != "-")
+    assert f"{linted} cell(s) linted." in text
 
 
 def test_self_contained(project):
@@ -131,4 +133,4 @@ def test_a_bug_in_the_page_is_one_warning(project, capsys, monkeypatch):
 def test_an_empty_project_says_what_to_do(tmp_path):
     (tmp_path / "kmod.toml").write_text(report_matrix.SPEC)
     text = report.write(specmod.load(tmp_path / "kmod.toml")).read_text()
-    assert "No cells in dist/manifest.json yet" in text
+    assert "No cells in dist/manifest.json yet" in text and "Nothing linted yet" in text
