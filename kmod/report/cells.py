@@ -54,7 +54,7 @@ def _build(rec: dict, running: bool) -> str:
 
 def findings(rec: dict) -> list[dict]:
     """The lint findings of a record, each with text severity, rule and message."""
-    return [{k: str(f.get(k) or "") for k in ("severity", "rule", "message")}
+    return [{k: str(f.get(k) or "") for k in ("severity", "rule", "message", "ko")}
             for f in as_list(rec.get("lint")) if isinstance(f, dict)]
 
 

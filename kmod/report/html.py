@@ -50,6 +50,14 @@ def _median(values: list[float]) -> float | None:
     return round((v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2, 2) if v else None
 
 
+def _kos(rec: dict) -> list[dict]:
+    """The cell's modules: `kos` (several .ko per cell, as paths or {ko, sha256} records) or the one `ko`."""
+    many = [k if isinstance(k, dict) else {"ko": k} for k in cells.as_list(rec.get("kos"))]
+    one = [{"ko": rec.get("ko"), "sha256": rec.get("ko_sha256")}] if rec.get("ko") else []
+    return [{"ko": _text(k.get("ko")), "sha256": _text(k.get("sha256") or k.get("ko_sha256"))[:16]}
+            for k in many or one if k.get("ko")]
+
+
 def detail(r: cells.Row) -> dict:
     """What a cell opens on."""
     rec = r.record
@@ -59,13 +67,12 @@ def detail(r: cells.Row) -> dict:
     return {
         "id": r.id, "states": r.states, "reason": r.reason, "log": r.log, "version": r.version,
         "release": _text(rec.get("release")), "compiler": _text(rec.get("compiler")), "image": _text(rec.get("image")),
-        "build": {"result": _text(rec.get("result")), "log": _text(rec.get("log")), "ko": _text(rec.get("ko")),
-                  "ko_sha256": str(rec.get("ko_sha256") or "")[:16], "exit_code": rec.get("exit_code"),
+        "build": {"result": _text(rec.get("result")), "log": _text(rec.get("log")), "kos": _kos(rec),
+                  "exit_code": rec.get("exit_code"),
                   "errors": cells.as_list(rec.get("errors"))[:8],
                   "diagnosis": [d for d in cells.as_list(rec.get("diagnosis")) if isinstance(d, dict)],
                   "seconds": {k: v for k, v in s.items() if v is not None}},
-        "lint": [{"severity": _text(f.get("severity")), "rule": _text(f.get("rule")), "message": _text(f.get("message"))}
-                 for f in lint],
+        "lint": lint,
         "linted": rec.get("lint") is not None,
         "boot": _boot(r),
         "package": ({"state": r.states["package"], "reason": _text(r.package.get("reason")), "files": _files(r.package),

@@ -134,3 +134,18 @@ def test_an_empty_project_says_what_to_do(tmp_path):
     (tmp_path / "kmod.toml").write_text(report_matrix.SPEC)
     text = report.write(specmod.load(tmp_path / "kmod.toml")).read_text()
     assert "No cells in dist/manifest.json yet" in text and "Nothing linted yet" in text
+
+
+def test_several_modules_per_cell(project):
+    """A cell may build several .ko (records `kos`, as paths or {ko, sha256}); the cell lists them all and
+    says which one a finding is about."""
+    path = project.dist / "manifest.json"
+    data = json.loads(path.read_text())
+    rec = data["cells"]["clone_probe/bookworm-6.1/x86_64"]
+    rec["kos"] = ["clone_probe/bookworm-6.1/x86_64/a.ko", {"ko": "clone_probe/bookworm-6.1/x86_64/b.ko", "sha256": "cd" * 32}]
+    rec["lint"] = [{"severity": "warning", "rule": "no-module-exit", "message": "no exit", "ko": "clone_probe/bookworm-6.1/x86_64/b.ko"}]
+    path.write_text(json.dumps(data))
+    text = report.write(project).read_text()
+    cell = text.split('data-cell="clone_probe/bookworm-6.1/x86_64"', 1)[1].split("</details>", 1)[0]
+    assert 'href="clone_probe/bookworm-6.1/x86_64/a.ko"' in cell and 'href="clone_probe/bookworm-6.1/x86_64/b.ko"' in cell
+    assert "cdcdcdcdcdcdcdcd" in cell and "<code>clone_probe/bookworm-6.1/x86_64/b.ko</code>: no exit" in cell
