@@ -41,6 +41,7 @@ class Catalogue:
     from indexes that the suite's signed Release vouches for (kmod.archive.release)."""
 
     def __init__(self, mirror: mirrormod.Mirror, suite: str, debian_arches: list[str], log=print):
+        self.suite = suite
         self.by_name: dict[tuple[str, str], list[tuple[dict, str]]] = {}
         self.discarded: list[str] = []  # indexes that did not match their signed Release
         archives = mirror.archives(suite)
@@ -57,6 +58,11 @@ class Catalogue:
         """Every (record, archive) of a package, newest first."""
         cands = self.by_name.get((name, debian_arch)) or self.by_name.get((name, "all")) or []
         return sorted(cands, key=lambda c: debversion.key(c[0]["Version"]), reverse=True)
+
+    def newest(self, name: str, debian_arch: str) -> pinsmod.Package | None:
+        """The newest version of a package, as a Package that kmod.archive.fetch downloads and checks."""
+        found = self.versions(name, debian_arch)
+        return to_package(*found[0]) if found else None
 
     def abis(self, regex: str, flavour: str, debian_arch: str) -> set[str]:
         pat = re.compile(rf"^linux-headers-(.+)-{re.escape(flavour)}$")
@@ -87,13 +93,17 @@ def _downloadable(pkg: pinsmod.Package, mirror: mirrormod.Mirror) -> bool:
     return fetch.reachable(fetch.url_of(pkg, mirror))
 
 
+def to_package(rec: dict, archive: str, role: str = "", for_arch: str = "") -> pinsmod.Package:
+    return pinsmod.Package(name=rec["Package"], version=rec["Version"], arch=rec["Architecture"], role=role,
+                           filename=rec["Filename"], archive=archive, sha256=rec["SHA256"],
+                           size=int(rec["Size"]), for_arch=for_arch)
+
+
 def _package(cat: Catalogue, mirror: mirrormod.Mirror, name: str, debian_arch: str, role: str,
              for_arch: str) -> pinsmod.Package | None:
     """The newest version of `name` that really downloads."""
     for rec, archive in cat.versions(name, debian_arch):
-        pkg = pinsmod.Package(name=rec["Package"], version=rec["Version"], arch=rec["Architecture"], role=role,
-                              filename=rec["Filename"], archive=archive, sha256=rec["SHA256"],
-                              size=int(rec["Size"]), for_arch=for_arch)
+        pkg = to_package(rec, archive, role, for_arch)
         if _downloadable(pkg, mirror):
             return pkg
     return None
