@@ -17,9 +17,9 @@ TEMPLATES = ("kprobe", "kretprobe")
 CLONE_SUFFIX = r"(?:\.(?:isra|constprop|part|lto_priv|llvm)\.\d+|\.cold(?:\.\d+)?|\.localalias)"
 SYMBOL_RE = re.compile(rf"^(?P<name>[A-Za-z_][A-Za-z0-9_]*{CLONE_SUFFIX}*)(?:\+(?P<offset>0x[0-9a-fA-F]+|\d+))?$")
 KSYM_NAME_LEN = 127
-# Module names become C identifiers, file names and (with _ -> -) Debian/RPM package names.
-# MODULE_NAME_LEN is 56 including the NUL.
-MODULE_RE = re.compile(r"^[a-z][a-z0-9_]{0,54}$")
+# Module names become file names, the kernel's module name (- and _ are the same to the kernel, which
+# says _) and, with _ -> -, Debian/RPM package names. MODULE_NAME_LEN is 56 including the NUL.
+MODULE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,54}$")
 # Versions must be valid for dkms, Debian and RPM alike: no hyphen (revision separator), no "..".
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~]{0,63}$")
 LICENSE_RE = re.compile(r"^[A-Za-z0-9 /.+-]{1,64}$")
@@ -56,6 +56,11 @@ class Module:
         return self.name.replace("_", "-")
 
     @property
+    def kernel_name(self) -> str:
+        """The name the kernel knows the module by (/sys/module/NAME, lsmod, rmmod)."""
+        return kernel_name(self.name)
+
+    @property
     def symbols(self) -> list[str]:
         return [p.symbol for p in self.probes]
 
@@ -71,10 +76,14 @@ def parse_probe(text: str) -> Probe:
     return Probe(m.group("name"), int(m.group("offset"), 0) if m.group("offset") else 0)
 
 
+def kernel_name(name: str) -> str:
+    return name.replace("-", "_")
+
+
 def check_name(name) -> str:
-    if not isinstance(name, str) or not MODULE_RE.fullmatch(name):
+    if not isinstance(name, str) or not MODULE_RE.fullmatch(name) or name.endswith("-"):
         raise UserError(f"module name {name!r} is invalid",
-                        "use 1-55 characters: lowercase letters, digits and _, starting with a letter")
+                        "use 1-55 characters: lowercase letters, digits, _ and -, starting with a letter")
     return name
 
 
@@ -179,8 +188,11 @@ def load(path: Path) -> Project:
     mods = {}
     for raw in data.get("module", []):
         m = _module(raw, spec_dir)
-        if m.name in mods:
-            raise UserError(f"module {m.name} is declared twice in {path}")
+        same = next((n for n in mods if kernel_name(n) == m.kernel_name), None)
+        if same:
+            raise UserError(f"module {m.name} is declared twice in {path}" if same == m.name else
+                            f"modules {same} and {m.name} are the same name to the kernel ({m.kernel_name})",
+                            "- and _ are the same in module names: rename one")
         mods[m.name] = m
     if not mods:
         raise UserError(f"{path} declares no [[module]]")

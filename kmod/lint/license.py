@@ -1,6 +1,6 @@
 """license-missing and license-gpl-only-symbol.
 
-The kernel decides with license_is_gpl_compatible() (the list is data in rules/lint/licenses.toml):
+The kernel decides with license_is_gpl_compatible() (the list is data in rules/licenses.toml):
 a module without MODULE_LICENSE is refused by modpost and taints the kernel; a non-GPL module cannot
 resolve EXPORT_SYMBOL_GPL symbols (insmod: "Unknown symbol", dmesg: "module using GPL-only symbols").
 """

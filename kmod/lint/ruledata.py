@@ -64,7 +64,9 @@ def softfloat(arch_name: str = "") -> GlobSet:
 
 @cache
 def gpl_compatible() -> frozenset[str]:
-    return frozenset(load("licenses")["gpl_compatible"])
+    """From the one license table, rules/licenses.toml (kmod.licenses)."""
+    from .. import licenses
+    return licenses.gpl_compatible()
 
 
 @cache

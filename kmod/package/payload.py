@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import render
+from .. import licenses, render
 from ..errors import UserError
 from ..spec import Module, Project, check_name, check_version
 from . import dkms
@@ -14,13 +14,6 @@ from . import dkms
 # Fixed so that packaging twice, anywhere, gives the same bytes; SOURCE_DATE_EPOCH overrides it.
 DEFAULT_EPOCH = 1704067200  # 2024-01-01T00:00:00Z
 SAFE_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]*(/[A-Za-z0-9_][A-Za-z0-9._+-]*)*$")
-# MODULE_LICENSE -> (SPDX for RPM, DEP-5 short name for Debian, the common-licenses file)
-LICENSES = {"GPL": ("GPL-2.0-or-later", "GPL-2+", "GPL-2"),
-            "GPL v2": ("GPL-2.0-only", "GPL-2", "GPL-2"),
-            "GPL and additional rights": ("GPL-2.0-or-later", "GPL-2+", "GPL-2"),
-            "Dual BSD/GPL": ("BSD-3-Clause OR GPL-2.0-only", "BSD-3-clause or GPL-2", "GPL-2"),
-            "Dual MIT/GPL": ("MIT OR GPL-2.0-only", "Expat or GPL-2", "GPL-2"),
-            "Dual MPL/GPL": ("MPL-1.1 OR GPL-2.0-only", "MPL-1.1 or GPL-2", "GPL-2")}
 DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 
 
@@ -68,8 +61,8 @@ class Payload:
 
     @property
     def licenses(self) -> tuple[str, str, str]:
-        lic = self.module.license
-        return LICENSES.get(lic, (f"LicenseRef-{lic.replace(' ', '-').replace('/', '-')}",) * 2 + ("",))
+        lic = licenses.get(self.module.license)
+        return lic.spdx, lic.dep5, lic.common
 
     @property
     def dkms_pairs(self) -> list:
@@ -112,7 +105,8 @@ def build(project: Project, module: Module, signing: dkms.Signing | None) -> Pay
                             "copy the file into the source folder instead of linking to it")
     tree = dkms.source_tree(module, opts, dkms.read_sources(sources.dir, sources.files))
     top = dkms.source_dir(module)
-    files = {f"{top}/{name}": (data, 0o644) for name, data in tree.items()}
+    # Modes as in the source folder (a helper script the Makefile runs stays executable).
+    files = {f"{top}/{name}": (data, sources.modes.get(name, 0o644)) for name, data in tree.items()}
     if signing:
         files[f"etc/dkms/framework.conf.d/{module.package_name}.conf"] = (
             dkms.framework_conf(signing).encode(), 0o644)

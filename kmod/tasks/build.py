@@ -42,6 +42,7 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
         from ..build.signing import BuildSigning
         cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches,
                               signing=BuildSigning.from_flags(sign_key, sign_cert))
+    _warn_skipped({c.module.name: c.sources for c in cells}.values())
     hook = None if no_lint else _lint_hook(project)
     outcome = buildmod.run(project, cells, runtime, jobs or None, command_line(), after_build=hook)
     _report_build(project, outcome)
@@ -51,6 +52,12 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
         code = boot.run_for_cells(project, outcome.cells)
     if code:
         raise Exit(code=code)
+
+
+def _warn_skipped(all_sources) -> None:
+    for src in all_sources:
+        for what in src.skipped:
+            print(f"warning: {src.module.name}: left out of the sources: {what}", file=sys.stderr)
 
 
 def _lint_hook(project):
@@ -98,6 +105,7 @@ def render(c, module="", symbol="", spec=""):
     for m in project.select(module or None):
         m = specmod.with_overrides(m, symbol)
         src = rendermod.render(m, project.dist / m.name / "src")
+        _warn_skipped([src])
         print(f"{m.name}: {src.dir} ({', '.join(src.files)})")
 
 

@@ -28,7 +28,7 @@ def test_invalid_symbols_refused(text):
         spec.parse_probe(text)
 
 
-@pytest.mark.parametrize("name", ["", "Abc", "a-b", "a b", "../x", "1a", "a" * 56, "a\n", "a.b"])
+@pytest.mark.parametrize("name", ["", "Abc", "a b", "../x", "1a", "a" * 56, "a\n", "a.b", "a-"])
 def test_invalid_module_names(name):
     with pytest.raises(UserError, match="module name"):
         spec.check_name(name)
@@ -97,3 +97,14 @@ def test_find_walks_up(tmp_path, monkeypatch):
     monkeypatch.chdir(sub)
     monkeypatch.delenv("KMOD_SPEC", raising=False)
     assert spec.find() == tmp_path / "kmod.toml"
+
+
+def test_names_with_dashes_are_the_kernels_names(tmp_path):
+    assert spec.check_name("ddcci-backlight") == "ddcci-backlight"
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "hid-kye"\nsymbols = ["kernel_clone"]\n')
+    m = spec.load(tmp_path / "kmod.toml").modules["hid-kye"]
+    assert (m.kernel_name, m.package_name) == ("hid_kye", "hid-kye")
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "a-b"\nsymbols = ["x"]\n'
+                                        '[[module]]\nname = "a_b"\nsymbols = ["x"]\n')
+    with pytest.raises(UserError, match="same name to the kernel"):
+        spec.load(tmp_path / "kmod.toml")
