@@ -51,6 +51,7 @@ class Arch:
     uname_machine: str
     gnu_triplet: str
     make_arch: str
+    srcarch: str                          # arch/<srcarch>/ in the kernel tree (x86 for x86_64)
     kernel_flavour: str
     image_package: str                    # "linux-image-{release}-unsigned"
     image_file: str                       # /boot/<image_file>-RELEASE
@@ -159,7 +160,7 @@ def _build(d: dict, _path) -> Arch:
     return Arch(
         name=d["name"], aliases=tuple(d.get("aliases", ())), debian_arch=d["debian_arch"],
         uname_machine=d["uname_machine"], gnu_triplet=d["gnu_triplet"],
-        make_arch=k["make_arch"], kernel_flavour=k["flavour"], image_package=k["image_package"],
+        make_arch=k["make_arch"], srcarch=k["srcarch"], kernel_flavour=k["flavour"], image_package=k["image_package"],
         image_file=k["image_file"], kernel_config=tuple(k["config"]),
         vermagic_words=tuple((v["word"], v.get("config", "")) for v in k["vermagic"]),
         elf_machine=e["machine"], elf_number=e["number"], big_endian=e["endian"] == "big",
@@ -190,6 +191,10 @@ def get(name: str) -> Arch:
 @cache
 def _by_number() -> dict[int, Arch]:
     return {a.elf_number: a for a in all_arches().values()}
+
+
+def by_srcarch(srcarch: str) -> list[Arch]:
+    return [a for a in all_arches().values() if a.srcarch == srcarch]
 
 
 def by_elf_machine(number: int) -> Arch | None:

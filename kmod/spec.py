@@ -49,6 +49,11 @@ class Module:
     arches: tuple[str, ...] = ()  # limit to these arches; empty means all
     source: Path | None = None    # a hand-written source folder instead of a template
     trigger: str = ""             # shell command that makes the probed path run (boot test)
+    # Hand-written sources: how make is called, for kmod's build and the generated dkms.conf alike.
+    make_vars: tuple[tuple[str, str], ...] = ()  # NAME=VALUE on make's command line
+    make_target: str = ""         # run the source's own Makefile with this target (else kbuild)
+    build_dir: str = ""           # the subfolder to build in (kbuild's M=, or make -C)
+    expect: str = ""              # boot test: a console line (regex) that proves a probe fired
     spec_dir: Path = field(default=Path("."), compare=False)
 
     @property
@@ -94,9 +99,40 @@ def check_version(version) -> str:
     return version
 
 
+MAKE_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A make variable's value survives dkms's two evaluations: no spaces, quotes, globs or $(...)
+MAKE_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9_./:=+,@%-]|\$\{[a-z_]+\})*$")
+TARGET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SUBDIR_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_.+-]*(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]*)*$")
+
+
+def _make_fields(raw: dict, name: str, src: Path) -> dict:
+    out = {}
+    make_vars = raw.get("make_vars", {})
+    if not isinstance(make_vars, dict) or not all(isinstance(v, str) for v in make_vars.values()):
+        raise UserError(f"module {name}: make_vars must be a table of strings", 'e.g. make_vars = { KVER = "${kernelver}" }')
+    for k, v in make_vars.items():
+        if not MAKE_VAR_RE.fullmatch(k) or not MAKE_VALUE_RE.fullmatch(v):
+            raise UserError(f"module {name}: make_vars {k} = {v!r} cannot be passed to make safely",
+                            "a variable name, and a value of letters, digits, ./:=+,@%- and ${kernelver}-style "
+                            "references to dkms's variables")
+    out["make_vars"] = tuple(make_vars.items())
+    target = raw.get("make_target", "")
+    if not isinstance(target, str) or target and not TARGET_RE.fullmatch(target):
+        raise UserError(f"module {name}: make_target {target!r} is not a make target", 'e.g. "all"')
+    out["make_target"] = target
+    sub = raw.get("build_dir", "")
+    if not isinstance(sub, str) or sub and (not SUBDIR_RE.fullmatch(sub) or ".." in sub.split("/")
+                                            or not (src / sub).is_dir()):
+        raise UserError(f"module {name}: build_dir {sub!r} is not a subfolder of the source", 'e.g. "src"')
+    out["build_dir"] = sub.rstrip("/")
+    return out
+
+
 def _module(raw: dict, spec_dir: Path) -> Module:
     known = {"name", "version", "license", "description", "template", "symbols", "record_args",
-             "record_retval", "maxactive", "arches", "source", "trigger"}
+             "record_retval", "maxactive", "arches", "source", "trigger", "make_vars", "make_target",
+             "build_dir", "expect"}
     name = check_name(raw.get("name"))
     unknown = set(raw) - known
     if unknown:
@@ -112,14 +148,26 @@ def _module(raw: dict, spec_dir: Path) -> Module:
     trigger = raw.get("trigger", "")
     if not isinstance(trigger, str) or any(c in trigger for c in "\n\r\0"):
         raise UserError(f"module {name}: trigger must be a one-line shell command")
+    expect = raw.get("expect", "")
+    if not isinstance(expect, str) or any(c in expect for c in "\n\r\0") or len(expect) > 200:
+        raise UserError(f"module {name}: expect must be one line (a regex the console shows when a probe fires)")
+    try:
+        re.compile(expect)
+    except re.error as e:
+        raise UserError(f"module {name}: expect {expect!r} is not a regex: {e}") from None
     common = dict(name=name, version=check_version(raw.get("version", "0.1.0")), license=license,
-                  description=description, arches=arches, trigger=trigger, spec_dir=spec_dir)
+                  description=description, arches=arches, trigger=trigger, expect=expect, spec_dir=spec_dir)
     if "source" in raw:
-        src = (spec_dir / raw["source"]).resolve()
-        if not src.is_dir() or not ((src / "Kbuild").exists() or (src / "Makefile").exists()):
-            raise UserError(f"module {name}: source {raw['source']!r} is not a folder with a Kbuild or Makefile")
+        src = (spec_dir / str(raw["source"])).resolve()
+        if not src.is_dir() or not any((src / f).exists() for f in ("Kbuild", "Makefile", "dkms.conf")):
+            raise UserError(f"module {name}: source {raw['source']!r} is not a folder with a Kbuild, Makefile "
+                            "or dkms.conf")
         symbols = raw.get("symbols", [])
-        return Module(**common, template="", source=src, probes=tuple(parse_probe(s) for s in symbols))
+        return Module(**common, template="", source=src, probes=tuple(parse_probe(s) for s in symbols),
+                      **_make_fields(raw, name, src))
+    extra = sorted({"make_vars", "make_target", "build_dir"} & set(raw))
+    if extra:
+        raise UserError(f"module {name}: {extra[0]} is for a hand-written source", "add source = \"FOLDER\"")
     template = raw.get("template", "kprobe")
     if template not in TEMPLATES:
         raise UserError(f"module {name}: unknown template {template!r}", f"choose one of: {', '.join(TEMPLATES)}")

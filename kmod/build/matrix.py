@@ -12,14 +12,14 @@ from pathlib import Path
 from .. import arch as archmod
 from .. import atomic, render, report
 from ..archive.fetch import sha256_file
-from ..errors import UserError
+from ..errors import BuildFailed, UserError
 from ..nofollow import UnsafeFile
 from ..manifest import Manifest
 from ..parallel import parallel
 from ..pins import Pin, require_locked
 from ..progress import Progress
 from ..spec import Module, Project
-from . import diagnose, images
+from . import collect, diagnose, dkmsbuild, images
 from .runtime import Mount, Runtime
 from .runtime.base import CONTAINER_BUILD_PATH
 from .signing import SECRET_MOUNT, BuildSigning
@@ -60,10 +60,18 @@ def make_argv(cell: Cell, build_dir: str, build_arch: str) -> list[str]:
     return ["make", "-C", cell.kdir, f"M={build_dir}", *cell.arch.make_vars(build_arch), "modules"]
 
 
+def command_doc(cell: Cell, build_arch: str) -> dict:
+    """What runs: the make command of a templated module; dkms's build of a hand-written one."""
+    if cell.module.source is None:
+        return {"argv": make_argv(cell, BUILD_MOUNT, build_arch)}
+    return {"script": dkmsbuild.script_text(), "conf": None if dkmsbuild.own_conf(cell.sources.files)
+            else dkmsbuild.generated_conf(cell.module), "make_vars": cell.arch.make_vars(build_arch)}
+
+
 def cell_key(cell: Cell, build_arch: str) -> str:
-    doc = {"recipe": RECIPE_VERSION, "sources": cell.sources.files, "arch": cell.arch.name,
+    doc = {"recipe": RECIPE_VERSION, "sources": cell.sources.digest, "arch": cell.arch.name,
            "kernel": cell.pin.lock_entry() if cell.pin else cell.kdir, "image": cell.image,
-           "argv": make_argv(cell, BUILD_MOUNT, build_arch), "env": REPRODUCIBLE_ENV,
+           **command_doc(cell, build_arch), "env": REPRODUCIBLE_ENV,
            **({"signed_by": cell.signing.cert_sha256} if cell.signing else {})}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -95,36 +103,44 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
 
 def cached(cell: Cell, manifest: Manifest, dist: Path) -> bool:
     rec = manifest.cell(cell.id)
-    if not rec or rec.get("key") != cell.key or rec.get("result") != "ok":
+    if not rec or rec.get("key") != cell.key or rec.get("result") not in ("ok", "excluded"):
         return False
-    ko = cell.out_dir(dist) / f"{cell.module.name}.ko"
-    return ko.is_file() and sha256_file(ko) == rec.get("ko_sha256")
+    return all((dist / k["ko"]).is_file() and sha256_file(dist / k["ko"]) == k["sha256"]
+               for k in rec.get("kos") or [])
 
 
 def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progress: Progress) -> dict:
     out = cell.out_dir(dist)
     started = time.monotonic()
-    ws = runtime.prepare(cell.sources.dir, cell.sources.files, dist / ".work", prefix=cell.id.replace("/", "_") + ".")
+    hand_written = cell.module.source is not None
+    # A hand-written module's build folder is dkms's tree, its sources mounted beside it (dkmsbuild).
+    ws = runtime.prepare(cell.sources.dir, [] if hand_written else cell.sources.files, dist / ".work",
+                         prefix=cell.id.replace("/", "_") + ".")
     try:
         env = dict(REPRODUCIBLE_ENV)
         if runtime.build_path is None:  # the host: map the private folder to the fixed container path
             env["KCFLAGS"] = f"-ffile-prefix-map={ws.dir}={BUILD_MOUNT}"
-        argv = make_argv(cell, ws.path, build_arch)
-        run_argv, mounts = argv, ()
-        if cell.signing and runtime.build_path:  # then sign with the kernel's own sign-file, key mounted
+        if hand_written:
+            argv, mounts = hand_written_command(cell, ws, env)
+            shown = [*argv[:2], dkmsbuild.SCRIPT]
+        else:
+            argv, mounts = make_argv(cell, ws.path, build_arch), ()
+            shown = argv
+        run_argv = argv
+        if cell.signing and runtime.build_path and not hand_written:  # then sign with the kernel's sign-file
             sign = cell.signing.command(cell.kdir, f"{ws.path}/{cell.module.name}.ko")
             run_argv = ["sh", "-ec", '"$@"; exec ' + " ".join(map(shlex.quote, sign)), "kmod-build", *argv]
         if cell.pin and runtime.build_path:  # a pinned image: proven to hold the locked packages first
             run_argv = ["sh", "-c", images.check_script(), "kmod-check-image", *run_argv]
             env["KMOD_LOCKED_PACKAGES"] = "\n".join(images.installed(cell.pin))
         with contextlib.ExitStack() as stack:
-            if cell.signing and runtime.build_path:
+            if cell.signing and runtime.build_path and not hand_written:
                 secret = stack.enter_context(cell.signing.secret_dir(*runtime.build_user()))
-                mounts = (Mount(secret, SECRET_MOUNT, True),)
+                mounts = (*mounts, Mount(secret, SECRET_MOUNT, True))
             res = runtime.run(ws, run_argv, image=cell.image, env=env, mounts=mounts,
                               on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
         log_path = out / "build.log"
-        header = f"# reproduce: {' '.join(argv)}\n# image: {cell.image or 'host'}\n"
+        header = f"# reproduce: {' '.join(shown)}\n# image: {cell.image or 'host'}\n"
         refused = images.refused_image(cell.pin, cell.image, res.exit_code, res.output) if cell.pin else ""
         atomic.write_text(log_path, header + (refused + "\n" if refused else res.output))
         rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
@@ -145,18 +161,23 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
             rec["seconds"]["total"] = round(time.monotonic() - started, 3)
             return rec
         try:
-            got = runtime.collect(ws, [ko_name], out) if res.exit_code == 0 else {}
+            if hand_written:
+                hand_written_result(cell, res, ws, out, dist, rec)
+                got = None
+            else:
+                got = runtime.collect(ws, [ko_name], out) if res.exit_code == 0 else {}
         except UnsafeFile as e:
             # The build left a link or a special file where its module belongs: a build error, and
             # nothing of it is copied (a link could point at any host file).
             (out / ko_name).unlink(missing_ok=True)
-            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None, errors=[e.message],
+            rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None, kos=[], errors=[e.message],
                        diagnosis=[{"cause": "unsafe artifact", "line": e.message,
                                    "advice": "kmod never follows a link out of a build; see docs/security.md"}])
         else:
-            if ko_name in got:
-                rec.update(result="ok", ko=str((out / ko_name).relative_to(dist)), ko_sha256=got[ko_name],
-                           diagnosis=[])
+            if got is None:
+                pass
+            elif ko_name in got:
+                rec.update(result="ok", kos=[collect.record(out / ko_name, "", got[ko_name], dist)], diagnosis=[])
                 if cell.signing:
                     from ..lint import signature
                     rec["signature"] = {"cert_sha256": cell.signing.cert_sha256,
@@ -166,10 +187,58 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                 rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
                            errors=diagnose.relevant_lines(res.output),
                            diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
+        if rec.get("kos"):  # the first .ko, for readers of a one-module record
+            rec.update(ko=rec["kos"][0]["ko"], ko_sha256=rec["kos"][0]["sha256"])
         rec["seconds"]["total"] = round(time.monotonic() - started, 3)
         return rec
     finally:
         runtime.cleanup(ws)
+
+
+def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mount, ...]]:
+    """The dkms-like build of a hand-written module (kmod.build.dkmsbuild): argv and mounts; sets env.
+    The (empty) build folder is dkms's tree; the sources are mounted read-only beside it."""
+    own = dkmsbuild.own_conf(cell.sources.files)
+    if not own:
+        atomic.write_text(ws.dir / dkmsbuild.CONF_NAME, dkmsbuild.generated_conf(cell.module), 0o644)
+    argv = ["bash", "-c", dkmsbuild.script_text()]
+    if cell.pin is None:  # a host build against the user's KDIR
+        release = (Path(cell.kdir) / "include" / "config" / "kernel.release").read_text().strip()
+        src, tree, headers = str(cell.sources.dir), str(ws.dir), [cell.kdir]
+        env.update(KMOD_DKMS_TREE=tree, KMOD_KSOURCEDIR=cell.kdir)
+        mounts = ()
+    else:
+        release = cell.pin.release(cell.arch)
+        common = f"/usr/src/linux-headers-{cell.pin.abi}-common"
+        src, tree, headers = dkmsbuild.SRC_MOUNT, dkmsbuild.DKMS_TREE, [cell.kdir, common]
+        mounts = (Mount(cell.sources.dir, src, True), Mount(ws.dir, tree, False),
+                  Mount(dkmsbuild.lib_modules(ws.dir, cell.kdir, common), f"/lib/modules/{release}", True))
+    conf = f"{src}/dkms.conf" if own else f"{tree}/{dkmsbuild.CONF_NAME}"
+    env.update(dkmsbuild.env(cell, conf, "" if own else (cell.module.build_dir or "."), release, headers))
+    env["KMOD_SRC"] = src
+    return argv, mounts
+
+
+def hand_written_result(cell: Cell, res, ws, out: Path, dist: Path, rec: dict) -> None:
+    r = dkmsbuild.parse(res.output)
+    rec["dkms"] = {"conf": "own" if dkmsbuild.own_conf(cell.sources.files) else "generated",
+                   "package_name": r.value("PACKAGE_NAME"), "package_version": r.value("PACKAGE_VERSION"),
+                   "make": r.make, "warnings": r.warnings,
+                   "exclusive": {k: r.value(k) for k in r.conf if k.startswith("BUILD_EXCLUSIVE_")}}
+    if res.exit_code == dkmsbuild.EXCLUDED_EXIT and r.excluded:
+        rec.update(result="excluded", reason=r.excluded, ko=None, ko_sha256=None, kos=[], diagnosis=[])
+        return
+    if res.exit_code == 0:
+        try:
+            rec.update(result="ok", kos=collect.collect(ws.dir, dkmsbuild.built_modules(r), out, dist),
+                       diagnosis=[])
+            return
+        except BuildFailed as e:
+            r.errors.append(e.message)
+    found = diagnose.for_dkms_build(r, cell)
+    rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None, kos=[],
+               errors=(r.errors + diagnose.relevant_lines(res.output))[:diagnose.MAX_LINES],
+               diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
 
 
 @dataclass
@@ -229,8 +298,8 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
                 cell.result, cell.record = rec["result"], rec
                 manifest.set_cell(cell.id, rec)
                 manifest.save()
-                detail = rec.get("ko") or (rec["diagnosis"][0]["cause"] if rec.get("diagnosis") else
-                                           f"see {rec['log']}")
+                detail = (rec.get("reason") or ", ".join(k["ko"] for k in rec.get("kos") or []) or
+                          (rec["diagnosis"][0]["cause"] if rec.get("diagnosis") else f"see {rec['log']}"))
                 prog.update(cell.id, rec["result"], f"{detail} ({rec['seconds']['total']:.1f}s)")
 
             parallel(one, todo, min(jobs or default_jobs(), len(todo)))

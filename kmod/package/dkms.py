@@ -133,22 +133,60 @@ def exclusive_arch(module: Module) -> str:
     return "^(" + "|".join(re.escape(m) for m in machines) + ")$"
 
 
-def own_makefile(files: dict[str, bytes]) -> bool:
-    """True when we add our Makefile; a hand-written source with its own Makefile keeps it."""
-    return "Makefile" not in files
+def own_makefile(module: Module, files: dict[str, bytes]) -> bool:
+    """True when we add our Makefile: to a templated module. A hand-written source is built as shipped
+    (dkms's default make runs kbuild on it when it has only a Kbuild)."""
+    return not module.source and "Makefile" not in files
 
 
-def conf_directives(module: Module, opts: Options, files: dict[str, bytes]) -> list[tuple[str, str]]:
+def make_command(module: Module) -> str:
+    """MAKE[0] of a hand-written module, from its spec's make_vars, make_target and build_dir; kmod's
+    build runs this same dkms.conf. "" leaves dkms's default (kbuild on the whole source)."""
+    make_vars = " ".join(f"{k}={v}" for k, v in module.make_vars)
+    sub = module.build_dir
+    if module.make_target:
+        return " ".join(p for p in ("make", f"-C {sub}" if sub else "", make_vars, module.make_target) if p)
+    if make_vars or sub:
+        where = "${dkms_tree}/${module}/${module_version}/build" + (f"/{sub}" if sub else "")
+        return " ".join(p for p in ("make -C ${kernel_source_dir}", f"M={where}", make_vars) if p)
+    return ""
+
+
+def module_directives(module: Module, kos: list[dict] | None) -> list[tuple[str, str]]:
+    """BUILT_MODULE_NAME[i], BUILT_MODULE_LOCATION[i] and DEST_MODULE_LOCATION[i] of each module.
+    A templated module is one NAME.ko; a hand-written one has what its builds made (`kos`, from the
+    manifest), or none at all in the dkms.conf kmod's own build reads (modules.order names them)."""
+    if not module.source:
+        kos = [{"name": module.name, "location": ""}]
+    pairs = []
+    for i, k in enumerate(kos or []):
+        pairs.append((f"BUILT_MODULE_NAME[{i}]", dkms_quote(k["name"])))
+        if k["location"]:
+            pairs.append((f"BUILT_MODULE_LOCATION[{i}]", dkms_quote(k["location"])))
+        pairs.append((f"DEST_MODULE_LOCATION[{i}]", '"/updates/dkms"'))
+    return pairs
+
+
+def uses_kprobes(module: Module, kos: list[dict] | None) -> bool:
+    """A templated module always does; a hand-written one if a built .ko calls the kprobe API."""
+    return not module.source or any(k.get("kprobes") for k in kos or [])
+
+
+def conf_directives(module: Module, opts: Options, files: dict[str, bytes],
+                    kos: list[dict] | None = None) -> list[tuple[str, str]]:
     """(directive, already-quoted value) in the order they are written."""
     pairs = [("PACKAGE_NAME", f'"{module.package_name}"'), ("PACKAGE_VERSION", f'"{module.version}"'),
-             ("BUILT_MODULE_NAME[0]", f'"{module.name}"'), ("DEST_MODULE_LOCATION[0]", '"/updates/dkms"'),
-             ("AUTOINSTALL", '"yes"'), ("BUILD_EXCLUSIVE_CONFIG", '"CONFIG_KPROBES"')]
+             *module_directives(module, kos), ("AUTOINSTALL", '"yes"')]
+    if uses_kprobes(module, kos) and (kos is not None or not module.source):
+        pairs.append(("BUILD_EXCLUSIVE_CONFIG", '"CONFIG_KPROBES"'))
     arch_re = exclusive_arch(module)
     if arch_re:
         # Our own regex: ^ ( | ) $ only, no glob characters; quoted once is enough, twice is harmless.
         pairs.append(("BUILD_EXCLUSIVE_ARCH", '"' + _escape_twice(arch_re) + '"'))
     directives = dict(opts.directives)
-    if "MAKE[0]" not in directives and own_makefile(files):
+    if module.source and make_command(module):
+        directives["MAKE[0]"] = make_command(module)
+    elif "MAKE[0]" not in directives and own_makefile(module, files):
         # dkms prefixes "make" with -jN KERNELRELEASE=<the kernel it builds for>; our Makefile needs both.
         directives["MAKE[0]"] = "make KDIR=${kernel_source_dir}"
     for key in ("MAKE[0]", "PRE_BUILD", "POST_BUILD", "BUILD_EXCLUSIVE_KERNEL", "BUILD_EXCLUSIVE_KERNEL_MIN",
@@ -169,8 +207,8 @@ def dkms_dependency(pairs: list[tuple[str, str]]) -> str:
     return need
 
 
-def dkms_conf(module: Module, opts: Options, files: dict[str, bytes]) -> str:
-    return render.render_text("package/dkms.conf.j2", m=module, pairs=conf_directives(module, opts, files))
+def dkms_conf(module: Module, opts: Options, files: dict[str, bytes], kos: list[dict] | None = None) -> str:
+    return render.render_text("package/dkms.conf.j2", m=module, pairs=conf_directives(module, opts, files, kos))
 
 
 def framework_conf(signing: Signing) -> str:
@@ -185,7 +223,7 @@ def source_dir(module: Module) -> str:
 def source_tree(module: Module, opts: Options, files: dict[str, bytes]) -> dict[str, bytes]:
     """Relative path below /usr/src/NAME-VERSION -> content."""
     tree = dict(files)
-    if own_makefile(files):
+    if own_makefile(module, files):
         tree["Makefile"] = render.render_text("package/Makefile.j2", m=module).encode()
     tree["dkms.conf"] = dkms_conf(module, opts, files).encode()
     return dict(sorted(tree.items()))

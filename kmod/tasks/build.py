@@ -65,7 +65,7 @@ def _lint_hook(project):
         from .. import lint  # only when something was built: a cache hit never pays for the import
         # every .ko of the cell at once: a sibling's exports resolve the others' symbols, as modprobe
         # would load it first
-        kos = [project.dist / (k["ko"] if isinstance(k, dict) else k) for k in (rec.get("kos") or [rec["ko"]])]
+        kos = [project.dist / k["ko"] for k in (rec.get("kos") or [{"ko": rec["ko"]}])]
         report = lint.lint_paths(kos, target=cell.pin.name if cell.pin else None,
                                  jobs=1, probes=[str(p) for p in cell.module.probes] or None)
         rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message,
@@ -89,9 +89,15 @@ def _report_build(project, outcome):
             for f in rec.get("lint", []):
                 if f["severity"] == "error":
                     print(f"  lint {f['rule']}: {f['message']}", file=sys.stderr)
-    ok = sum(c.result in ("ok", "cached") for c in outcome.cells)
+        elif (rec.get("result") == "excluded"):
+            print(f"excluded {c.id}: {rec.get('reason', '')}", file=sys.stderr)
+        for w in (rec.get("dkms") or {}).get("warnings", []):
+            print(f"warning: {c.id}: {w}", file=sys.stderr)
+    ok = sum(c.result in ("ok", "cached") and (c.record or {}).get("result") != "excluded" for c in outcome.cells)
     cached = sum(c.result == "cached" for c in outcome.cells)
-    print(f"{ok}/{len(outcome.cells)} built ({cached} cached), manifest: {outcome.manifest.path}")
+    excluded = sum((c.record or {}).get("result") == "excluded" for c in outcome.cells)
+    print(f"{ok}/{len(outcome.cells)} built ({cached} cached" + (f", {excluded} excluded by BUILD_EXCLUSIVE"
+          if excluded else "") + f"), manifest: {outcome.manifest.path}")
 
 
 @task(help={"module": COMMON_HELP["module"], "spec": COMMON_HELP["spec"],
