@@ -159,12 +159,15 @@ def _module(raw: dict, spec_dir: Path) -> Module:
                   description=description, arches=arches, trigger=trigger, expect=expect, spec_dir=spec_dir)
     if "source" in raw:
         src = (spec_dir / str(raw["source"])).resolve()
-        if not src.is_dir() or not any((src / f).exists() for f in ("Kbuild", "Makefile", "dkms.conf")):
-            raise UserError(f"module {name}: source {raw['source']!r} is not a folder with a Kbuild, Makefile "
-                            "or dkms.conf")
+        if not src.is_dir():
+            raise UserError(f"module {name}: source {raw['source']!r} is not a folder")
+        make = _make_fields(raw, name, src)
+        if not ((src / "dkms.conf").exists() or any((src / make["build_dir"] / f).exists()
+                                                     for f in ("Kbuild", "Makefile"))):
+            raise UserError(f"module {name}: source {raw['source']!r} has no dkms.conf, and no Kbuild or Makefile"
+                            + (f" in build_dir {make['build_dir']!r}" if make["build_dir"] else ""))
         symbols = raw.get("symbols", [])
-        return Module(**common, template="", source=src, probes=tuple(parse_probe(s) for s in symbols),
-                      **_make_fields(raw, name, src))
+        return Module(**common, template="", source=src, probes=tuple(parse_probe(s) for s in symbols), **make)
     extra = sorted({"make_vars", "make_target", "build_dir"} & set(raw))
     if extra:
         raise UserError(f"module {name}: {extra[0]} is for a hand-written source", "add source = \"FOLDER\"")

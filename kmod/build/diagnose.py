@@ -84,11 +84,15 @@ def for_dkms_build(r, cell) -> list[Diagnosis]:
             what = advise("ko-missing-set-spec", folder=_common_folder(folders)).advice
         out.append(advise("ko-missing", r.missing[0], expected=", ".join(r.missing), found=found,
                           what_to_set=what))
+    explained = set()
     for h in r.headers:
         d = _header(h, m, cell, log)
         if d:
             out.append(d)
-    return out
+            explained.add(h.split()[0])
+    # then the line patterns, but not "moved or removed" for a header explained better above
+    return out + [d for d in diagnose(log)
+                  if not (d.cause == "missing-header" and any(f" {h}:" in d.line for h in explained))]
 
 
 def _common_folder(folders: list[str]) -> str:
