@@ -38,6 +38,11 @@ class Target:
     pin: pinsmod.Pin
     arch: archmod.Arch
     ko: Path
+    kos: tuple[Path, ...] = ()  # every .ko of the cell, in load order (default: `ko` alone)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.kos or (self.ko,)
 
     @property
     def id(self) -> str:
@@ -80,11 +85,16 @@ def targets_from_manifest(project, manifest: Manifest, arches: list[archmod.Arch
         if (rec.get("result") != "ok" or not rec.get("ko") or rec.get("module") not in wanted
                 or rec.get("arch") not in arch_names or rec.get("kernel") not in pin_names):
             continue
-        ko = project.dist / rec["ko"]
-        if not ko.is_file():
+        kos = _kos(project, rec)
+        if not all(k.is_file() for k in kos):
             continue
-        out.append(Target(wanted[rec["module"]], pinsmod.get(rec["kernel"]), archmod.get(rec["arch"]), ko))
+        out.append(Target(wanted[rec["module"]], pinsmod.get(rec["kernel"]), archmod.get(rec["arch"]), kos[0],
+                          kos))
     return out
+
+
+def _kos(project, rec: dict) -> tuple[Path, ...]:
+    return tuple(project.dist / k["ko"] for k in rec.get("kos") or [{"ko": rec["ko"]}])
 
 
 def targets_from_cells(project, cells) -> list[Target]:
@@ -93,7 +103,8 @@ def targets_from_cells(project, cells) -> list[Target]:
         rec = c.record or {}
         if c.pin is None or not rec.get("ko") or c.result not in ("ok", "cached"):
             continue  # host builds (--kdir) have no pinned kernel to boot
-        out.append(Target(c.module, c.pin, c.arch, project.dist / rec["ko"]))
+        kos = _kos(project, rec)
+        out.append(Target(c.module, c.pin, c.arch, kos[0], kos))
     return out
 
 
@@ -104,19 +115,24 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     a = target.arch
     k = kernel.kernel(target.pin, a)
     bb = kernel.busybox(target.pin, a)
+    # kmod's own modules count their hits; for a hand-written one kmod counts them itself (tracefs).
+    hand_written = target.module.source is not None
     spec = initramfs.InitSpec(module=target.module.name, trigger=target.trigger,
-                              probes=tuple(f"{s}+{o:#x}" for s, o in target.probes))
+                              probes=tuple(f"{s}+{o:#x}" for s, o in target.probes),
+                              kos=tuple(k.name for k in target.files), hits=not hand_written, count=hand_written)
     out_dir.mkdir(parents=True, exist_ok=True)
     initrd = out_dir / "initramfs.cpio"
-    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec), target.ko, target.module.name))
+    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec),
+                                               kos=tuple((k.name, k) for k in target.files)))
     log = out_dir / "console.log"
     prepared = time.monotonic() - started
     run, accel = qemu.boot(a, k.image, initrd, append, timeout, log=log,
                            marks=(f"{initramfs.MARKER} step=init",),
                            on_line=(lambda ln: progress.note(target.id, ln)) if progress else None)
     cmd = run.argv
-    v = verdict.judge(run.lines, target.probes, target.module.name, timed_out=run.timed_out, timeout=timeout,
-                      exit_code=run.exit_code, needs_hits=not target.module.source)
+    v = verdict.judge(run.lines, target.probes, target.module.kernel_name, timed_out=run.timed_out,
+                      timeout=timeout, exit_code=run.exit_code, needs_hits=not hand_written,
+                      expect=target.module.expect)
     boot_s = run.marks.get(f"{initramfs.MARKER} step=init")
     seconds = {"prepare": round(prepared, 3), "boot": round(boot_s, 3) if boot_s is not None else None,
                "test": round(run.seconds - boot_s, 3) if boot_s is not None else None,
@@ -134,7 +150,7 @@ class Outcome:
         """0 all pass, 2 any module failed, 1 any infrastructure error (the results are incomplete)."""
         if self.errors or any(r.verdict.status == verdict.ERROR for r in self.results):
             return EXIT_ERROR
-        if any(r.verdict.status == verdict.FAIL for r in self.results):
+        if any(r.verdict.status in (verdict.FAIL, verdict.UNPROVEN) for r in self.results):
             return EXIT_FAIL
         return EXIT_PASS
 
@@ -179,9 +195,9 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
                 manifest.update_cell(t.id, boot=_record(r, dist, timeout))
                 manifest.save()
             v = r.verdict
-            detail = (f"hits {','.join(map(str, v.hits or []))}" if v.status == verdict.PASS
-                      else f"{v.step}: {v.reason}")
-            prog.update(t.id, {"pass": "ok", "fail": "failed"}.get(v.status, "error"),
+            detail = ((f"hits {','.join(map(str, v.hits))}" if v.hits else v.proof[:80])
+                      if v.status == verdict.PASS else f"{v.step}: {v.reason}")
+            prog.update(t.id, {"pass": "ok", "fail": "failed", "unproven": "unproven"}.get(v.status, "error"),
                         f"{detail} ({r.seconds['vm']:.1f}s {r.accel})")
 
         qemu.allow()
@@ -217,8 +233,10 @@ def report(outcome: Outcome, dist: Path) -> None:
     for r in results:
         v = r.verdict
         if v.status == verdict.PASS:
+            if r.target.module.source is not None:
+                print(f"ok {r.id}: proof: {v.proof}", file=sys.stderr)
             continue
-        word = "FAIL" if v.status == verdict.FAIL else "ERROR"
+        word = {verdict.FAIL: "FAIL", verdict.UNPROVEN: "UNPROVEN"}.get(v.status, "ERROR")
         print(f"{word} {r.id} at {v.step}: {v.reason}", file=sys.stderr)
         for line in v.excerpt[:12]:
             print(f"    | {line}", file=sys.stderr)

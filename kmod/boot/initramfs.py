@@ -14,7 +14,7 @@ from .. import nofollow, paths, render
 
 # Steps the /init reports, in the order it runs them. The verdict parser attributes a console line
 # to the step in progress when it appeared, so this order is part of the contract with init.sh.j2.
-STEPS = ("init", "mount", "insmod", "kprobes", "trigger", "hits", "rmmod", "taint", "done")
+STEPS = ("init", "mount", "insmod", "kprobes", "count", "trigger", "hits", "rmmod", "taint", "done")
 MARKER = "KMODBOOT"
 MODULE_DIR = "/kmod"
 APPLET_RE = re.compile(rb"[a-z0-9][a-z0-9_.-]*|\[\[?")
@@ -41,10 +41,26 @@ def default_trigger(symbols: list[str]) -> str:
 @dataclass(frozen=True)
 class InitSpec:
     """What /init does; rendered by templates/boot/init.sh.j2."""
-    module: str = ""                # module name (the .ko is /kmod/NAME.ko); "" boots without one
+    module: str = ""                # module name (/kmod/NAME.ko unless `kos`); "" boots without one
     trigger: str = ""
     probes: tuple[str, ...] = ()    # for the reader of the console only; the host checks them
     dumps: tuple[tuple[str, str], ...] = field(default=())  # (name, guest path) to print gzip+base64
+    kos: tuple[str, ...] = ()       # the .ko files below /kmod, in load order (dependencies first)
+    hits: bool = True               # read /sys/module/NAME/parameters/hits (kmod's rendered modules)
+    count: bool = False             # count hits itself: a tracefs kprobe event on each probe registered
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.kos or ((f"{self.module}.ko",) if self.module else ())
+
+    @property
+    def unload(self) -> tuple[str, ...]:
+        """Kernel names (- is _ to the kernel), last loaded first."""
+        return tuple(f[:-3].replace("-", "_") for f in reversed(self.files))
+
+    @property
+    def hits_name(self) -> str:
+        return self.module.replace("-", "_")
 
 
 def render_init(spec: InitSpec) -> str:
@@ -110,8 +126,10 @@ def applets(binary: bytes) -> list[str]:
     return names if len(names) > 20 and "sh" in names and "mount" in names else []
 
 
-def build(busybox: Path, init_script: str, ko: Path | None = None, module: str = "") -> bytes:
-    """The whole initramfs as bytes: busybox with its applet links, etc/fstab, /init, the module."""
+def build(busybox: Path, init_script: str, ko: Path | None = None, module: str = "",
+          kos: tuple[tuple[str, Path], ...] = ()) -> bytes:
+    """The whole initramfs as bytes: busybox with its applet links, etc/fstab, /init, the module (`ko`
+    as NAME.ko) or modules (`kos`: file name, path)."""
     c = Cpio()
     for d in ("/", "/bin", "/sbin", "/dev", "/etc", "/proc", "/sys", "/tmp", "/root", MODULE_DIR):
         c.dir(d)
@@ -127,6 +145,8 @@ def build(busybox: Path, init_script: str, ko: Path | None = None, module: str =
     c.file("/init", init_script.encode(), 0o755)
     if ko:
         c.file(f"{MODULE_DIR}/{module}.ko", nofollow.read_path(ko, "module"))
+    for name, path in kos:
+        c.file(f"{MODULE_DIR}/{name}", nofollow.read_path(path, "module"))
     return c.finish()
 
 

@@ -16,7 +16,7 @@ def write(path: Path, results: list, errors: dict[str, str], dist: Path) -> None
         total += secs
         case = ET.SubElement(suite, "testcase", classname=f"boot.{kernel}.{arch}", name=module,
                              time=f"{secs:.3f}")
-        if v.status == "fail":
+        if v.status in ("fail", "unproven"):
             n_fail += 1
             el = ET.SubElement(case, "failure", message=f"{v.step}: {v.reason}", type=v.step)
             el.text = "\n".join(v.excerpt)

@@ -3,7 +3,10 @@
 /init prints "KMODBOOT step=NAME status=STATUS key=value..." per step (templates/boot/init.sh.j2); the
 kernel prints its own messages in between, in order. PASS needs: insmod ok, every probe listed in
 /sys/kernel/debug/kprobes/list, every hit counter > 0 after the trigger, rmmod ok, no new taint beyond
-O and E, and a console free of the signs of a sick kernel. A boot that never reaches /init is an
+O and E, and a console free of the signs of a sick kernel. A hand-written module has no counters:
+kmod counts hits itself with a tracefs kprobe event on each address the module registered, or the
+spec's `expect` pattern on the console proves it; without either the verdict is "unproven". A module
+that registers no kprobes is judged on load, unload and kernel health alone, and the verdict says so. A boot that never reaches /init is an
 infrastructure error, not a verdict on the module."""
 import re
 from dataclasses import dataclass, field
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from .initramfs import MARKER, STEPS
 
 PASS, FAIL, ERROR = "pass", "fail", "error"
+UNPROVEN = "unproven"  # nothing went wrong, but nothing proved that the probes fired: not a PASS
 
 # Signs of a sick kernel. Checked from /init's first line on: what the boot itself printed before is
 # the pinned kernel's business, not the module's.
@@ -63,11 +67,12 @@ class Verdict:
     kprobes: list[str] = field(default_factory=list)
     taint: int | None = None
     findings: list[Finding] = field(default_factory=list)
+    proof: str = ""              # what proved that the probes fired (or why none was needed)
 
     def record(self) -> dict:
         return {"verdict": self.status, "step": self.step, "reason": self.reason, "excerpt": self.excerpt,
                 "hits": self.hits, "steps": self.steps, "kprobes": self.kprobes, "taint": self.taint,
-                "taint_flags": taint_flags(self.taint) if self.taint is not None else ""}
+                "taint_flags": taint_flags(self.taint) if self.taint is not None else "", "proof": self.proof}
 
 
 def taint_flags(value: int) -> str:
@@ -134,8 +139,66 @@ def match_probes(expected: list[tuple[str, int]], entries: list[str]) -> tuple[l
     return missing, unhealthy
 
 
+def registered(entries: list[str]) -> list[str]:
+    """SYMBOL+0xOFF of each probe in a kprobes list, in order."""
+    return [f"{m['sym']}+0x{m['off']}" for m in (KPROBE_RE.match(e.strip()) for e in entries) if m]
+
+
+def counted(steps: list[Step]) -> tuple[dict[str, int], dict[str, str]]:
+    """kmod's own counts (step=count): probe -> hits, and probe -> why it could not be counted."""
+    probe_of = {s.fields.get("event"): s.fields.get("probe", "") for s in steps
+                if s.name == "count" and s.status in ("armed", "fail")}
+    failed = {s.fields.get("probe", ""): "tracefs refused a kprobe event there" for s in steps
+              if s.name == "count" and s.status == "fail"}
+    hits = {}
+    for s in steps:
+        if s.name == "count" and s.status == "ok" and s.fields.get("event") in probe_of:
+            try:
+                hits[probe_of[s.fields["event"]]] = int(s.fields.get("hits", ""))
+            except ValueError:
+                failed[probe_of[s.fields["event"]]] = "kprobe_profile was unreadable"
+    return hits, failed
+
+
+def _proof_by_count(v: Verdict, steps: list[Step], lines: list[str], probes, expect: str, found: list,
+                    excerpt) -> str:
+    """A hand-written module: kmod's own kprobe events on the addresses it registered, or the spec's
+    console pattern. Returns why the verdict is unproven ("" when proven or failed)."""
+    mine = registered(v.kprobes)
+    if not mine and not probes:
+        v.proof = "none needed: the module registers no kprobes; judged on load, unload and kernel health alone"
+        return ""
+    trig = next((s for s in steps if s.name == "trigger" and s.status == "start"), None)
+    seen = ""
+    if expect and trig:
+        rx = re.compile(expect)
+        seen = next((ln.strip() for ln in lines[trig.index:] if MARKER not in ln and rx.search(ln)), "")
+    hits, failed = counted(steps)
+    v.hits = [hits.get(p, 0) for p in mine] if hits else None
+    never = [p for p in mine if hits.get(p) == 0]
+    if never and not seen:
+        step = next((s for s in steps if s.name == "count" and s.status == "ok"), trig)
+        found.append(Finding(step.index if step else len(lines), "hits",
+                             "a probe never fired during the trigger (kmod's own kprobe event on the same address "
+                             f"counted {', '.join(f'{p}=0' for p in never)})", excerpt(step) if step else []))
+        return ""
+    uncounted = [p for p in mine if p not in hits]
+    parts = []
+    if hits:
+        parts.append("kmod's kprobe events on the same addresses counted "
+                     + ", ".join(f"{p}={h}" for p, h in hits.items()))
+    if seen:
+        parts.append(f"the console showed {expect!r}: {seen[:120]}")
+    v.proof = "; ".join(parts)
+    if uncounted and not seen:
+        why = "; ".join(sorted({failed.get(p, "no count was reported") for p in uncounted}))
+        return (f"nothing proved that {', '.join(uncounted)} fired ({why}): give the spec expect = "
+                "\"a line the module prints when its probe fires\", or a trigger that runs the probed code")
+    return ""
+
+
 def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, timed_out: bool = False,
-          timeout: float = 0.0, exit_code: int | None = 0, needs_hits: bool = True) -> Verdict:
+          timeout: float = 0.0, exit_code: int | None = 0, needs_hits: bool = True, expect: str = "") -> Verdict:
     lines = [ln.rstrip("\r\n") for ln in lines]
     steps = parse_steps(lines)
     by_name: dict[str, Step] = {}
@@ -158,6 +221,7 @@ def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, 
         return lines[prev + 1: s.index + 1][-EXCERPT:]
 
     found: list[Finding] = []
+    unproven = ""
     # 1. the kernel's health, line by line
     for i in range(start, len(lines)):
         line = lines[i]
@@ -189,16 +253,19 @@ def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, 
                 what = ([f"not registered: {', '.join(missing)}"] if missing else []) + unhealthy
                 found.append(Finding(kp.index, "kprobes", "; ".join(what), v.kprobes[:EXCERPT] or ["(list empty)"]))
         hits = by_name.get("hits")
-        if hits and hits.status == "ok":
+        if not needs_hits and ins and ins.status == "ok" and "trigger" in by_name:
+            unproven = _proof_by_count(v, steps, lines, probes, expect, found, excerpt_since_previous)
+        elif hits and hits.status == "ok":
             try:
                 v.hits = [int(x) for x in hits.fields.get("value", "").split(",") if x != ""]
             except ValueError:
                 v.hits = []
+            names = [f"{s}+{o:#x}" if o else s for s, o in probes]
+            shown = ", ".join(f"{n}={h}" for n, h in zip(names, v.hits)) or hits.fields.get("value", "")
             if not v.hits or any(h <= 0 for h in v.hits) or (probes and len(v.hits) != len(probes)):
-                names = [f"{s}+{o:#x}" if o else s for s, o in probes]
-                shown = ", ".join(f"{n}={h}" for n, h in zip(names, v.hits)) or hits.fields.get("value", "")
                 found.append(Finding(hits.index, "hits", f"a probe never fired during the trigger ({shown})",
                                      excerpt_since_previous(hits)))
+            v.proof = f"the module's hit counters (/sys/module/{module}/parameters/hits: {shown})"
         elif hits and needs_hits:
             found.append(Finding(hits.index, "hits", f"/sys/module/{module}/parameters/hits is missing",
                                  excerpt_since_previous(hits)))
@@ -234,6 +301,8 @@ def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, 
     if v.findings:
         first = v.findings[0]
         v.status, v.step, v.reason, v.excerpt = FAIL, first.step, first.reason, first.excerpt
+    elif unproven:
+        v.status, v.step, v.reason = UNPROVEN, "hits", unproven
     return v
 
 

@@ -32,10 +32,11 @@ def test_init_matches_golden(name):
 
 def test_init_runs_the_steps_in_the_verdicts_order():
     text = initramfs.render_init(CASES["init-clone_probe.sh"])
-    positions = [text.index(f"step={s} ") for s in initramfs.STEPS if s not in ("taint", "done")]  # those two are in finish()
+    # taint and done are in finish(); count only when kmod counts hits itself
+    positions = [text.index(f"step={s} ") for s in initramfs.STEPS if s not in ("taint", "done", "count")]
     assert positions == sorted(positions)
     assert text.startswith("#!/bin/sh\n") and "poweroff -f" in text
-    assert "insmod /kmod/clone_probe.ko" in text and "rmmod clone_probe" in text
+    assert "for ko in /kmod/clone_probe.ko ;" in text and "for name in clone_probe ;" in text
     assert "/sys/module/clone_probe/parameters/hits" in text
 
 
@@ -103,3 +104,14 @@ def test_applet_links_come_from_the_busybox_name_table(tmp_path):
     bb.write_bytes(binary)
     entries = {name: mode for name, mode, _ in initramfs.listing(initramfs.build(bb, "#!/bin/sh\n"))}
     assert stat.S_ISLNK(entries["bin/insmod"]) and stat.S_ISLNK(entries["bin/["])
+
+
+def test_hand_written_init_loads_in_order_counts_and_unloads_in_reverse():
+    spec = initramfs.InitSpec(module="ddcci", trigger="true", kos=("ddcci.ko", "ddcci-backlight.ko"),
+                              hits=False, count=True)
+    text = initramfs.render_init(spec)
+    assert "for ko in /kmod/ddcci.ko /kmod/ddcci-backlight.ko ;" in text
+    assert "for name in ddcci_backlight ddcci ;" in text
+    assert "/parameters/hits" not in text
+    assert text.index("step=count status=armed") < text.index("step=trigger status=start")
+    assert text.index("done <$T/kprobe_profile") > text.index("step=trigger status=start")

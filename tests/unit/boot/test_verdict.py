@@ -166,7 +166,49 @@ def test_vm_stopping_mid_test_is_a_failure():
 def test_missing_hits_parameter():
     body = [ln.replace("step=hits status=ok value=2", "step=hits status=missing") for ln in HEALTHY]
     assert verdict.judge(synth(*body), CLONE, "m").step == "hits"
-    assert verdict.judge(synth(*body), CLONE, "m", needs_hits=False).status == verdict.PASS
+
+
+def hand_written(*count_lines, registered=True, console=()):
+    body = ["KMODBOOT step=insmod status=ok"]
+    if registered:
+        body.append("KMODBOOT step=kprobes status=entry entry=ffffffff892a0a60  k  kernel_clone+0x0    [FTRACE]")
+    body += ["KMODBOOT step=kprobes status=ok", *count_lines, "KMODBOOT step=trigger status=start", *console,
+             "KMODBOOT step=trigger status=ok rc=0"]
+    return synth(*body, "KMODBOOT step=rmmod status=ok")
+
+
+ARMED = "KMODBOOT step=count status=armed event=kmodhit0 probe=kernel_clone+0x0"
+
+
+def test_hand_written_module_proven_by_kmods_own_count():
+    v = verdict.judge(hand_written(ARMED, "KMODBOOT step=count status=ok event=kmodhit0 hits=7"), CLONE, "m",
+                      needs_hits=False)
+    assert v.status == verdict.PASS, v.reason
+    assert v.hits == [7] and "counted kernel_clone+0x0=7" in v.proof
+
+
+def test_hand_written_module_whose_probe_never_fired_fails():
+    v = verdict.judge(hand_written(ARMED, "KMODBOOT step=count status=ok event=kmodhit0 hits=0"), [], "m",
+                      needs_hits=False)
+    assert (v.status, v.step) == (verdict.FAIL, "hits") and "kernel_clone+0x0=0" in v.reason
+
+
+def test_without_proof_the_verdict_is_unproven_and_says_what_would_prove_it():
+    v = verdict.judge(hand_written("KMODBOOT step=count status=fail event=kmodhit0 probe=kernel_clone+0x0"), [],
+                      "m", needs_hits=False)
+    assert (v.status, v.step) == (verdict.UNPROVEN, "hits")
+    assert "nothing proved that kernel_clone+0x0 fired" in v.reason and "expect =" in v.reason
+    # the spec's console pattern is proof too
+    v = verdict.judge(hand_written("KMODBOOT step=count status=fail event=kmodhit0 probe=kernel_clone+0x0",
+                                   console=["[ 2.5] <kernel_clone> pre_handler: p->addr = 0xffff"]), [], "m",
+                      needs_hits=False, expect=r"<kernel_clone> pre_handler")
+    assert v.status == verdict.PASS and "the console showed" in v.proof
+
+
+def test_module_without_kprobes_is_judged_on_load_unload_and_health():
+    v = verdict.judge(hand_written(registered=False), [], "m", needs_hits=False)
+    assert v.status == verdict.PASS
+    assert v.proof.startswith("none needed: the module registers no kprobes; judged on load, unload")
 
 
 def test_mount_failure_is_an_infrastructure_error():

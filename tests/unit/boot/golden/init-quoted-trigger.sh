@@ -29,16 +29,16 @@ fi
 # From here on every kernel message reaches the console, warnings included.
 echo 8 >/proc/sys/kernel/printk
 
-if insmod /kmod/m2.ko; then
-	r step=insmod status=ok
-else
-	r step=insmod status=fail rc=$?
-	finish
-fi
+# Dependencies first (the build's load order).
+for ko in /kmod/m2.ko ; do
+	insmod "$ko" || { rc=$?; r step=insmod status=fail rc=$rc name=${ko##*/}; finish; }
+done
+r step=insmod status=ok
 
 # Expected: vfs_write+0x0, do_sys_openat2+0x4
 if [ -r /sys/kernel/debug/kprobes/list ]; then
-	while IFS= read -r line; do r step=kprobes status=entry "entry=$line"; done </sys/kernel/debug/kprobes/list
+	cp /sys/kernel/debug/kprobes/list /tmp/kprobes
+	while IFS= read -r line; do r step=kprobes status=entry "entry=$line"; done </tmp/kprobes
 	r step=kprobes status=ok
 else
 	r step=kprobes status=fail reason=no-kprobes-list
@@ -55,9 +55,9 @@ else
 	r step=hits status=missing
 fi
 
-if rmmod m2; then
-	r step=rmmod status=ok
-else
-	r step=rmmod status=fail rc=$?
-fi
+rc=0
+for name in m2 ; do
+	rmmod "$name" || { rc=$?; r step=rmmod status=fail rc=$rc name=$name; }
+done
+[ $rc = 0 ] && r step=rmmod status=ok
 finish
