@@ -1,6 +1,6 @@
 """The .ko files of one cell, collected into dist/MODULE/KERNEL/ARCH/ with what later stages need to
 know of each: its name, where the build made it (BUILT_MODULE_LOCATION), its sha256, its license, the
-modules it depends on and whether it registers kprobes; and the order to load them in."""
+modules it depends on (modpost's depends=) and whether it registers kprobes; in the order to load them."""
 from pathlib import Path
 
 from .. import nofollow
@@ -35,24 +35,14 @@ def collect(root: Path, built: list[tuple[str, str]], out: Path, dist: Path) -> 
         dest = out / Path(rel).name
         sha = nofollow.copy_out(root, rel, dest, "artifact")
         kos.append(record(dest, built_as.rsplit("/", 1)[0] + "/" if "/" in built_as else "", sha, dist))
-    return load_order(kos)
+    return load_order(kos, dist)
 
 
-def load_order(kos: list[dict]) -> list[dict]:
-    """Dependencies first (modinfo depends=, which modpost fills in from the symbols a module takes
-    from its siblings); otherwise the build's order."""
-    by_name = {k["kernel_name"]: k for k in kos}
-    done, order = set(), []
-
-    def visit(k, path=()):
-        if k["kernel_name"] in done or k["kernel_name"] in path:
-            return
-        for dep in k["depends"]:
-            if dep in by_name:
-                visit(by_name[dep], path + (k["kernel_name"],))
-        done.add(k["kernel_name"])
-        order.append(k)
-
-    for k in kos:
-        visit(k)
-    return order
+def load_order(kos: list[dict], dist: Path) -> list[dict]:
+    """Providers first, as the lint resolves symbols among the cell's modules (kmod.lint.deps: the
+    order insmod must follow, what depmod computes for modprobe)."""
+    if len(kos) < 2:
+        return kos
+    from ..lint.deps import provider_order
+    by_path = {str(dist / k["ko"]): k for k in kos}
+    return [by_path[str(p)] for p in provider_order(list(by_path))]

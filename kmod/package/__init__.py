@@ -61,7 +61,7 @@ def check_manifest(project: Project, modules: list[Module], force: bool) -> None
 
 def package(project: Project, modules: list[Module], formats: list[str], force: bool = False,
             signing: dkms.Signing | None = None, lint: bool = True, out_dir: Path | None = None,
-            log=lambda s: None) -> list[Built]:
+            log=lambda s: None, warn=lambda s: None) -> list[Built]:
     for f in formats:
         if f in TOOLS:
             tools.require(TOOLS[f], f"to build the .{f}")
@@ -69,6 +69,9 @@ def package(project: Project, modules: list[Module], formats: list[str], force: 
         tools.require("lintian", "to check the .deb; or pass --no-lintian")
     check_manifest(project, modules, force)
     payloads = [payloadmod.build(project, m, signing) for m in modules]  # every refusal happens here
+    for p in payloads:
+        for w in p.warnings:
+            warn(f"{p.module.name}: {w}")
     out_dir = Path(out_dir or project.dist / "packages")
     out_dir.mkdir(parents=True, exist_ok=True)
     work_root = project.dist / ".work"

@@ -49,7 +49,8 @@ def control_files(p: Payload, files: dict) -> dict:
     ctx = dict(m=p.module, package=p.package, version=p.version, maintainer=p.options.maintainer,
                homepage=p.options.homepage, summary=p.summary, description=p.description,
                dkms_version=dkms.dkms_dependency(pairs), installed_size=installed_kib,
-               dkms_name=p.dkms_name)
+               dkms_name=p.dkms_name, module_version=p.module_version, kprobes=p.kprobes,
+               modules=[k["name"] for k in p.kos])
     md5 = "".join(f"{hashlib.md5(data).hexdigest()}  {path}\n" for path, (data, _) in files.items())
     out = {"control": (render.render_text("package/control.j2", **ctx).encode(), 0o644),
            "md5sums": (md5.encode(), 0o644),

@@ -216,16 +216,16 @@ def framework_conf(signing: Signing) -> str:
                               cert=dkms_quote(signing.cert, "--sign-cert"))
 
 
-def source_dir(module: Module) -> str:
-    return f"{SRC_PREFIX}/{module.package_name}-{module.version}"
-
-
-def source_tree(module: Module, opts: Options, files: dict[str, bytes]) -> dict[str, bytes]:
-    """Relative path below /usr/src/NAME-VERSION -> content."""
+def source_tree(module: Module, opts: Options, files: dict[str, bytes],
+                kos: list[dict] | None = None) -> dict[str, bytes]:
+    """Relative path below /usr/src/NAME-VERSION -> content. A source with a dkms.conf of its own keeps
+    it: the builds read it the way dkms does (kmod.build.dkmsbuild), so it is what they proved."""
     tree = dict(files)
+    if module.source is not None and "dkms.conf" in files:
+        return dict(sorted(tree.items()))
     if own_makefile(module, files):
         tree["Makefile"] = render.render_text("package/Makefile.j2", m=module).encode()
-    tree["dkms.conf"] = dkms_conf(module, opts, files).encode()
+    tree["dkms.conf"] = dkms_conf(module, opts, files, kos).encode()
     return dict(sorted(tree.items()))
 
 

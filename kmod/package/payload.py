@@ -3,11 +3,12 @@ relative path -> (bytes, mode), plus the facts the control files need. Pure data
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import licenses, render
 from ..errors import UserError
+from ..manifest import Manifest
 from ..spec import Module, Project, check_name, check_version
 from . import dkms
 
@@ -34,6 +35,8 @@ class Payload:
     files: dict          # path below / (no leading slash) -> (bytes, mode)
     epoch: int
     spec_file: str
+    built: "Built | None" = None  # a hand-written module: what its builds made and read
+    warnings: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
@@ -41,11 +44,30 @@ class Payload:
 
     @property
     def dkms_name(self) -> str:
-        return self.module.package_name
+        return self.built.conf_name if self.built and self.built.conf_name else self.module.package_name
 
     @property
     def version(self) -> str:
+        """The package's version (the spec's)."""
         return self.module.version
+
+    @property
+    def module_version(self) -> str:
+        """The version dkms knows the module by: its own dkms.conf's, else the spec's."""
+        return self.built.conf_version if self.built and self.built.conf_version else self.module.version
+
+    @property
+    def top(self) -> str:
+        return f"{dkms.SRC_PREFIX}/{self.dkms_name}-{self.module_version}"
+
+    @property
+    def kos(self) -> list[dict]:
+        return list(self.built.kos) if self.built else []
+
+    @property
+    def kprobes(self) -> bool:
+        """Whether the module uses kprobes: the description and BUILD_EXCLUSIVE_CONFIG follow it."""
+        return dkms.uses_kprobes(self.module, self.kos)
 
     @property
     def summary(self) -> str:
@@ -56,19 +78,30 @@ class Payload:
     @property
     def description(self) -> str:
         m = self.module
-        probes = ", ".join(map(str, m.probes)) or "see the source"
-        return f"Module {m.name} {m.version} ({m.template or 'hand-written'}), probes: {probes}."
+        if m.source is None:
+            return f"Module {m.name} {m.version} ({m.template}), probes: {', '.join(map(str, m.probes))}."
+        mods = ", ".join(k["name"] + ".ko" for k in self.kos)
+        what = "registers kprobes" if self.kprobes else "does not use kprobes"
+        return f"Modules of {m.name} {self.module_version}: {mods} (hand-written; {what})."
+
+    @property
+    def license(self) -> str:
+        """MODULE_LICENSE: the spec's for kmod's own modules, what the built modules declare otherwise."""
+        found = [k["license"] for k in self.kos if k.get("license")]
+        return found[0] if found else self.module.license
 
     @property
     def licenses(self) -> tuple[str, str, str]:
-        lic = licenses.get(self.module.license)
+        lic = licenses.get(self.license)
         return lic.spdx, lic.dep5, lic.common
 
     @property
     def dkms_pairs(self) -> list:
-        srcdir = dkms.source_dir(self.module) + "/"
+        if self.built and self.built.conf_name:  # its own dkms.conf: the directives it set
+            return [(k, v) for k, v in self.built.exclusive.items() if v]
+        srcdir = self.top + "/"
         names = {p[len(srcdir):] for p in self.files if p.startswith(srcdir)}
-        return dkms.conf_directives(self.module, self.options, {n: b"" for n in names})
+        return dkms.conf_directives(self.module, self.options, {n: b"" for n in names}, self.kos or None)
 
     def dirs(self, top: str) -> list[str]:
         """Every folder below `top` (included) that holds a payload file, sorted."""
@@ -79,6 +112,55 @@ class Payload:
                 for i in range(top.count("/") + 1, len(parts) + 1):
                     out.add("/".join(parts[:i]))
         return sorted(out)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What the builds of a hand-written module made (manifest): its .ko files in load order, and, when
+    its source has a dkms.conf of its own, the name, version and BUILD_EXCLUSIVE_* it read there."""
+    kos: tuple[dict, ...]
+    conf_name: str = ""
+    conf_version: str = ""
+    exclusive: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def built(project: Project, module: Module, sources) -> Built:
+    """A hand-written module is packaged from its builds: the dkms.conf lists the .ko files they made."""
+    recs = [(cid, rec) for cid, rec in sorted(Manifest(project.dist / "manifest.json").cells.items())
+            if cid.split("/", 1)[0] == module.name and rec.get("result") == "ok"]
+    if not recs:
+        raise UserError(f"module {module.name} is hand-written and has no successful build to package",
+                        f"run `invoke build --module {module.name}` first: the package lists the .ko files "
+                        "its builds made")
+    stale = [cid for cid, rec in recs if (rec.get("inputs") or {}).get("sources") != sources.files]
+    if stale:
+        raise UserError(f"module {module.name}: its sources changed since the build of {stale[0]}",
+                        f"run `invoke build --module {module.name}` again before packaging")
+    kos: dict[str, dict] = {}
+    per_cell = {cid: {k["name"] for k in rec.get("kos") or []} for cid, rec in recs}
+    for _, rec in sorted(recs, key=lambda r: -len(r[1].get("kos") or [])):
+        for k in rec.get("kos") or []:
+            seen = kos.setdefault(k["name"], {key: k[key] for key in ("name", "location", "license", "kprobes")})
+            seen["kprobes"] = seen["kprobes"] or k.get("kprobes", False)
+    warnings = [f"{name}.ko is built for only some cells ({', '.join(c for c, n in per_cell.items() if name in n)}): "
+                "dkms fails where it is missing; build it everywhere or limit the module with BUILD_EXCLUSIVE_*"
+                for name in kos if not all(name in n for n in per_cell.values())]
+    conf = [rec.get("dkms") or {} for _, rec in recs]
+    if conf[0].get("conf") != "own":
+        return Built(tuple(kos.values()), warnings=tuple(warnings))
+    names = {(c.get("package_name"), c.get("package_version")) for c in conf}
+    if len(names) != 1:
+        raise UserError(f"module {module.name}: its dkms.conf names different packages on different kernels "
+                        f"({', '.join(sorted(f'{n}/{v}' for n, v in names))})", "make PACKAGE_NAME/VERSION constant")
+    name, version = names.pop()
+    if version != module.version:
+        warnings.append(f"the package's version {module.version} (the spec's) differs from dkms.conf's "
+                        f"PACKAGE_VERSION {version}: set version = \"{version}\" in the spec to match")
+    exclusive = {}
+    for c in conf:
+        exclusive.update({k: v for k, v in (c.get("exclusive") or {}).items() if v})
+    return Built(tuple(kos.values()), name, version, exclusive, tuple(warnings))
 
 
 def check(module: Module) -> None:
@@ -103,14 +185,17 @@ def build(project: Project, module: Module, signing: dkms.Signing | None) -> Pay
             raise UserError(f"module {module.name}: source file {name} is a link leading out of {module.source}: "
                             "refused, it would put a host file in the package",
                             "copy the file into the source folder instead of linking to it")
-    tree = dkms.source_tree(module, opts, dkms.read_sources(sources.dir, sources.files))
-    top = dkms.source_dir(module)
+    made = built(project, module, sources) if module.source is not None else None
+    tree = dkms.source_tree(module, opts, dkms.read_sources(sources.dir, sources.files),
+                            list(made.kos) if made else None)
+    shell = Payload(module, opts, signing, {}, 0, "", made)
     # Modes as in the source folder (a helper script the Makefile runs stays executable).
-    files = {f"{top}/{name}": (data, sources.modes.get(name, 0o644)) for name, data in tree.items()}
+    files = {f"{shell.top}/{name}": (data, sources.modes.get(name, 0o644)) for name, data in tree.items()}
     if signing:
         files[f"etc/dkms/framework.conf.d/{module.package_name}.conf"] = (
             dkms.framework_conf(signing).encode(), 0o644)
-    return Payload(module, opts, signing, dict(sorted(files.items())), epoch(), Path(project.path).name)
+    return Payload(module, opts, signing, dict(sorted(files.items())), epoch(), Path(project.path).name, made,
+                   made.warnings if made else ())
 
 
 def write_tree(root: Path, files: dict, when: int, extra_dirs_mode: int = 0o755) -> None:

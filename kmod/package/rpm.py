@@ -25,7 +25,8 @@ def spec_text(p: Payload) -> str:
     return render.render_text(
         "package/spec.j2", m=p.module, package=p.package, version=p.version, summary=literal(p.summary),
         description=literal(p.description), license=p.licenses[0], homepage=literal(p.options.homepage),
-        dkms_name=p.dkms_name, dirs=dirs, files={f: mode for f, (_, mode) in p.files.items()}, maintainer=literal(p.options.maintainer),
+        dkms_name=p.dkms_name, module_version=p.module_version, kprobes=p.kprobes,
+        modules=[k["name"] for k in p.kos], dirs=dirs, files={f: mode for f, (_, mode) in p.files.items()}, maintainer=literal(p.options.maintainer),
         spec_file=literal(p.spec_file),
         rpm_date=time.strftime("%a %b %d %Y", time.gmtime(p.epoch)))
 

@@ -13,7 +13,7 @@ from .payload import Payload
 
 
 def file_name(p: Payload) -> str:
-    return f"{p.dkms_name}-{p.version}.tar.gz"
+    return f"{p.dkms_name}-{p.module_version}.tar.gz"
 
 
 def _info(name: str, when: int, mode: int, kind=tarfile.REGTYPE, size: int = 0) -> tarfile.TarInfo:
@@ -25,7 +25,7 @@ def _info(name: str, when: int, mode: int, kind=tarfile.REGTYPE, size: int = 0) 
 
 
 def tar_bytes(p: Payload) -> bytes:
-    top = dkms.source_dir(p.module)            # usr/src/NAME-VERSION
+    top = p.top                                # usr/src/NAME-VERSION
     base = "dkms_source_tree"
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:

@@ -10,6 +10,17 @@ from kmod.lint import ruledata
 from kmod.package import payload, tarball
 
 
+def write_build(project, name, sources, kos, dkms=None):
+    """A manifest as a successful build of every pin would leave it (kmod.build.matrix)."""
+    import json
+    cells = {f"{name}/{pin}/x86_64": {"result": "ok", "inputs": {"sources": sources.files},
+                                      "kos": [{**k, "ko": f"{name}/{pin}/x86_64/{k['name']}.ko"} for k in kos],
+                                      "dkms": dkms or {"conf": "generated"}}
+             for pin in ("bookworm-6.1", "trixie-6.12")}
+    project.dist.mkdir(parents=True, exist_ok=True)
+    (project.dist / "manifest.json").write_text(json.dumps({"format": 1, "cells": cells, "runs": []}))
+
+
 def make_source(root):
     (root / "sub").mkdir(parents=True)
     (root / "Makefile").write_text("obj-m := m.o\n")
@@ -69,6 +80,8 @@ def test_package_keeps_the_exec_bit(tmp_path):
     make_source(tmp_path / "src")
     (tmp_path / "kmod.toml").write_text('[[module]]\nname = "m"\nversion = "1.0"\nsource = "src"\n')
     project = spec.load(tmp_path / "kmod.toml")
+    sources = render.render(project.modules["m"], project.dist / "m" / "src")
+    write_build(project, "m", sources, [{"name": "m", "location": "", "license": "GPL", "kprobes": False}])
     p = payload.build(project, project.modules["m"], None)
     modes = {path.rsplit("/", 1)[-1]: mode for path, (_, mode) in p.files.items()}
     assert modes["gen.sh"] == 0o755 and modes["m.c"] == 0o644
@@ -89,3 +102,79 @@ def test_one_license_table():
     c = render.module_files(spec.Module(name="x", probes=(spec.Probe("kernel_clone"),)))["x.c"]
     assert "SPDX-License-Identifier: GPL-2.0-only" in c
     assert licenses.get("Beerware").spdx == "LicenseRef-Beerware" and not licenses.get("Beerware").gpl_compatible
+
+
+def hand_written_project(tmp_path, files):
+    src = tmp_path / "src"
+    for n, text in files.items():
+        (src / n).parent.mkdir(parents=True, exist_ok=True)
+        (src / n).write_text(text)
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "pair"\nversion = "1.0"\nsource = "src"\n'
+                                        'build_dir = "drv"\nmake_vars = { HDAPS = "1" }\n')
+    project = spec.load(tmp_path / "kmod.toml")
+    return project, render.render(project.modules["pair"], project.dist / "pair" / "src")
+
+
+def test_generated_dkms_conf_lists_every_module_and_follows_kprobes(tmp_path):
+    project, sources = hand_written_project(tmp_path, {"drv/Kbuild": "obj-m := a.o b-c.o\n", "drv/a.c": ""})
+    kos = [{"name": "a", "location": "drv/", "license": "Dual BSD/GPL", "kprobes": False},
+           {"name": "b-c", "location": "drv/", "license": "Dual BSD/GPL", "kprobes": False}]
+    write_build(project, "pair", sources, kos)
+    p = payload.build(project, project.modules["pair"], None)
+    conf = p.files["usr/src/pair-1.0/dkms.conf"][0].decode()
+    assert 'BUILT_MODULE_NAME[0]="a"\nBUILT_MODULE_LOCATION[0]="drv/"\nDEST_MODULE_LOCATION[0]="/updates/dkms"' in conf
+    assert 'BUILT_MODULE_NAME[1]="b-c"' in conf
+    assert 'MAKE[0]="make -C ${kernel_source_dir} M=${dkms_tree}/${module}/${module_version}/build/drv HDAPS=1"' in conf
+    assert "CONFIG_KPROBES" not in conf and "does not use kprobes" in p.description
+    assert "usr/src/pair-1.0/Makefile" not in p.files  # built as shipped: no Makefile of kmod's
+    assert p.licenses[0] == "GPL-2.0-only OR BSD-3-Clause"  # what the modules declare
+    write_build(project, "pair", sources, [dict(kos[0], kprobes=True), kos[1]])
+    p = payload.build(project, project.modules["pair"], None)
+    assert 'BUILD_EXCLUSIVE_CONFIG="CONFIG_KPROBES"' in p.files["usr/src/pair-1.0/dkms.conf"][0].decode()
+    assert "registers kprobes" in p.description
+
+
+def test_own_dkms_conf_is_kept_and_names_the_tree(tmp_path):
+    own = 'PACKAGE_NAME="up_stream"\nPACKAGE_VERSION="0.4.2"\nBUILT_MODULE_NAME[0]="a"\n'
+    project, sources = hand_written_project(tmp_path, {"dkms.conf": own, "drv/Kbuild": "obj-m := a.o\n"})
+    write_build(project, "pair", sources, [{"name": "a", "location": "", "license": "GPL", "kprobes": False}],
+                {"conf": "own", "package_name": "up_stream", "package_version": "0.4.2",
+                 "exclusive": {"BUILD_EXCLUSIVE_CONFIG": "CONFIG_ACPI"}})
+    p = payload.build(project, project.modules["pair"], None)
+    assert p.files["usr/src/up_stream-0.4.2/dkms.conf"][0].decode() == own
+    assert (p.dkms_name, p.module_version, p.package, p.version) == ("up_stream", "0.4.2", "pair-dkms", "1.0")
+    assert p.dkms_pairs == [("BUILD_EXCLUSIVE_CONFIG", "CONFIG_ACPI")]
+    assert any("PACKAGE_VERSION 0.4.2" in w for w in p.warnings)
+    from kmod.package import deb
+    ctl = {k: v[0].decode() for k, v in deb.control_files(p, deb.data_files(p)).items()}
+    assert "DKMS_NAME=up_stream" in ctl["postinst"] and "DKMS_VERSION=0.4.2" in ctl["postinst"]
+    assert "Depends: dkms (>= 3.0.3-4~)" in ctl["control"]
+
+
+def test_hand_written_module_is_packaged_only_after_a_build_of_these_sources(tmp_path):
+    import pytest
+    from kmod.errors import UserError
+    project, sources = hand_written_project(tmp_path, {"drv/Kbuild": "obj-m := a.o\n"})
+    with pytest.raises(UserError, match="no successful build"):
+        payload.build(project, project.modules["pair"], None)
+    write_build(project, "pair", sources, [{"name": "a", "location": "", "license": "GPL", "kprobes": False}])
+    (tmp_path / "src" / "drv" / "a.c").write_text("changed")
+    with pytest.raises(UserError, match="sources changed since the build"):
+        payload.build(project, project.modules["pair"], None)
+
+
+def test_package_name_clash_is_found_in_the_suites_names(tmp_path, monkeypatch):
+    from kmod.archive import resolve, shipped
+    monkeypatch.setenv("KMOD_CACHE", str(tmp_path / "cache"))
+    reads = []
+
+    class FakeCatalogue:
+        def __init__(self, mirror, suite, arches, log=None):
+            reads.append(suite)
+            self.by_name = {("v4l2loopback-dkms", "all"): [], ("bash", "amd64"): []} if suite == "bookworm" else {}
+
+    monkeypatch.setattr(resolve, "Catalogue", FakeCatalogue)
+    monkeypatch.setattr(shipped.mirrormod, "configured", lambda: None)
+    assert shipped.clashes("v4l2loopback-dkms", ["bookworm", "trixie"], "amd64") == ["bookworm"]
+    assert shipped.clashes("clone-probe-dkms", ["bookworm", "trixie"], "amd64") == []
+    assert reads == ["bookworm", "trixie"]  # the second look-up came from the cache

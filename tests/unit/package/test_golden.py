@@ -38,7 +38,7 @@ homepage = "https://example.org/arm_ret"
 def generated(p: payload.Payload) -> dict[str, str]:
     files = deb.data_files(p)
     ctl = deb.control_files(p, files)
-    top = dkms.source_dir(p.module) + "/"
+    top = p.top + "/"
     out = {name[len(top):]: data.decode() for name, (data, _) in p.files.items()
            if name.startswith(top) and name.rsplit("/", 1)[-1] in ("dkms.conf", "Makefile")}
     out.update({f"DEBIAN.{k}": v[0].decode() for k, v in ctl.items() if k != "md5sums"})
