@@ -57,10 +57,6 @@ class Result:
     def value(self, name: str, index: int = 0) -> str:
         return self.conf.get(name, {}).get(index, "")
 
-    def array(self, name: str) -> list[str]:
-        vals = self.conf.get(name, {})
-        return [vals.get(i, "") for i in range(max(vals) + 1)] if vals else []
-
 
 def parse(output: str) -> Result:
     r = Result(log=output)
@@ -105,13 +101,9 @@ def env(cell, conf_path: str, collect: str, release: str, headers: list[str]) ->
         e["KMOD_COLLECT"] = collect
     # Cross builds: kbuild takes ARCH and CROSS_COMPILE from the environment, so a Makefile that calls
     # make -C $(KDIR) by itself cross-compiles too.
-    e.update(dict(v.split("=", 1) for v in cell.arch.make_vars(_build_arch())))
-    return e
-
-
-def _build_arch() -> str:
     from . import images
-    return images.build_arch()
+    e.update(dict(v.split("=", 1) for v in cell.arch.make_vars(images.build_arch())))
+    return e
 
 
 def package_dir(r: Result) -> str:
