@@ -48,6 +48,8 @@ class KernelTarget:
     _gpl_only: frozenset | None = field(default=None, repr=False, compare=False)
     # why the booted kernel's symbols could not be had (QEMU missing): the check is skipped as a warning
     symbols_unavailable: str = field(default="", compare=False)
+    # text, clones, blacklist and ranges not read yet (a pin's second cache file; see load_pin)
+    symbols_deferred: bool = field(default=False, compare=False)
 
     def gpl_only(self) -> frozenset[str]:
         """The GPL-only exports; worked out once per target (every module of a run asks)."""
@@ -133,15 +135,19 @@ class TargetSpec:
             self._cache[arch_name] = load_pin(self.pin, archmod.get(arch_name))
         return self._cache[arch_name]
 
-    def with_symbols(self, arch_name: str) -> KernelTarget | None:
+    def with_symbols(self, arch_name: str) -> KernelTarget | None:  # noqa: C901
         """The target of this arch with the booted kernel's symbols. A pin without a cached probe map
         gets one now: one short boot per pin and arch, under a lock (parallel lints and build cells boot
         it once), cached for every later run. Only when QEMU is not installed is it skipped, and the
         target then says why (probe-targets-unchecked becomes a warning)."""
         t = self.for_arch(arch_name)
-        if self.pin is None or t is None or t.text is not None:
+        if self.pin is None or t is None:
             return t
         a = archmod.get(arch_name)
+        if t.symbols_deferred:
+            t = self._cache[arch_name] = load_pin(self.pin, a, symbols=True)
+        if t.text is not None:
+            return t
         from ..boot import probemap, qemu
         from ..progress import log
         import time
@@ -161,7 +167,7 @@ class TargetSpec:
                 m = probemap.make(self.pin, a)
                 log(f"lint: probe map of {self.pin.name}/{a.name}: {len(m.functions)} functions, "
                     f"{len(m.blacklist)} blacklisted ({time.monotonic() - started:.1f}s)")
-        self._cache[arch_name] = load_pin(self.pin, a)
+        self._cache[arch_name] = load_pin(self.pin, a, symbols=True)
         return self._cache[arch_name]
 
     def prepare(self, arch_names) -> None:
@@ -403,14 +409,28 @@ def _stat_of(path: str | None) -> tuple | None:
     return (st.st_size, st.st_mtime_ns) if st else None
 
 
-def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
+SYMBOL_FIELDS = ("text", "clones", "blacklist", "ranges")
+
+
+def load_pin(pin: pins.Pin, arch: archmod.Arch, symbols: bool = False) -> KernelTarget:
+    """The target of a pin and arch, from the cache when it is there. The kernel's symbols (what only
+    the probe-target rules read) are a second file, read only when `symbols` is asked for: most lints
+    (a package, a module without probes) need the exports and vermagic alone."""
     key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
                          .encode()).hexdigest()[:16]
     cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.json"
+    cached_symbols = cached.with_suffix(".symbols.json")
     if cached.exists():
         try:
-            t = KernelTarget.from_json(json.loads(cached.read_bytes()))
-        except (OSError, ValueError):
+            d = json.loads(cached.read_bytes())
+            if symbols:
+                more = json.loads(cached_symbols.read_bytes())
+                if not isinstance(more, dict) or more.get("format") != FORMAT:
+                    raise ValueError("damaged symbols")
+                d = {**d, **{k: more[k] for k in SYMBOL_FIELDS}}
+            t = KernelTarget.from_json(d)
+            t.symbols_deferred = not symbols
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             t = None   # a damaged cache entry is rebuilt, never trusted
         # still valid if made from the probe map that is there now (checked without importing the
         # boot package, which costs more than the whole lint of a small module)
@@ -441,7 +461,11 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch) -> KernelTarget:
         t.symbols_from = None
     t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
     t.allow_missing_namespaces = _config(config).get("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") == "y"
-    atomic.write_text(cached, json.dumps(t.to_json(), separators=(",", ":")))
+    full = t.to_json()
+    atomic.write_text(cached_symbols, json.dumps({"format": FORMAT, **{k: full[k] for k in SYMBOL_FIELDS}},
+                                                 separators=(",", ":")))
+    atomic.write_text(cached, json.dumps({**full, "text": None, "clones": {}, "blacklist": [], "ranges": []},
+                                         separators=(",", ":")))
     return t
 
 

@@ -49,7 +49,7 @@ def test_clean_module_against_its_pin(build, target, arch_name):  # noqa: F811
 def test_old_probe_target_gets_the_new_name(build, target, arch_name):  # noqa: F811
     need(have(arch_name), f"a compiler for {arch_name}")
     report = lint_paths([build(arch_name, SOURCE % "_do_fork")], target=PIN, jobs=1, use_cache=False)
-    assert target.for_arch(arch_name).text is not None
+    assert target.with_symbols(arch_name).text is not None
     assert rules(report) == [("probe-target-missing", "error")]
     assert "kernel_clone" in report.modules[0].findings[0].message
 
