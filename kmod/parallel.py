@@ -1,5 +1,8 @@
-"""Bounded parallelism for builds, image builds and VMs, with prompt clean-up on Ctrl-C."""
+"""Bounded parallelism for builds, image builds, VMs and hosts, with prompt clean-up on Ctrl-C."""
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 
 def _remove_containers() -> None:
@@ -20,3 +23,21 @@ def parallel(fn, items, workers: int, on_abort=_remove_containers) -> None:
         on_abort()
         raise
     pool.shutdown()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a CI runner giving up) goes through the same clean-up as Ctrl-C, instead of orphaning
+    what the run started (VMs, changed hosts). Only the main thread can take signals."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,10 @@ def templates() -> Path:
 
 
 def toolchains() -> Path:
-    return data_dir("toolchains")
+    """toolchains/ (arches, pins, the lock); KMOD_TOOLCHAINS points at another copy of it (a test's
+    scratch lock, which `toolchains --update` and `preflight --auto-pin` may rewrite)."""
+    override = os.environ.get("KMOD_TOOLCHAINS")
+    return Path(override) if override else data_dir("toolchains")
 
 
 def rules() -> Path:

@@ -41,6 +41,10 @@ class Pin:
     arches: tuple[str, ...]
     abi: str = ""
     packages: tuple[Package, ...] = field(default=(), compare=False)
+    # An auto-pin (`invoke preflight --auto-pin`): one exact kernel a host runs, locked on its own, with
+    # the suite, compiler and kbuild of the pin it derives from (`base`) and its own flavour.
+    base: str = ""
+    flavour: str = ""   # uname -r after the ABI ("cloud-amd64"); "" means the arch's default flavour
 
     @property
     def locked(self) -> bool:
@@ -48,7 +52,7 @@ class Pin:
 
     def release(self, arch: archmod.Arch) -> str:
         """The kernel release (uname -r) of this pin on `arch`."""
-        return f"{self.abi}-{arch.kernel_flavour}"
+        return f"{self.abi}-{self.flavour or arch.kernel_flavour}"
 
     def kdir(self, arch: archmod.Arch) -> str:
         return f"/usr/src/linux-headers-{self.release(arch)}"
@@ -66,7 +70,10 @@ class Pin:
         return found[0]
 
     def lock_entry(self) -> dict:
-        return {"abi": self.abi, "packages": [p.__dict__ for p in self.packages]}
+        entry = {"abi": self.abi, "packages": [p.__dict__ for p in self.packages]}
+        if self.base:
+            entry.update(base=self.base, flavour=self.flavour, arches=list(self.arches))
+        return entry
 
 
 def lock_path() -> Path:
@@ -96,6 +103,15 @@ def all_pins() -> dict[str, Pin]:
             name=data["name"], suite=data["suite"], series=data["series"], abi_regex=data["abi_regex"],
             compiler=data["compiler"], kbuild_package=data["kbuild_package"], arches=tuple(data["arches"]),
             abi=entry.get("abi", ""), packages=tuple(Package(**p) for p in entry.get("packages", [])))
+    for name, entry in lock.items():
+        base = pins.get(entry.get("base", "")) if isinstance(entry, dict) else None
+        if base is not None and name not in pins:
+            for a in entry["arches"]:
+                archmod.get(a)
+            pins[name] = Pin(name=name, suite=base.suite, series=base.series, abi_regex=base.abi_regex,
+                             compiler=base.compiler, kbuild_package=base.kbuild_package,
+                             arches=tuple(entry["arches"]), abi=entry["abi"], base=base.name,
+                             flavour=entry["flavour"], packages=tuple(Package(**p) for p in entry["packages"]))
     return pins
 
 
@@ -108,7 +124,7 @@ def get(name: str) -> Pin:
     if name in pins:
         return pins[name]
     # Let people say the series ("6.1") or the suite ("bookworm") when that is unambiguous.
-    matches = [p for p in pins.values() if name in (p.series, p.suite)]
+    matches = [p for p in pins.values() if name in (p.series, p.suite) and not p.base]
     if len(matches) == 1:
         return matches[0]
     raise unsupported("kernel", name, names())

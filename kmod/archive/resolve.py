@@ -1,5 +1,6 @@
 """`invoke toolchains --update`: find the newest ABI of each pinned series that the mirror really serves
 for every arch of the pin, and lock the exact packages (name, version, sha256)."""
+import dataclasses
 import lzma
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -100,32 +101,65 @@ def to_package(rec: dict, archive: str, role: str = "", for_arch: str = "") -> p
 
 
 def _package(cat: Catalogue, mirror: mirrormod.Mirror, name: str, debian_arch: str, role: str,
-             for_arch: str) -> pinsmod.Package | None:
-    """The newest version of `name` that really downloads."""
+             for_arch: str, version: str = "") -> pinsmod.Package | None:
+    """The newest version of `name` (or exactly `version`) that really downloads."""
     for rec, archive in cat.versions(name, debian_arch):
+        if version and rec["Version"] != version:
+            continue
         pkg = to_package(rec, archive, role, for_arch)
         if _downloadable(pkg, mirror):
             return pkg
     return None
 
 
+KERNEL_ROLES = ("headers-common", "headers", "image")   # built from one source: one Debian version
+
+
 def packages_for_abi(cat: Catalogue, mirror: mirrormod.Mirror, pin: pinsmod.Pin, abi: str,
-                     build_arch: str, log=print) -> list[pinsmod.Package] | None:
-    arches = [archmod.get(a) for a in pin.arches]
+                     build_arch: str, log=print, flavours: dict[str, str] | None = None,
+                     version: str = "") -> list[pinsmod.Package] | None:
+    """The packages of `abi` for every arch of the pin; with `flavours` (arch -> uname -r flavour, e.g.
+    cloud-amd64) for those arches and flavours instead, and with `version` exactly that kernel build."""
+    arches = [archmod.get(a) for a in (flavours or pin.arches)]
+    chosen = {a.name: (flavours or {}).get(a.name, a.kernel_flavour) for a in arches}
     wanted = [(f"linux-headers-{abi}-common", "all", "headers-common", ""),
               (pin.kbuild_package.format(abi=abi), build_arch, "kbuild", "")]
+    if any(f.startswith("rt-") for f in chosen.values()):
+        wanted.append((f"linux-headers-{abi}-common-rt", "all", "headers-common", ""))   # rt has its own
     for a in arches:
-        wanted += [(f"linux-headers-{abi}-{a.kernel_flavour}", a.debian_arch, "headers", a.name),
-                   (f"linux-image-{abi}-{a.kernel_flavour}-unsigned", a.debian_arch, "image", a.name),
+        wanted += [(f"linux-headers-{abi}-{chosen[a.name]}", a.debian_arch, "headers", a.name),
+                   (f"linux-image-{abi}-{chosen[a.name]}-unsigned", a.debian_arch, "image", a.name),
                    ("busybox-static", a.debian_arch, "busybox", a.name)]
     out = []
     for name, deb_arch, role, for_arch in wanted:
-        pkg = _package(cat, mirror, name, deb_arch, role, for_arch)
+        exact = version if role in KERNEL_ROLES else ""
+        pkg = _package(cat, mirror, name, deb_arch, role, for_arch, exact)
         if pkg is None:
-            log(f"  {pin.name}: ABI {abi}: no downloadable {name} ({deb_arch}); trying an older ABI")
+            log(f"  {pin.name}: ABI {abi}: no downloadable {name}{' ' + exact if exact else ''} ({deb_arch})")
             return None
         out.append(pkg)
     return out
+
+
+def resolve_kernel(base: pinsmod.Pin, arch: archmod.Arch, abi: str, flavour: str, version: str = "",
+                   log=print) -> dict:
+    """Exactly one Debian kernel of a pinned suite (a host's: ABI, flavour and Debian version) as a lock
+    entry of its own, from the same verified indexes as every pin (`invoke preflight --auto-pin`)."""
+    mirror = mirrormod.configured()
+    build_arch = archmod.host_debian_arch()
+    log(f"  {base.suite}: reading the package indexes for {abi}-{flavour} {version}".rstrip())
+    cat = Catalogue(mirror, base.suite, sorted({arch.debian_arch, build_arch}), log)
+    pkgs = packages_for_abi(cat, mirror, base, abi, build_arch, log, {arch.name: flavour}, version)
+    if pkgs is None:
+        raise UserError(f"the {base.suite} archives have no downloadable kernel {abi}-{flavour}"
+                        f"{' ' + version if version else ''} for {arch.name}",
+                        "the host runs a build the mirror no longer serves: upgrade its kernel, then preflight again")
+    pin = dataclasses.replace(base, name=f"{base.suite}-{abi}-{flavour}", arches=(arch.name,), abi=abi,
+                              base=base.name, flavour=flavour, packages=tuple(pkgs))
+    image = toolchain.lock(cat, pin, pkgs, build_arch)
+    log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages)")
+    return {"abi": abi, "base": base.name, "flavour": flavour, "arches": [arch.name],
+            "packages": [p.__dict__ for p in pkgs + image]}
 
 
 def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
@@ -165,9 +199,13 @@ def update(selected: list[pinsmod.Pin], log=print, tools_only: bool = False) -> 
     images' base and toolchain are locked anew."""
     mirror = mirrormod.configured()
     lock = pinsmod.read_lock()
-    how = relock_tools if tools_only else resolve_pin
+    def one(p: pinsmod.Pin) -> dict:
+        if p.base:   # an auto-pin stays exactly the kernel it was made for
+            a = archmod.get(p.arches[0])
+            return resolve_kernel(pinsmod.get(p.base), a, p.abi, p.flavour, p.package("image", a).version, log)
+        return (relock_tools if tools_only else resolve_pin)(p, mirror, log)
     with ThreadPoolExecutor(len(selected)) as pool:
-        results = list(pool.map(lambda p: how(p, mirror, log), selected))
+        results = list(pool.map(one, selected))
     for pin, res in zip(selected, results):
         lock[pin.name] = res
     pinsmod.write_lock(lock)

@@ -10,9 +10,7 @@ built for, on its own arch, in QEMU: insmod, probes registered, probes fire, rmm
 """
 import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from .. import pins as pinsmod
 from ..errors import InfraError, UserError
 from ..archive.fetch import sha256_file
 from ..manifest import Manifest
-from ..parallel import parallel
+from ..parallel import parallel, sigterm_as_interrupt
 from ..progress import Progress
 from ..report import write as write_report
 from . import initramfs, junit, kernel, qemu, verdict
@@ -250,25 +248,16 @@ def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, j
         append: tuple[str, ...] = (), quiet: bool = False) -> int:
     dist = project.dist
     manifest = Manifest(dist / "manifest.json")
-    # SIGTERM (a CI runner giving up) ends the VMs like Ctrl-C does, instead of orphaning them.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        outcome = boot_all(targets, dist, timeout, jobs, append, quiet, manifest, dist / "boot-junit.xml")
+        with sigterm_as_interrupt():
+            outcome = boot_all(targets, dist, timeout, jobs, append, quiet, manifest, dist / "boot-junit.xml")
     except KeyboardInterrupt:
         qemu.kill_all(stop=True)
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         write_report(project)
     report(outcome, dist)
     return outcome.exit_code
-
-
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
 
 
 def run_for_cells(project, cells, timeout: float | None = None, jobs: int | None = None) -> int:

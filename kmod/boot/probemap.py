@@ -42,16 +42,7 @@ class ProbeMap:
         return self.dir / "blacklist"
 
     def blacklist_ranges(self) -> list[tuple[int, int, str]]:
-        out = []
-        for line in self.blacklist_path.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and "-" in parts[0]:
-                start, _, end = parts[0].partition("-")
-                try:
-                    out.append((int(start, 16), int(end, 16), parts[1]))
-                except ValueError:
-                    continue
-        return out
+        return parse_blacklist(self.blacklist_path.read_text(errors="replace"))
 
     @cached_property
     def symbols(self) -> dict[str, str]:
@@ -70,12 +61,7 @@ class ProbeMap:
     @cached_property
     def blacklist(self) -> set[str]:
         """Symbols whose range kprobes refuses ("0xSTART-0xEND\tsymbol" lines)."""
-        out = set()
-        for line in (self.dir / "blacklist").read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                out.add(parts[1])
-        return out
+        return {name for _, _, name in parse_blacklist(self.blacklist_path.read_text(errors="replace"))}
 
     def has(self, symbol: str) -> bool:
         return symbol in self.symbols
@@ -94,6 +80,21 @@ class ProbeMap:
             return "not in kallsyms" + (f" (compiled as {', '.join(clones[:4])})" if clones else "")
         return f"function (type {self.symbols[symbol]})" if self.is_function(symbol) else \
             f"not a function (type {self.symbols[symbol]})"
+
+
+def parse_blacklist(text: str) -> list[tuple[int, int, str]]:
+    """/sys/kernel/debug/kprobes/blacklist: (start, end, symbol) of each "0xSTART-0xEND<TAB>NAME" line
+    (addresses read 0 to whoever may not see kernel pointers; the names are still right)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and "-" in parts[0]:
+            start, _, end = parts[0].partition("-")
+            try:
+                out.append((int(start, 16), int(end, 16), parts[1]))
+            except ValueError:
+                continue
+    return out
 
 
 def load(pin: Pin, arch: Arch) -> ProbeMap | None:

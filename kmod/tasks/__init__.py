@@ -9,6 +9,7 @@ from .boot import TASKS as BOOT_TASKS
 from .build import build, render, toolchains
 from .lint import lint
 from .package import TASKS as PACKAGE_TASKS
+from .preflight import preflight
 from .status import status
 
-ns = Collection(build, render, toolchains, lint, *PACKAGE_TASKS, *BOOT_TASKS, status)
+ns = Collection(build, render, toolchains, lint, *PACKAGE_TASKS, *BOOT_TASKS, status, preflight)

@@ -1,7 +1,6 @@
 """Tasks of the build stage: `build`, `render`, `toolchains`."""
 import json
 import sys
-from pathlib import Path
 
 from invoke.exceptions import Exit
 

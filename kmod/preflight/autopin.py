@@ -1,0 +1,63 @@
+"""--auto-pin: the fleet's real kernels become cells. A host that runs a Debian kernel of a pinned suite
+with another ABI or flavour gets exactly that kernel (ABI, flavour, Debian version) resolved from the
+mirror's verified indexes and locked as a pin of its own (kmod.archive.resolve.resolve_kernel, into
+toolchains/kernels.lock like every pin); the modules are built for it, linted against it and
+boot-tested on it, and the host is preflighted again. Any other kernel is left to the host's dkms."""
+from .. import build as buildmod
+from .. import pins as pinsmod
+from ..archive import resolve
+from ..progress import log
+from .kernels import DEBIAN
+from .report import HostResult
+
+
+def wanted(results: list[HostResult]) -> dict[str, list[HostResult]]:
+    """Auto-pin name -> the hosts that run that kernel."""
+    out: dict[str, list[HostResult]] = {}
+    for r in results:
+        if not r.error and r.kernel is not None and r.kernel.kind == DEBIAN:
+            out.setdefault(r.kernel.auto_pin_name, []).append(r)
+    return out
+
+
+def lock(name: str, r: HostResult) -> pinsmod.Pin:
+    k = r.kernel
+    entry = resolve.resolve_kernel(k.pin, k.arch, k.abi, k.flavour, k.version, log=log)
+    data = pinsmod.read_lock()
+    data[name] = entry
+    pinsmod.write_lock(data)
+    return pinsmod.get(name)
+
+
+def run(project, modules: list, results: list[HostResult], quiet: bool = False) -> list[HostResult]:
+    """Pin, build, lint and boot-test the hosts' unpinned Debian kernels; returns the hosts to read again."""
+    from .. import boot
+    groups = wanted(results)
+    if not groups:
+        log("--auto-pin: no host runs an unpinned Debian kernel of a pinned suite; nothing to pin")
+        return []
+    new = []
+    for name, hosts in groups.items():
+        k = hosts[0].kernel
+        log(f"--auto-pin: {', '.join(h.host.name for h in hosts)} run(s) {k.release} (Debian {k.version}), "
+            f"not pinned: locking exactly it as {name}")
+        new.append(lock(name, hosts[0]))
+    cells = []
+    for pin in new:
+        arch = pinsmod.get(pin.name).arches[0]
+        mods = [m for m in modules if not m.arches or arch in m.arches]
+        if mods:
+            from .. import arch as archmod
+            cells += buildmod.plan(project, mods, [pin], [archmod.get(arch)])
+    if not cells:
+        return []
+    from ..tasks.build import _lint_hook   # the build's own lint step, as `invoke build` runs it
+    from ..tasks.common import command_line
+    outcome = buildmod.run(project, cells, command=command_line(), quiet=quiet, after_build=_lint_hook(project))
+    for c in outcome.failed:
+        rec = c.record or {}
+        why = (rec.get("diagnosis") or [{}])[0].get("advice") or next(
+            (f["message"] for f in rec.get("lint", []) if f["severity"] == "error"), "see its build.log")
+        log(f"--auto-pin: {c.id} failed: {why}")
+    boot.run_for_cells(project, [c for c in outcome.cells if c.result in ("ok", "cached")])
+    return [r for hosts in groups.values() for r in hosts]

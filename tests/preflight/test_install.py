@@ -1,0 +1,52 @@
+"""--install end to end on a real VM: the DKMS .deb copied in, dkms builds the module there, it loads,
+its probe fires on the trigger, the kernel log is judged by the boot test's rules, and the package is
+removed again. And the same VM booted with module.sig_enforce=1: refused for that reason, untouched."""
+import json
+
+import pytest
+
+from tests.preflight.conftest import invoke
+from tests.preflight.vm import pin_and_arch
+
+pytestmark = pytest.mark.integration
+PACKAGE = "clone-probe-dkms"
+
+
+def state(b) -> str:
+    return b.ssh(f"dpkg-query -W -f='${{db:Status-Abbrev}}' {PACKAGE} 2>/dev/null; echo; "
+                 "test -d /sys/module/clone_probe && echo loaded; dkms status; ls /var/lib/dkms; "
+                 "ls -d /tmp/kmod-preflight.* 2>/dev/null; true")
+
+
+def test_install_proves_the_module_on_the_host_and_removes_it(vm, project):
+    before = state(vm)
+    assert "loaded" not in before
+    proc = invoke("preflight", "--host", vm.alias, "--ssh-config", str(vm.config), "--install", "--format", "json",
+                  cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    host = json.loads(proc.stdout)["hosts"][0]
+    trial = host["install"][0]
+    assert trial["verdict"] == "pass", trial
+    assert trial["hits"] and all(h > 0 for h in trial["hits"])
+    assert "installed with dkms, loaded, probes fired" in trial["reason"]
+    assert trial["cleanup"] == "removed" and host["attention"] == ""
+    assert state(vm) == before, "the host is not as it was"
+    # the record a killed run would have left is cleared too
+    saved = json.loads((project / "dist" / "preflight.json").read_text())
+    assert saved["hosts"][0]["attention"] == "" and saved["hosts"][0]["install"][0]["verdict"] == "pass"
+
+
+def test_signature_enforcement_is_refused_for_that_reason(project, booted):
+    pin, a = pin_and_arch()
+    b = booted(pin.release(a), ("module.sig_enforce=1",), alias="kmod-vm-signed")
+    before = state(b)
+    proc = invoke("preflight", "--host", b.alias, "--ssh-config", str(b.config), "--install", "--format", "json",
+                  cwd=project)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    host = json.loads(proc.stdout)["hosts"][0]
+    v = host["modules"][0]
+    assert host["facts"]["sig_enforce"] is True
+    assert v["verdict"] == "fail" and "module.sig_enforce=1" in v["reason"] and "unsigned" in v["reason"]
+    assert "not enrolled" in v["reason"]
+    assert host["install"] == []     # a module that cannot load is not installed to find out
+    assert state(b) == before
