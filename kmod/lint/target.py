@@ -82,8 +82,7 @@ class KernelTarget:
             if not all(isinstance(x, (dict, type(None))) for x in (exports, text, clones)):
                 raise TypeError("not a table")
             return cls(name=str(d["name"]), arch=d["arch"], release=d["release"], vermagic=d["vermagic"],
-                       exports=None if exports is None else
-                       {str(k): (v[0], bool(v[1]), str(v[2]), str(v[3])) for k, v in exports.items()},
+                       exports=None if exports is None else dict(zip(exports, map(tuple, exports.values()))),
                        allow_missing_namespaces=bool(d["allow_missing_namespaces"]),
                        text=text, blacklist=set(d["blacklist"]),
                        ranges=[(int(a), int(b), str(n)) for a, b, n in d["ranges"]],
@@ -144,7 +143,7 @@ class TargetSpec:
         if self.pin is None or t is None:
             return t
         a = archmod.get(arch_name)
-        if t.symbols_deferred:
+        if t.symbols_deferred and not load_symbols(self.pin, a, t):
             t = self._cache[arch_name] = load_pin(self.pin, a, symbols=True)
         if t.text is not None:
             return t
@@ -412,24 +411,46 @@ def _stat_of(path: str | None) -> tuple | None:
 SYMBOL_FIELDS = ("text", "clones", "blacklist", "ranges")
 
 
+def _cache_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[Path, Path]:
+    key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
+                         .encode()).hexdigest()[:16]
+    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.json"
+    return cached, cached.with_suffix(".symbols.json")
+
+
+def _symbols_json(path: Path) -> dict:
+    more = json.loads(path.read_bytes())
+    if not isinstance(more, dict) or more.get("format") != FORMAT:
+        raise ValueError("damaged symbols")
+    text, clones = more["text"], more["clones"]
+    if not isinstance(text, (dict, type(None))) or not isinstance(clones, dict):
+        raise ValueError("damaged symbols")
+    return {"text": text, "clones": clones, "blacklist": set(more["blacklist"]),
+            "ranges": [(int(a), int(b), str(n)) for a, b, n in more["ranges"]]}
+
+
+def load_symbols(pin: pins.Pin, arch: archmod.Arch, t: KernelTarget) -> bool:
+    """Fill in a deferred target's symbols from their cache file; False when it is missing or damaged."""
+    try:
+        for k, v in _symbols_json(_cache_files(pin, arch)[1]).items():
+            setattr(t, k, v)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    t.symbols_deferred = False
+    return True
+
+
 def load_pin(pin: pins.Pin, arch: archmod.Arch, symbols: bool = False) -> KernelTarget:
     """The target of a pin and arch, from the cache when it is there. The kernel's symbols (what only
     the probe-target rules read) are a second file, read only when `symbols` is asked for: most lints
     (a package, a module without probes) need the exports and vermagic alone."""
-    key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
-                         .encode()).hexdigest()[:16]
-    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.json"
-    cached_symbols = cached.with_suffix(".symbols.json")
+    cached, cached_symbols = _cache_files(pin, arch)
     if cached.exists():
         try:
-            d = json.loads(cached.read_bytes())
-            if symbols:
-                more = json.loads(cached_symbols.read_bytes())
-                if not isinstance(more, dict) or more.get("format") != FORMAT:
-                    raise ValueError("damaged symbols")
-                d = {**d, **{k: more[k] for k in SYMBOL_FIELDS}}
-            t = KernelTarget.from_json(d)
-            t.symbols_deferred = not symbols
+            t = KernelTarget.from_json(json.loads(cached.read_bytes()))
+            t.symbols_deferred = True
+            if symbols and not load_symbols(pin, arch, t):
+                raise ValueError("damaged symbols")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             t = None   # a damaged cache entry is rebuilt, never trusted
         # still valid if made from the probe map that is there now (checked without importing the
