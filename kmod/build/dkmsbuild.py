@@ -33,10 +33,11 @@ def own_conf(files: dict) -> bool:
     return "dkms.conf" in files
 
 
-def generated_conf(module: Module) -> str:
-    """The dkms.conf of the package, less BUILT_MODULE_* (make's modules.order names them)."""
+def generated_conf(module: Module, project) -> str:
+    """The dkms.conf of the package ([package.NAME] options included), less BUILT_MODULE_* (make's
+    modules.order names them) and the kprobes gate (the built modules tell whether they use kprobes)."""
     from ..package import dkms
-    return dkms.dkms_conf(module, dkms.Options(), {}, kos=None)
+    return dkms.dkms_conf(module, dkms.options_for(project, module), {}, kos=None)
 
 
 @dataclass

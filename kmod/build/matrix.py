@@ -43,6 +43,7 @@ class Cell:
     key: str = ""
     result: str = "pending"
     record: dict = field(default_factory=dict)
+    dkms_conf: str = ""       # a hand-written module without a dkms.conf: the one kmod generates for it
 
     @property
     def kernel(self) -> str:
@@ -65,7 +66,7 @@ def command_doc(cell: Cell, build_arch: str) -> dict:
     if cell.module.source is None:
         return {"argv": make_argv(cell, BUILD_MOUNT, build_arch)}
     return {"script": dkmsbuild.script_text(), "conf": None if dkmsbuild.own_conf(cell.sources.files)
-            else dkmsbuild.generated_conf(cell.module), "make_vars": cell.arch.make_vars(build_arch)}
+            else cell.dkms_conf, "make_vars": cell.arch.make_vars(build_arch)}
 
 
 def cell_key(cell: Cell, build_arch: str) -> str:
@@ -82,17 +83,22 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
     cells = []
     for m in modules:
         sources = render.render(m, project.dist / m.name / "src")
+        # the package's dkms.conf less its module list, [package.NAME] options included: the build
+        # runs what dkms will run on the VM
+        conf = (dkmsbuild.generated_conf(m, project)
+                if m.source is not None and not dkmsbuild.own_conf(sources.files) else "")
         for a in arches:
             if m.arches and a.name not in m.arches:
                 continue
             if kdir:
-                cells.append(Cell(m, None, a, sources, kdir))
+                cells.append(Cell(m, None, a, sources, kdir, dkms_conf=conf))
                 continue
             for p in pins:
                 if a.name not in p.arches:
                     continue
                 require_locked(p)
-                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p), signing=signing))
+                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p), signing=signing,
+                                  dkms_conf=conf))
     if not cells:
         raise UserError("nothing to build: no module, kernel and arch combination matches",
                         "check --module/--kernel/--arch and the modules' `arches`")
@@ -200,7 +206,7 @@ def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mo
     The (empty) build folder is dkms's tree; the sources are mounted read-only beside it."""
     own = dkmsbuild.own_conf(cell.sources.files)
     if not own:
-        atomic.write_text(ws.dir / dkmsbuild.CONF_NAME, dkmsbuild.generated_conf(cell.module), 0o644)
+        atomic.write_text(ws.dir / dkmsbuild.CONF_NAME, cell.dkms_conf, 0o644)
     argv = ["bash", "-c", dkmsbuild.script_text()]
     if cell.pin is None:  # a host build against the user's KDIR
         release = (Path(cell.kdir) / "include" / "config" / "kernel.release").read_text().strip()

@@ -176,3 +176,12 @@ def test_own_quoted_header_missing_and_kernel_header_gone(tmp_path):
                            'make_vars = { MISSING_HEADER = "linux/genhd.h" }\n')
     _, rec = build(project)
     assert [d["cause"] for d in rec["diagnosis"]] == ["missing-header"], rec["diagnosis"]
+
+
+def test_package_options_run_in_kmods_build_too(tmp_path):
+    """[package.NAME] pre_build is a line of the generated dkms.conf: kmod's build runs it as dkms will."""
+    files = {"Kbuild": "obj-m := m.o\n", "gen.sh": '#!/bin/sh\necho "/* made by PRE_BUILD */" > m.c\n'}
+    project = project_with(tmp_path, files, '\n[package.m]\npre_build = "gen.sh"\n', modes={"gen.sh": 0o755})
+    proc, rec = build(project)
+    assert rec["result"] == "ok", proc.stderr
+    assert b"m.c" in (tmp_path / "dist" / "m" / "host" / "x86_64" / "m.ko").read_bytes()
