@@ -122,9 +122,7 @@ class Run:
 
 
 def facts_script(infos: list[verdict.ModuleInfo]) -> str:
-    names = [i.module.name for i in infos]
-    return factsmod.script([s for i in infos for s in i.probed], [n for i in infos for n in i.imports],
-                           [f"{i.module.package_name}-dkms" for i in infos], names)
+    return factsmod.script([s for i in infos for s in i.probed], [n for i in infos for n in i.imports])
 
 
 def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -> HostResult:
@@ -138,7 +136,7 @@ def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -
         r.label = s.label
         if prog:
             prog.note(host.name, f"reading {r.label}")
-        out = s.run("sh -c " + _quote(script))
+        out = s.run("exec sh -c " + _quote(script))   # POSIX sh whatever the login shell is
         if run.cancel.is_set():
             raise sshmod.HostError("interrupted")
         if not out.stdout.strip():

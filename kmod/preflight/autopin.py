@@ -7,7 +7,7 @@ from .. import build as buildmod
 from .. import pins as pinsmod
 from ..archive import resolve
 from ..progress import log
-from .kernels import DEBIAN
+from .kernels import DEBIAN, OTHER
 from .report import HostResult
 
 
@@ -33,6 +33,10 @@ def run(project, modules: list, results: list[HostResult], quiet: bool = False) 
     """Pin, build, lint and boot-test the hosts' unpinned Debian kernels; returns the hosts to read again."""
     from .. import boot
     groups = wanted(results)
+    for r in results:
+        if not r.error and r.kernel is not None and r.kernel.kind == OTHER:
+            log(f"--auto-pin: {r.host} runs {r.kernel.release}, not a Debian kernel of a pinned suite: checked "
+                f"against its own kallsyms and Module.symvers; only dkms on the host can build for it")
     if not groups:
         log("--auto-pin: no host runs an unpinned Debian kernel of a pinned suite; nothing to pin")
         return []

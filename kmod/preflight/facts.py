@@ -16,14 +16,13 @@ def rules() -> dict:
     return tomllib.loads((paths.rules() / "preflight.toml").read_text())
 
 
-def script(symbols: list[str], imports: list[str], packages: list[str], modules: list[str]) -> str:
-    """The facts script for these probed symbols, imported symbols, package and module names (all
-    validated names already; quoted again by the template)."""
+def script(symbols: list[str], imports: list[str]) -> str:
+    """The facts script for these probed and imported symbols (validated names already; quoted again
+    by the template)."""
     r = rules()
     return render.render_text("preflight/facts.sh.j2", marker=MARKER, config=r["config"],
                               dkms_certificate=r["dkms_certificate"], symbols=sorted(set(symbols)),
-                              imports=sorted(set(imports)), packages=sorted(set(packages)),
-                              modules=sorted(set(modules)))
+                              imports=sorted(set(imports)))
 
 
 @dataclass
@@ -54,8 +53,6 @@ class Facts:
     dkms_certificate: str = ""
     mok: str = ""                       # mokutil --test-key's answer, no-mokutil, no-key
     pkgtool: str | None = None          # dpkg or rpm
-    installed: dict = field(default_factory=dict)   # package -> version (installed ones only)
-    loaded: set = field(default_factory=set)
     vermagic: str = ""
     free_kb: int | None = None
 
@@ -181,11 +178,6 @@ def parse(text: str) -> Facts:
     f.dkms_certificate = (cert.split("=", 1)[1].strip('"') if "=" in cert else "") or rules()["dkms_certificate"]
     f.mok = _first(s.get("mok", []))
     f.pkgtool = _first(s.get("pkgtool", [])) or None
-    for line in s.get("installed", []):
-        parts = line.split()
-        if len(parts) >= 3 and parts[1].startswith("i") and "not installed" not in line:
-            f.installed[parts[0]] = parts[2]
-    f.loaded = {ln.strip() for ln in s.get("loaded", []) if ln.strip()}
     f.vermagic = _first(s.get("vermagic", []))
     df = ([ln for ln in s.get("df", []) if ln.strip()] or [""])[-1].split()
     if len(df) >= 4 and df[3].isdigit():

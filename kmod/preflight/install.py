@@ -95,12 +95,9 @@ class Installer:
     def run(self, on_step=lambda s: None) -> Trial:
         m = self.info.module
         t = Trial(m.name, self.package_name)
-        if self.package_name in self.facts.installed:
-            t.status, t.reason, t.cleanup = FAIL, (f"{self.package_name} {self.facts.installed[self.package_name]} is "
-                                                  "already installed there: not touched"), "untouched"
-            return t
-        if m.name in self.facts.loaded:
-            t.status, t.reason, t.cleanup = FAIL, f"a module {m.name} is already loaded there: not touched", "untouched"
+        present = self.present()   # asked now, right before anything changes
+        if present:
+            t.status, t.reason, t.cleanup = FAIL, f"{present} already there: not touched", "untouched"
             return t
         on_step("copying the package")
         # The login user's own temporary folder: SFTP writes as that user, root only reads from it.
@@ -144,6 +141,24 @@ class Installer:
             t.reason = f"on the host, at {v.step}: {v.reason}"
         return t
 
+    def query(self) -> str:
+        """A command that prints "loaded" when the module is loaded, and the package's state."""
+        pkg = shlex.quote(self.package_name)
+        state = (f"dpkg-query -W -f='${{db:Status-Abbrev}} ${{Version}}' {pkg}" if package_format(self.facts) == "deb"
+                 else f"rpm -q --qf 'ii %{{VERSION}}-%{{RELEASE}}' {pkg}")
+        return f"test -d /sys/module/{self.info.module.name} && echo loaded; {state} 2>/dev/null; true"
+
+    def present(self) -> str:
+        """What of this module is on the host already ("" when nothing): a package or a loaded module."""
+        out = self.session.run(self.query(), 60).stdout
+        found = []
+        if "loaded" in out.split():
+            found.append(f"a module {self.info.module.name} is loaded")
+        state = out.replace("loaded", "").split()
+        if state and state[0].startswith("i") and "not" not in state:
+            found.append(f"{self.package_name} {state[-1]} is installed")
+        return " and ".join(found)
+
     def _dkms_log(self, output: str) -> list[str]:
         name, version = self.info.module.package_name, self.info.module.version
         log = self.sh(f"tail -n 15 /var/lib/dkms/{shlex.quote(name)}/{shlex.quote(version)}/build/make.log 2>/dev/null",
@@ -161,14 +176,12 @@ class Installer:
                 self.sh(f"{DPKG_ENV} dpkg -P {shlex.quote(self.package_name)} 2>&1", 300)
             else:
                 self.sh(f"rpm -e {shlex.quote(self.package_name)} 2>&1", 300)
-            probe = self.sh(f"test -d /sys/module/{m.name} && echo loaded; "
-                            + ("dpkg-query -W -f='${db:Status-Abbrev}' " if package_format(self.facts) == "deb"
-                               else "rpm -q ") + f"{shlex.quote(self.package_name)} 2>/dev/null; true", 60)
-            if "loaded" in probe.stdout:
+            probe = self.sh(self.query(), 60)
+            if "loaded" in probe.stdout.split():
                 left.append(f"module {m.name} still loaded")
-            state = probe.stdout.replace("loaded", "").strip()
-            if state and not state.startswith(("un", "pn")) and "not installed" not in state:
-                left.append(f"package {self.package_name} still installed ({state})")
+            state = probe.stdout.replace("loaded", "").split()
+            if state and not state[0].startswith(("un", "pn")) and "not" not in state:
+                left.append(f"package {self.package_name} still installed ({state[0]})")
         if self.remote_dir:
             self.session.run(f"rm -rf {shlex.quote(self.remote_dir)}", 60)
         if left:

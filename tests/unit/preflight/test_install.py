@@ -140,13 +140,12 @@ def test_what_cannot_be_removed_is_named(tmp_path):
 
 
 def test_an_installed_package_or_loaded_module_is_never_touched(tmp_path):
-    facts = recorded("facts-bookworm-sig-enforce.txt")
-    for f in (dataclasses.replace(facts, installed={"clone-probe-dkms": "0.0.9"}),
-              dataclasses.replace(facts, loaded={"clone_probe"})):
-        s = FakeSession()
-        inst = installer(s, tmp_path, facts=f)
+    for answer, what in (("ii  0.0.9", "clone-probe-dkms 0.0.9 is installed"), ("loaded\n", "a module clone_probe is loaded")):
+        s = FakeSession([("db:Status-Abbrev", Result(0, answer, ""))])
+        inst = installer(s, tmp_path)
         t = inst.run()
-        assert t.status == FAIL and t.cleanup == "untouched" and s.commands == []
+        assert t.status == FAIL and t.cleanup == "untouched" and what in t.reason
+        assert len(s.commands) == 1 and "db:Status-Abbrev" in s.commands[0]   # asked, nothing else
         assert inst.cleanup() == "nothing installed"
 
 
