@@ -125,15 +125,13 @@ def package_set(folder: Path, jobs: int, objdump: str, pin: str, rounds: int) ->
             "linked": linked}
 
 
-def probe_modules(pin_name: str, arch_name: str, counts=(100, 1000)) -> dict[int, tuple[Path, list[str]]]:
-    """Build one rendered kprobe module per count with kmod itself (docker runtime, no lint)."""
-    import tempfile
+def probe_modules(work: Path, pin_name: str, arch_name: str, counts=(100, 1000)) -> dict[int, tuple[Path, list[str]]]:
+    """Build one rendered kprobe module per count with kmod itself (docker runtime, no lint), in `work`."""
     from kmod.boot import probemap
     pin, a = pins.require_locked(pins.get(pin_name)), archmod.get(arch_name)
     pm = probemap.load(pin, a) or probemap.make(pin, a)
     names = sorted(n for n in pm.functions if n.isidentifier() and n not in pm.blacklist)
     pool = names[::max(1, len(names) // max(counts))]
-    work = Path(tempfile.mkdtemp(prefix="kmod-bench-probes."))
     out = {}
     for n in counts:
         syms = [s[:-1] if i % 10 == 5 and len(s) > 4 else s for i, s in enumerate(pool[:n])]   # a tenth misspelt
@@ -231,8 +229,8 @@ def main() -> int:
           f"{st['cold']:.2f} s = {set_ratio:.2f} x ({st['errors']} errors, {st['linked']} modules need another first)")
 
     import tempfile
-    probes = probe_modules(args.pin, args.arch)
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory(prefix="kmod-bench-probes.") as work, tempfile.TemporaryDirectory() as cache:
+        probes = probe_modules(Path(work), args.pin, args.arch)
         # packages, kernels and probe maps from the shared cache; lint results and targets private
         shared = runner.cache_root().parent
         for sub in ("debs", "boot", "lint/trees"):
