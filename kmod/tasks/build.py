@@ -1,6 +1,7 @@
 """Tasks of the build stage: `build`, `render`, `toolchains`."""
 import json
 import sys
+from pathlib import Path
 
 from invoke.exceptions import Exit
 

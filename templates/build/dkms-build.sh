@@ -11,7 +11,7 @@
 #   KMOD_COLLECT    set when the dkms.conf names no module: the folder whose modules.order lists them
 #   KMOD_HEADERS    header trees to search when a header is missing
 #   KMOD_DKMS_TREE, KMOD_KSOURCEDIR  (host builds) where dkms's tree and the kernel headers are
-set -u
+# No `set -u`: bash 5.0 (bullseye) calls ${#ARRAY[@]} of an unset array an error; dkms does not set it either.
 export LC_ALL=C
 say() { printf 'KMOD-%s\n' "$*"; }
 CR=$'\r'

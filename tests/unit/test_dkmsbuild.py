@@ -185,3 +185,16 @@ def test_package_options_run_in_kmods_build_too(tmp_path):
     proc, rec = build(project)
     assert rec["result"] == "ok", proc.stderr
     assert b"m.c" in (tmp_path / "dist" / "m" / "host" / "x86_64" / "m.ko").read_bytes()
+
+
+def test_a_cell_of_several_modules_is_linted_together(tmp_path):
+    """The lint step takes every .ko of the cell at once (and records their load order); the fake
+    kbuild's .ko are no ELF, so the lint fails the cell, in one line each and no traceback."""
+    project = project_with(tmp_path, {"a.c": "", "b.c": "", "Kbuild": "obj-m := a.o b.o\n"})
+    proc = subprocess.run([sys.executable, "-m", "kmod", "build", "--runtime", "host", "--kdir", str(FAKE_KDIR),
+                           "--arch", "x86_64", "--module", "m"], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    rec = json.loads((project / "dist" / "manifest.json").read_text())["cells"]["m/host/x86_64"]
+    assert proc.returncode == 2 and rec["result"] == "failed"
+    assert {f["ko"] for f in rec["lint"]} == {"m/host/x86_64/a.ko", "m/host/x86_64/b.ko"}
