@@ -1,0 +1,280 @@
+"""Real out-of-tree modules as their authors ship them, through every stage: Debian's *-dkms sources and
+the kernel's own kprobe samples, fetched from the mirror at test time (tests/realmods.py), each built for
+every pin and arch (`invoke build`, lint included), packaged (`invoke package`), a few installed with the
+real dkms, the kprobe ones boot-tested. The shapes: modules that export symbols to each other (ddcci,
+tp_smapi, nat-rtsp), subfolder builds (ddcci, ovpn-dco), a Makefile that needs variables (tp_smapi's
+HDAPS=1, the samples' CONFIG_SAMPLE_*=m), names with - (ddcci-backlight, hid-kye, ovpn-dco-v2), a helper
+script with its exec bit (ovpn-dco's gen-compat-autoconf.sh), upstream BUILD_EXCLUSIVE_* (lenovo-legion,
+ddcci), a name Debian ships already (v4l2loopback), no dkms.conf at all (the samples).
+
+docs/real-modules.md keeps the module x cell table this produces; KMOD_REALMODS_DOC=1 rewrites it."""
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from kmod import pins
+from tests.conftest import ROOT, need_tool
+from tests.integration.test_package import run_script
+from tests.realmods import RealModules
+
+pytestmark = pytest.mark.integration
+DOC = ROOT / "docs" / "real-modules.md"
+# spec name -> (Debian package, suite, extra spec lines). The suite is the one whose version we take.
+DKMS = {
+    "ddcci": ("ddcci-dkms", "bookworm", ""),
+    "tp-smapi": ("tp-smapi-dkms", "bookworm", ""),
+    "ovpn-dco": ("openvpn-dco-dkms", "bookworm", ""),
+    "nat-rtsp": ("nat-rtsp-dkms", "bookworm", ""),
+    "digimend": ("digimend-dkms", "bookworm", ""),
+    "v4l2loopback": ("v4l2loopback-dkms", "bookworm", ""),
+    "lenovo-legion": ("lenovolegionlinux-dkms", "trixie", ""),
+}
+SAMPLES = "kprobe-samples"
+SAMPLES_SPEC = ('make_vars = { CONFIG_SAMPLE_KPROBES = "m", CONFIG_SAMPLE_KRETPROBES = "m" }\n'
+                'symbols = ["kernel_clone"]\n')
+HOME_PIN = {"bookworm": "bookworm-6.1", "trixie": "trixie-6.12"}
+# Built for every pin and both arches; the others for every pin on x86_64 (their arm64 cells would show
+# nothing new, and CI minutes count).
+BOTH_ARCHES = ("ddcci", "tp-smapi", "lenovo-legion", SAMPLES)
+# Load order that modpost's depends= (the symbols one takes from another) must give.
+ORDER = {"ddcci": [("ddcci", "ddcci-backlight")], "tp-smapi": [("thinkpad_ec", "tp_smapi"), ("thinkpad_ec", "hdaps")],
+         "nat-rtsp": [("nf_conntrack_rtsp", "nf_nat_rtsp")]}
+
+
+def kmod(*args, cwd, timeout=3000, env=None):
+    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+
+
+def upstream_version(pkg) -> str:
+    """The Debian version without its revision, as a spec version (no '-')."""
+    v = pkg.version.split(":", 1)[-1].rsplit("-", 1)[0]
+    return re.sub(r"[^A-Za-z0-9.+~]", "+", v)
+
+
+@pytest.fixture(scope="session")
+def realmods(tmp_path_factory, docker_client):
+    mods = RealModules()
+    work = tmp_path_factory.mktemp("realmods")
+    spec, sources = [], {}
+    for name, (package, suite, extra) in DKMS.items():
+        src = mods.dkms_source(package, suite)
+        sources[name] = src
+        spec.append(f'[[module]]\nname = "{name}"\nversion = "{upstream_version(mods.package(package, suite))}"\n'
+                    f'source = "{src}"\n{extra}')
+    samples = mods.kernel_samples("bookworm", "6.1", "kprobes")
+    sources[SAMPLES] = samples
+    spec.append(f'[[module]]\nname = "{SAMPLES}"\nversion = "6.1"\nsource = "{samples}"\n{SAMPLES_SPEC}')
+    (work / "kmod.toml").write_text("\n".join(spec))
+    both = kmod("build", "--module", ",".join(BOTH_ARCHES), cwd=work)
+    x86 = kmod("build", "--module", ",".join(n for n in DKMS if n not in BOTH_ARCHES), "--arch", "x86_64", cwd=work)
+    manifest = json.loads((work / "dist" / "manifest.json").read_text())
+    return work, both.stderr + x86.stderr, manifest["cells"], sources
+
+
+def cells_of(cells: dict, module: str) -> dict:
+    return {cid: rec for cid, rec in cells.items() if cid.split("/")[0] == module}
+
+
+def test_every_cell_builds_or_is_excluded_or_says_why(realmods):
+    work, stderr, cells, _ = realmods
+    assert "Traceback" not in stderr, stderr
+    modules = [*DKMS, SAMPLES]
+    assert {cid.split("/")[0] for cid in cells} == set(modules)
+    for name in modules:
+        mine = cells_of(cells, name)
+        expected = [f"{name}/{p.name}/{a}" for p in pins.all_pins().values() for a in p.arches
+                    if name in BOTH_ARCHES or a == "x86_64"]
+        assert sorted(mine) == sorted(expected), name
+        home = HOME_PIN[DKMS[name][1]] if name in DKMS else "bookworm-6.1"
+        assert mine[f"{name}/{home}/x86_64"]["result"] in ("ok", "excluded"), (name, mine[f"{name}/{home}/x86_64"])
+        for cid, rec in mine.items():
+            assert rec["result"] in ("ok", "excluded", "failed"), (cid, rec["result"])
+            if rec["result"] == "failed":
+                assert rec.get("diagnosis") or rec.get("errors"), f"{cid} failed with no reason"
+            if rec["result"] == "excluded":
+                assert rec["reason"].startswith(("BUILD_EXCLUSIVE", "kernel ")), (cid, rec["reason"])
+
+
+def test_lint_reports_no_false_errors(realmods):
+    """Every built cell was linted (all its modules together) and none has an error: what modprobe loads
+    (siblings' exports, the kernel's) the lint must not call unresolved."""
+    _, _, cells, _ = realmods
+    for cid, rec in cells.items():
+        if rec["result"] == "ok":
+            errors = [f for f in rec.get("lint") or [] if f["severity"] == "error"]
+            assert errors == [], (cid, errors)
+        elif rec["result"] == "failed":
+            assert not [f for f in rec.get("lint") or [] if f["severity"] == "error"], f"{cid} failed by the lint"
+
+
+def built_names(conf_text: str) -> list[str]:
+    return re.findall(r'^BUILT_MODULE_NAME\[\d+\]="?([\w-]+)', conf_text, re.M)
+
+
+def test_every_module_of_a_package_is_collected_in_load_order(realmods):
+    _, _, cells, sources = realmods
+    for name in DKMS:
+        expected = built_names((sources[name] / "dkms.conf").read_text())
+        if name == "v4l2loopback":
+            expected = ["v4l2loopback"]  # BUILT_MODULE_NAME[0]="$PACKAGE_NAME"
+        for cid, rec in cells_of(cells, name).items():
+            if rec["result"] != "ok":
+                continue
+            got = [k["name"] for k in rec["kos"]]
+            assert sorted(got) == sorted(expected), (cid, got)
+            for first, then in ORDER.get(name, []):
+                if first in got and then in got:
+                    assert got.index(first) < got.index(then), (cid, got)
+                    dep = next(k for k in rec["kos"] if k["name"] == then)
+                    assert first.replace("-", "_") in dep["depends"], (cid, dep)
+    for cid, rec in cells_of(cells, SAMPLES).items():
+        assert rec["result"] == "ok", (cid, rec.get("diagnosis"))
+        assert [k["name"] for k in rec["kos"]] == ["kprobe_example", "kretprobe_example"]
+        assert all(k["kprobes"] for k in rec["kos"]) and rec["dkms"]["conf"] == "generated"
+
+
+def test_shapes_names_subfolders_exec_bits_exclusions(realmods):
+    work, _, cells, _ = realmods
+    ok = {cid: rec for cid, rec in cells.items() if rec["result"] == "ok"}
+    by_module = {}
+    for cid, rec in ok.items():
+        by_module.setdefault(cid.split("/")[0], set()).update((k["name"], k["location"]) for k in rec["kos"])
+    assert ("ddcci-backlight", "ddcci-backlight/") in by_module["ddcci"]          # subfolder, name with -
+    assert ("ovpn-dco-v2", "drivers/net/ovpn-dco/") in by_module["ovpn-dco"]
+    assert {"hid-kye", "hid-uclogic"} <= {n for n, _ in by_module["digimend"]}
+    helper = work / "dist" / "ovpn-dco" / "src" / "gen-compat-autoconf.sh"
+    assert stat.S_IMODE(helper.stat().st_mode) == 0o755
+    # tp_smapi's hdaps.ko only exists with HDAPS=1, which its dkms.conf's MAKE passes
+    assert ("hdaps", "") in by_module["tp-smapi"]
+    legion = cells_of(cells, "lenovo-legion")
+    assert legion["lenovo-legion/bookworm-6.1/x86_64"]["result"] == "excluded"
+    assert "BUILD_EXCLUSIVE_KERNEL_MIN" in legion["lenovo-legion/bookworm-6.1/x86_64"]["reason"]
+    assert legion["lenovo-legion/trixie-6.12/arm64"]["result"] == "excluded"
+    assert "CONFIG_ACPI" in legion["lenovo-legion/trixie-6.12/arm64"]["reason"]
+
+
+@pytest.fixture(scope="session")
+def packages(realmods):
+    for tool in ("dpkg-deb", "rpmbuild", "lintian"):
+        need_tool(tool)
+    work, _, cells, _ = realmods
+    modules = sorted({cid.split("/")[0] for cid, rec in cells.items() if rec["result"] == "ok"})
+    # --force: a module whose source does not compile on one pin (6.12 for most of these bookworm sources)
+    # is still packaged for the kernels it builds on, as its Debian package is
+    proc = kmod("package", "--module", ",".join(modules), "--force", cwd=work)
+    return work / "dist" / "packages", proc, modules
+
+
+def test_packages_keep_dkms_conf_modes_and_name_every_module(packages, realmods):
+    out, proc, modules = packages
+    _, _, _, sources = realmods
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning: v4l2loopback-dkms clashes with Debian's own v4l2loopback-dkms" in proc.stderr
+    assert 'name = "v4l2loopback-local"' in proc.stderr
+    listing = subprocess.run(["dpkg-deb", "-c", str(out / "ovpn-dco-dkms_0.0+git20231103_all.deb")],
+                             capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^-rwxr-xr-x .*/usr/src/ovpn-dco-0\.0\+git20231103/gen-compat-autoconf\.sh$", listing, re.M)
+    conf = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(out / "ddcci-dkms_0.4.2_all.deb")], capture_output=True,
+                          check=True).stdout
+    assert (sources["ddcci"] / "dkms.conf").read_bytes() in conf  # kept, not replaced
+    samples = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(out / f"{SAMPLES}-dkms_6.1_all.deb")],
+                             capture_output=True, check=True).stdout
+    assert b'BUILT_MODULE_NAME[1]="kretprobe_example"' in samples and b'BUILD_EXCLUSIVE_CONFIG="CONFIG_KPROBES"' in samples
+    control = subprocess.run(["dpkg-deb", "-f", str(out / "nat-rtsp-dkms_0.7+5.3_all.deb"), "Description"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "with kprobes" not in control and "does not use kprobes" in control
+
+
+@pytest.mark.parametrize("module,pin,deb,kos", [
+    ("ddcci", "bookworm-6.1", "ddcci-dkms_0.4.2_all.deb", ["ddcci", "ddcci-backlight"]),
+    (SAMPLES, "trixie-6.12", f"{SAMPLES}-dkms_6.1_all.deb", ["kprobe_example", "kretprobe_example"]),
+])
+def test_real_dkms_installs_them(packages, docker_client, module, pin, deb, kos, tmp_path):
+    from kmod import arch
+    from kmod.package import testimage
+    out, proc, _ = packages
+    assert proc.returncode == 0
+    # trixie: the image test_package.py uses; bookworm: without its 6.12 backport headers, for which
+    # ddcci 0.4.2 does not compile
+    image = testimage.ensure(pins.get(pin), packages=("rpm",) if pin == "trixie-6.12" else (),
+                             client=docker_client)
+    kver = pins.get(pin).release(arch.get("x86_64"))
+    text = run_script(docker_client, image, f"dpkg -i /pkgs/{deb} >/out/log 2>&1; echo \"INSTALL: $?\"\n"
+                      f"find /lib/modules/{kver}/updates/dkms -name '*.ko*' | sed 's|.*/|KO: |'\n", out, tmp_path)
+    assert "INSTALL: 0" in text, (tmp_path / "log").read_text()
+    got = sorted(re.sub(r"\.ko(\.xz|\.zst)?$", "", ln[4:]) for ln in text.splitlines() if ln.startswith("KO: "))
+    assert got == sorted(kos), text
+
+
+@pytest.fixture(scope="session")
+def booted(realmods):
+    need_tool("qemu-system-x86_64")
+    need_tool("qemu-system-aarch64")
+    work, _, _, _ = realmods
+    samples = kmod("boot-test", "--module", SAMPLES, cwd=work)
+    plain = kmod("boot-test", "--module", "ddcci", "--kernel", "bookworm-6.1", "--arch", "x86_64", cwd=work)
+    cells = json.loads((work / "dist" / "manifest.json").read_text())["cells"]
+    return samples, plain, cells
+
+
+def test_kprobe_samples_pass_with_kmods_own_count_as_proof(booted):
+    samples, _, cells = booted
+    assert samples.returncode == 0, samples.stderr[-3000:]
+    for cid, rec in cells_of(cells, SAMPLES).items():
+        boot = rec["boot"]
+        assert boot["verdict"] == "pass", (cid, boot["step"], boot["reason"])
+        # the entry or just past its landing pad (x86 ENDBR, arm64 BTI)
+        assert re.match(r"kmod.s kprobe events on the same addresses counted kernel_clone\+0x[0-9a-f]+=[1-9]", boot["proof"])
+        assert boot["hits"] and all(h > 0 for h in boot["hits"])
+
+
+def test_module_without_kprobes_is_judged_on_load_unload_and_health(booted):
+    _, plain, cells = booted
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    boot = cells["ddcci/bookworm-6.1/x86_64"]["boot"]
+    assert boot["verdict"] == "pass" and boot["proof"].startswith("none needed: the module registers no kprobes")
+    assert "proof: none needed" in plain.stderr
+
+
+def table(cells: dict) -> str:
+    """docs/real-modules.md's table: one row per module, one column per pin and arch."""
+    series = {p.name: [int(x) for x in p.series.split(".")] for p in pins.all_pins().values()}
+    columns = sorted({(rec["kernel"], rec["arch"]) for rec in cells.values() if rec.get("kernel")},
+                     key=lambda c: (series[c[0]], c[1]))
+    word = {"ok": "ok", "excluded": "excluded", "failed": "FAILED"}
+    rows = ["| module | " + " | ".join(f"{k} {a}" for k, a in columns) + " |",
+            "|---|" + "---|" * len(columns)]
+    for name in [*DKMS, SAMPLES]:
+        cellwords = []
+        for k, a in columns:
+            rec = cells.get(f"{name}/{k}/{a}", {})
+            w = word.get(rec.get("result"), "-")
+            if rec.get("boot"):
+                w += f", boot {rec['boot']['verdict']}"
+            cellwords.append(w)
+        rows.append(f"| {name} | " + " | ".join(cellwords) + " |")
+    why = []
+    for cid, rec in sorted(cells.items()):
+        if rec.get("result") == "failed":
+            first = (rec.get("diagnosis") or [{}])[0].get("advice") or (rec.get("errors") or [""])[0]
+            first = re.sub(r"/var/lib/dkms/[^/]+/[^/]+/build/", "", first)
+            why.append(f"- {cid}: {first[:150]}")
+    return "\n".join(rows) + "\n\nWhy the FAILED cells fail (the first diagnosis or compiler error):\n\n" + "\n".join(why) + "\n"
+
+
+def test_docs_table_is_what_the_tests_produce(booted):
+    _, _, cells = booted
+    produced = table(cells)
+    begin, end = "<!-- table: tests/integration/test_realmods.py -->\n", "<!-- end of table -->\n"
+    text = DOC.read_text()
+    if os.environ.get("KMOD_REALMODS_DOC") == "1":
+        head, rest = text.split(begin, 1)
+        DOC.write_text(head + begin + produced + end + rest.split(end, 1)[1])
+        text = DOC.read_text()
+    assert begin + produced + end in text, f"docs/real-modules.md is out of date; the tests produced:\n{produced}"
