@@ -197,7 +197,9 @@ fi
 if (( num > 0 )); then
     missing=0
     for ((i = 0; i < num; i++)); do
-        if [[ -e ${built_location[i]}${built_name[i]}.ko ]]; then
+        # -L too: a link (or FIFO) where a module belongs is named as BUILT, so that the host's
+        # collection (kmod.nofollow) refuses it and says what it is, instead of "missing"
+        if [[ -e ${built_location[i]}${built_name[i]}.ko || -L ${built_location[i]}${built_name[i]}.ko ]]; then
             say "BUILT: $i ${built_location[i]}${built_name[i]}.ko"
         else
             say "MISSING: $i ${built_location[i]}${built_name[i]}.ko"; missing=1
@@ -218,7 +220,7 @@ else
             entry=${entry#./}
             ko=${entry%.[ok]*}.ko
             while [[ $ko == ./* ]]; do ko=${ko#./}; done
-            [[ -f $ko && -z ${seen[$ko]:-} ]] || continue
+            [[ (-e $ko || -L $ko) && -z ${seen[$ko]:-} ]] || continue
             seen[$ko]=1
             say "BUILT: $i $ko"
             i=$((i + 1))
