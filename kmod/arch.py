@@ -209,7 +209,7 @@ def by_config(config: dict[str, str]) -> Arch | None:
 
 def select(spec: str | None) -> list[Arch]:
     """`all`, one name, or a comma list."""
-    return datafile.select(all_arches(), spec, get)
+    return datafile.select(all_arches(), spec, get, "--arch")
 
 
 def host() -> Arch | None:

@@ -34,13 +34,17 @@ def lookup(items: dict[str, T], name: str, what: str, names_of: Callable[[T], It
     raise unsupported(what, name, list(items))
 
 
-def select(items: dict[str, T], spec: str | None, get: Callable[[str], T]) -> list[T]:
-    """`all` (or nothing), one name, or a comma list."""
+def select(items: dict[str, T], spec: str | None, get: Callable[[str], T], flag: str = "") -> list[T]:
+    """`all` (or nothing), one name, or a comma list. What resolves to the same item is kept once:
+    `--kernel 6.1,bookworm` is one pin, not two parallel builds of it."""
     if spec in ("all", "", None):
         return list(items.values())
+    parts = [p.strip() for p in spec.split(",")]
+    if not all(parts):
+        raise UserError(f"{flag or 'the list'} {spec!r} has an empty name", "separate names with single commas")
     out = []
-    for part in spec.split(","):
-        item = get(part.strip())
+    for part in parts:
+        item = get(part)
         if item not in out:
             out.append(item)
     return out

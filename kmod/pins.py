@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from . import arch as archmod
-from . import paths
+from . import datafile, paths
 from .errors import UserError, unsupported
 
 LOCK_NAME = "kernels.lock"
@@ -131,9 +131,8 @@ def get(name: str) -> Pin:
 
 
 def select(spec: str | None) -> list[Pin]:
-    if spec in ("all", "", None):
-        return list(all_pins().values())
-    return [get(part.strip()) for part in spec.split(",")]
+    """`all`, one pin, or a comma list (`6.1,bookworm` is one pin)."""
+    return datafile.select(all_pins(), spec, get, "--kernel")
 
 
 def require_locked(pin: Pin) -> Pin:

@@ -260,9 +260,12 @@ def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, j
     return outcome.exit_code
 
 
-def run_for_cells(project, cells, timeout: float | None = None, jobs: int | None = None) -> int:
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_for_cells(project, cells, timeout: float = qemu.DEFAULT_TIMEOUT, jobs: int | None = None) -> int:
     """`invoke build --boot-test`: boot-test the cells just built. Returns the exit code."""
-    timeout = timeout or float(os.environ.get("KMOD_BOOT_TIMEOUT", qemu.DEFAULT_TIMEOUT))
     try:
         return run(project, targets_from_cells(project, cells), timeout, jobs)
     except (UserError, InfraError) as e:

@@ -8,14 +8,14 @@ dkms.conf (${kernelver} and friends), and refuse what cannot survive the middle 
 runs of whitespace, control characters) instead of guessing.
 """
 import re
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import arch as archmod
 from .. import nofollow, render
 from ..errors import UserError
-from ..spec import Module, Project
+from ..schema import parse
+from ..spec import Module, Packaging, Project
 
 SRC_PREFIX = "usr/src"
 # Variables dkms sets before it sources dkms.conf; a directive may refer to them as ${name}.
@@ -27,17 +27,7 @@ UNSAFE_RE = re.compile(r"[*?\[\]\x00-\x1f\x7f]|\s\s")
 DKMS_MIN = {"BUILD_EXCLUSIVE_CONFIG": "3.0.3-4~", "BUILD_EXCLUSIVE_KERNEL_MIN": "3.0.11",
             "BUILD_EXCLUSIVE_KERNEL_MAX": "3.0.11"}
 DKMS_BASELINE = "2.1.0.0"  # /usr/lib/dkms/common.postinst
-# What a [package.MODULE] table in kmod.toml may set, and the dkms.conf directive each becomes.
-OPTIONS = {"make": "MAKE[0]", "pre_build": "PRE_BUILD", "post_build": "POST_BUILD",
-           "build_exclusive_kernel": "BUILD_EXCLUSIVE_KERNEL",
-           "build_exclusive_kernel_min": "BUILD_EXCLUSIVE_KERNEL_MIN",
-           "build_exclusive_kernel_max": "BUILD_EXCLUSIVE_KERNEL_MAX",
-           "maintainer": None, "homepage": None}
-KERNEL_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,2}$")
-MAINTAINER_RE = re.compile(r"^[A-Za-z0-9 .,'_-]{1,80} <[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+>$")
-HOMEPAGE_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!&'()+,;=%-]{1,200}$")
 PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
-DEFAULT_MAINTAINER = "kmod packager <kmod@packages.invalid>"  # set yours in [package.MODULE]
 
 
 @dataclass(frozen=True)
@@ -62,12 +52,9 @@ class Signing:
         return cls(key, cert)
 
 
-@dataclass(frozen=True)
-class Options:
-    """Per-module packaging settings from an optional [package.MODULE] table in kmod.toml."""
-    directives: dict = field(default_factory=dict)  # dkms.conf name -> raw value
-    maintainer: str = DEFAULT_MAINTAINER
-    homepage: str = ""
+# A [package.MODULE] table of kmod.toml (its keys, and the dkms.conf directive each becomes, are
+# declared with the rest of the spec's schema).
+Options = Packaging
 
 
 def dkms_quote(value: str, what: str = "value") -> str:
@@ -91,38 +78,18 @@ def _escape_twice(text: str) -> str:
 
 
 def options_for(project: Project, module: Module) -> Options:
-    try:
-        data = tomllib.loads(project.path.read_text()).get("package", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        data = {}  # spec.load read the same file a moment ago; nothing new to report
-    raw = data.get(module.name, {}) if isinstance(data, dict) else {}
-    if not isinstance(raw, dict):
-        raise UserError(f"[package.{module.name}] in {project.path.name} must be a table")
-    return parse_options(module.name, raw)
+    return checked(module.name, project.packaging.get(module.name) or Options())
 
 
 def parse_options(name: str, raw: dict) -> Options:
-    unknown = set(raw) - set(OPTIONS)
-    if unknown:
-        raise UserError(f"[package.{name}]: unknown key(s) {', '.join(sorted(unknown))}",
-                        f"known keys: {', '.join(sorted(OPTIONS))}")
-    directives = {}
-    for key, directive in OPTIONS.items():
-        if directive is None or key not in raw:
-            continue
-        value = raw[key]
-        if key.startswith("build_exclusive_kernel_m") and (not isinstance(value, str)
-                                                           or not KERNEL_VERSION_RE.fullmatch(value)):
-            raise UserError(f"[package.{name}] {key} = {value!r} is not a kernel version", 'e.g. "6.1"')
-        dkms_quote(value, f"[package.{name}] {key}")  # refuse now, before anything is written
-        directives[directive] = value
-    maintainer = raw.get("maintainer", DEFAULT_MAINTAINER)
-    if not isinstance(maintainer, str) or not MAINTAINER_RE.fullmatch(maintainer):
-        raise UserError(f"[package.{name}] maintainer {maintainer!r} is invalid", 'use "Full Name <user@host>"')
-    homepage = raw.get("homepage", "")
-    if homepage and (not isinstance(homepage, str) or not HOMEPAGE_RE.fullmatch(homepage)):
-        raise UserError(f"[package.{name}] homepage {homepage!r} is not an http(s) URL")
-    return Options(directives, maintainer, homepage)
+    return checked(name, Options(**parse(Options, raw, f"[package.{name}]")))
+
+
+def checked(name: str, opts: Options) -> Options:
+    """Refuse now, before anything is written, a value dkms would not read back as written."""
+    for directive, value in opts.directives.items():
+        dkms_quote(value, f"[package.{name}] {directive}")
+    return opts
 
 
 def exclusive_arch(module: Module) -> str:

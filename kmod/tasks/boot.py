@@ -3,29 +3,35 @@
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors
+from .common import COMMON_HELP, cli_errors, count, seconds
+
+TIMEOUT_ENV = "KMOD_BOOT_TIMEOUT"
+
+
+def boot_timeout(value) -> float:
+    """--timeout, else $KMOD_BOOT_TIMEOUT, else the default; refused before a VM starts."""
+    from ..boot.qemu import DEFAULT_TIMEOUT
+    return seconds(value, "--timeout", DEFAULT_TIMEOUT, env=TIMEOUT_ENV)
 
 
 @task(help={**COMMON_HELP,
-            "timeout": "hard timeout per VM in seconds (default: 300, or $KMOD_BOOT_TIMEOUT)",
+            "timeout": f"hard timeout per VM in seconds (default: 300, or ${TIMEOUT_ENV})",
             "jobs": "VMs at once (default: number of cores)",
             "append": "extra kernel command line words, e.g. for debugging (space separated)"})
 @cli_errors
-def boot_test(c, arch="all", kernel="all", module="", spec="", timeout=0, jobs=0, append=""):
+def boot_test(c, arch="all", kernel="all", module="", spec="", timeout="", jobs="", append=""):
     """Boot each built cell's pinned kernel in QEMU: insmod, probes fire, rmmod, no oops. Exit 0/2/1."""
-    import os
-
     from .. import arch as archmod
     from .. import boot
     from .. import pins as pinsmod
     from .. import spec as specmod
     from ..manifest import Manifest
+    timeout, jobs = boot_timeout(timeout), count(jobs, "--jobs")
     project = specmod.load(specmod.find(spec or None))
     modules = project.select(module or None)
     manifest = Manifest(project.dist / "manifest.json")
     targets = boot.targets_from_manifest(project, manifest, archmod.select(arch), pinsmod.select(kernel), modules)
-    timeout = float(timeout or os.environ.get("KMOD_BOOT_TIMEOUT") or boot.qemu.DEFAULT_TIMEOUT)
-    code = boot.run(project, targets, timeout, jobs or None, tuple(append.split()))
+    code = boot.run(project, targets, timeout, jobs, tuple(append.split()))
     if code:
         raise Exit(code=code)
 
@@ -35,13 +41,14 @@ def boot_test(c, arch="all", kernel="all", module="", spec="", timeout=0, jobs=0
             "timeout": "hard timeout per VM in seconds (default: 300)",
             "symbol": "print what the map says about these symbols (comma list)"})
 @cli_errors
-def probe_map(c, kernel="all", arch="all", refresh=False, timeout=0, symbol=""):
+def probe_map(c, kernel="all", arch="all", refresh=False, timeout="", symbol=""):
     """Boot each pinned kernel without a module and cache its /proc/kallsyms and kprobe blacklist."""
     from .. import arch as archmod
     from .. import pins as pinsmod
     from ..boot import probemap
+    timeout = seconds(timeout, "--timeout", probemap.qemu.DEFAULT_TIMEOUT)
     pairs = [(p, a) for p in pinsmod.select(kernel) for a in archmod.select(arch) if a.name in p.arches]
-    maps = probemap.ensure(pairs, refresh=refresh, timeout=timeout or None)
+    maps = probemap.ensure(pairs, refresh=refresh, timeout=timeout)
     for (p, a), m in zip(pairs, maps):
         print(f"{p.name}/{a.name}: {len(m.functions)} functions, {len(m.blacklist)} blacklisted, {m.dir}")
         for sym in filter(None, symbol.split(",")):

@@ -6,7 +6,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors, command_line
+from .common import COMMON_HELP, cli_errors, command_line, count
 
 @task(help={**COMMON_HELP,
             "symbol": "probe these symbols instead of the spec's (comma list; NAME or NAME+OFFSET)",
@@ -18,9 +18,12 @@ from .common import COMMON_HELP, cli_errors, command_line
             "sign_cert": "the PEM certificate of --sign-key (recorded by its sha256 in the manifest)",
             "boot_test": "boot-test every built cell in QEMU afterwards"})
 @cli_errors
-def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs=0,
+def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs="",
           no_lint=False, boot_test=False, sign_key="", sign_cert=""):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
+    from .boot import boot_timeout
+    jobs = count(jobs, "--jobs")
+    timeout = boot_timeout("") if boot_test else None  # a bad $KMOD_BOOT_TIMEOUT stops us before building
     from .. import arch as archmod
     from .. import build as buildmod
     from .. import pins as pinsmod
@@ -44,12 +47,12 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
                               signing=BuildSigning.from_flags(sign_key, sign_cert))
     _warn_skipped({c.module.name: c.sources for c in cells}.values())
     hook = None if no_lint else _lint_hook(project)
-    outcome = buildmod.run(project, cells, runtime, jobs or None, command_line(), after_build=hook)
+    outcome = buildmod.run(project, cells, runtime, jobs, command_line(), after_build=hook)
     _report_build(project, outcome)
     code = outcome.exit_code
     if boot_test and code == 0:
         from .. import boot
-        code = boot.run_for_cells(project, outcome.cells)
+        code = boot.run_for_cells(project, outcome.cells, timeout)
     if code:
         raise Exit(code=code)
 

@@ -2,7 +2,7 @@
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import cli_errors
+from .common import cli_errors, count
 
 
 @task(rest="paths",
@@ -13,14 +13,14 @@ from .common import cli_errors
             "jobs": "processes (default: number of cores)",
             "probe": "a symbol the module probes (comma list; default: read from the module)"})
 @cli_errors
-def lint(c, paths=None, target="", format="text", fail_on="error", jobs=0, probe=""):
+def lint(c, paths=None, target="", format="text", fail_on="error", jobs="", probe=""):
     """Lint .ko files: FP/SIMD outside FPU guards, licenses, sleeping probe handlers, target checks.
 
     Give any number of files and folders as separate words (`lint dist/*.ko`, `find . -name '*.ko' |
     xargs kmodkit lint`); the old comma-separated form (`lint a.ko,b.ko`) still works."""
     from ..lint import cli
     from .args import paths as as_paths
-    code = cli.run(as_paths(paths), target or None, format, fail_on, jobs or None,
+    code = cli.run(as_paths(paths), target or None, format, fail_on, count(jobs, "--jobs"),
                    [p for p in probe.split(",") if p] or None)
     if code:
         raise Exit(code=code)

@@ -59,7 +59,7 @@ def test_load_defaults_and_select(tmp_path):
 
 @pytest.mark.parametrize("body,message", [
     ('name = "a"\n', "no symbols"),
-    ('name = "a"\nsymbols = ["x"]\ntemplate = "uprobe"\n', "unknown template"),
+    ('name = "a"\nsymbols = ["x"]\ntemplate = "uprobe"\n', "not one of kprobe, kretprobe"),
     ('name = "a"\nsymbols = ["x"]\nlicense = "GPL\\"; evil"\n', "license"),
     ('name = "a"\nsymbols = ["x"]\nrecord_args = 9\n', "record_args"),
     ('name = "a"\ntemplate = "kretprobe"\nsymbols = ["x+4"]\n', "function entry"),
@@ -108,3 +108,117 @@ def test_names_with_dashes_are_the_kernels_names(tmp_path):
                                         '[[module]]\nname = "a_b"\nsymbols = ["x"]\n')
     with pytest.raises(UserError, match="same name to the kernel"):
         spec.load(tmp_path / "kmod.toml")
+
+
+# --- the typed schema: wrong types, unknown keys, shapes (issue 9, items 4 and 5) -------------------
+
+def load_text(tmp_path, text):
+    return spec.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text,message,hint", [
+    ('[[module]]\nname = "a"\nsymbols = "kernel_clone"\n', "symbols must be a list of strings, not the string",
+     'write symbols = ["kernel_clone"]'),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\narches = "x86_64"\n', "arches must be a list of strings",
+     'write arches = ["x86_64"]'),
+    ('[[module]]\nname = "a"\ntemplate = "kretprobe"\nsymbols = ["x"]\nrecord_retval = "false"\n',
+     "record_retval must be true or false, not the string", "write record_retval = false, without quotes"),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\nrecord_args = "2"\n', "record_args must be an integer",
+     "write record_args = 2, without quotes"),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\nrecord_args = true\n', "record_args must be an integer", None),
+    ('[[module]]\nname = "a"\nsource = 5\n', "source must be a string, not the number 5", 'write source = "5"'),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\nsymbol = ["y"]\n', "unknown key 'symbol'", "did you mean 'symbols'?"),
+    ('[module]\nname = "a"\nsymbols = ["x"]\n', "module must be an array of tables, not a table",
+     "write [[module]], with two brackets"),
+    ('modules = 1\n[[module]]\nname = "a"\nsymbols = ["x"]\n', "unknown key 'modules'", "did you mean 'module'?"),
+    ('default = "a"\n[[module]]\nname = "a"\nsymbols = ["x"]\n', "default must be a list of strings",
+     'write default = ["a"]'),
+    ('default = ["b"]\n[[module]]\nname = "a"\nsymbols = ["x"]\n', "default names 'b', which is not a declared module", None),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\n[package.b]\nhomepage = "https://x.org"\n',
+     r"\[package.b\] names no declared module", None),
+    ('[[module]]\nname = "clone"\nsymbols = ["x"]\n[package.clones]\n', r"\[package.clones\] names no declared",
+     r"did you mean \[package.clone\]?"),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\n[package.a]\nmaintaner = "A <a@b.c>"\n', "unknown key 'maintaner'",
+     "did you mean 'maintainer'?"),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\n[package.a]\nmake = ["make"]\n', "make must be a string, not a list",
+     None),
+    ('[[module]]\nname = "a"\nsymbols = ["x"]\npackage = 3\n', "unknown key 'package'", None),
+    ('package = 3\n[[module]]\nname = "a"\nsymbols = ["x"]\n', "package must be a table of tables", None),
+    ('[[module]]\nsymbols = ["x"]\n', "name is missing", None),
+    ('[[module]]\nname = "a"\nsource = "."\nrecord_args = 1\n', "record_args does not apply to a hand-written", None),
+])
+def test_schema_refuses_with_one_line(tmp_path, text, message, hint):
+    if "source" in text:
+        (tmp_path / "Kbuild").write_text("obj-m := a.o\n")
+    with pytest.raises(UserError, match=message) as e:
+        load_text(tmp_path, text)
+    assert "\n" not in e.value.line()
+    if hint:
+        assert e.value.hint and e.value.hint.startswith(hint.replace("\\", "")), e.value.hint
+
+
+def test_repeats_collapse(tmp_path):
+    from kmod import arch, pins
+    project = load_text(tmp_path, 'default = ["a", "a"]\n[[module]]\nname = "a"\nsymbols = ["x"]\n'
+                                  'arches = ["x86_64", "amd64", "x86_64"]\n')
+    assert project.default == ("a",) and project.modules["a"].arches == ("x86_64",)
+    assert [m.name for m in project.select("a,a")] == ["a"]
+    assert [a.name for a in arch.select("x86_64,x86_64,amd64")] == ["x86_64"]
+    assert [p.name for p in pins.select("6.1,bookworm,bookworm-6.1")] == ["bookworm-6.1"]
+    with pytest.raises(UserError, match="empty name"):
+        arch.select("x86_64,,arm64")
+
+
+def test_spec_that_is_not_utf8_or_a_folder(tmp_path):
+    (tmp_path / "kmod.toml").write_bytes(b'[[module]]\nname = "\xff"\n')
+    with pytest.raises(UserError, match="not UTF-8"):
+        spec.load(tmp_path / "kmod.toml")
+    with pytest.raises(UserError, match="is a folder"):
+        spec.load(tmp_path)
+
+
+def test_packaging_options_parsed_at_load(tmp_path):
+    project = load_text(tmp_path, '[[module]]\nname = "a"\nsymbols = ["x"]\n'
+                                  '[package.a]\nmake = "make all"\nbuild_exclusive_kernel_min = "6.1"\n')
+    assert project.packaging["a"].directives == {"MAKE[0]": "make all", "BUILD_EXCLUSIVE_KERNEL_MIN": "6.1"}
+
+
+# Every key of every table, fed every TOML type it does not take: always a UserError naming the key.
+WRONG = {"string": '"zz"', "integer": "7", "float": "1.5", "boolean": "true", "strings": '["zz"]',
+         "integers": "[1, 2]", "table": "{ a = 1 }", "tables": "[{ a = 1 }]", "datetime": "1979-05-27T07:32:00Z"}
+
+
+def _cases():
+    from kmod import schema
+    out = []
+    for table, cls in (("module", spec.Module), ("package", spec.Packaging), ("top", spec.SpecFile)):
+        for k in schema.keys(cls):
+            for kind, literal in WRONG.items():
+                out.append(pytest.param(table, k, literal, id=f"{table}.{k.name}={kind}"))
+    return out
+
+
+def _conforms(k, literal):
+    import tomllib
+
+    from kmod import schema
+    return schema.conforms(tomllib.loads(f"v = {literal}")["v"], k.type)
+
+
+@pytest.mark.parametrize("table,k,literal", _cases())
+def test_every_key_every_wrong_type(tmp_path, table, k, literal):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Kbuild").write_text("obj-m := m.o\n")
+    module = {"name": '"m"', "symbols": '["kernel_clone"]'}
+    package, top = {}, {}
+    {"module": module, "package": package, "top": top}[table][k.name] = literal
+    text = "".join(f"{n} = {v}\n" for n, v in top.items())
+    text += "[[module]]\n" + "".join(f"{n} = {v}\n" for n, v in module.items()) if "module" not in top else ""
+    text += "[package.m]\n" + "".join(f"{n} = {v}\n" for n, v in package.items()) if table == "package" else ""
+    try:
+        spec.load(write(tmp_path, text))
+    except UserError as e:
+        assert "\n" not in e.line()
+        assert k.name in e.message, e.line()
+        return
+    assert _conforms(k, literal), f"{k.name} = {literal} was accepted"
