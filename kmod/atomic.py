@@ -1,4 +1,6 @@
-"""Write files so that a reader never sees half of one: temp file in the same folder, then rename."""
+"""Write files so that a reader never sees half of one: a temp file in the same folder, written, flushed
+to disk (fsync), given the mode the umask allows (like any tool: `mode` is what open(2) would be asked
+for), then renamed over the old one. A failure (a full disk, a signal) leaves the old file and no temp."""
 import json
 import os
 import shutil
@@ -6,22 +8,52 @@ import tempfile
 from pathlib import Path
 
 
-def write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask() would, for every thread at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # no /proc: at import time, before any thread starts
+    os.umask(old)
+    return old
+
+
+UMASK = _umask()
+
+
+def _replace(tmp: str, path: Path, mode: int) -> None:
+    os.chmod(tmp, mode & 0o7777 & ~UMASK)
+    os.replace(tmp, path)
+    try:  # the rename itself survives a crash too
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the data itself is on disk
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
+            f.flush()
+            os.fsync(f.fileno())
+        _replace(tmp, path, mode)
     except BaseException:
-        os.unlink(tmp)
+        _unlink(tmp)
         raise
 
 
-def write_text(path: Path, text: str, mode: int | None = None) -> None:
+def write_text(path: Path, text: str, mode: int = 0o666) -> None:
     write_bytes(path, text.encode(), mode)
 
 
@@ -30,16 +62,27 @@ def write_json(path: Path, obj) -> None:
 
 
 def copy_file(src: Path, dst: Path) -> None:
+    """Copy with the source's permission bits, less the umask (as cp does)."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with open(src, "rb") as s, os.fdopen(fd, "wb") as d:
+            shutil.copyfileobj(s, d)
+            d.flush()
+            os.fsync(d.fileno())
+            mode = os.fstat(s.fileno()).st_mode
+        _replace(tmp, dst, mode & 0o777)
     except BaseException:
-        os.unlink(tmp)
+        _unlink(tmp)
         raise
+
+
+def _unlink(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def replace_dir(staging: Path, dst: Path) -> None:
