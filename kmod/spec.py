@@ -172,6 +172,8 @@ class Module:
     make_target: str = key("", "run the source's own Makefile with this target (else kbuild)", check=_make_target)
     build_dir: str = key("", "the subfolder to build in (kbuild's M=, or make -C)", check=_build_dir)
     expect: str = key("", "boot test: a console line (regex) that proves a probe fired", check=_expect)
+    replaces_in_tree: bool = key(False, "the name is that of a pinned kernel's own module, and this module "
+                                        "is meant to replace it")
     spec_dir: Path = field(default=Path("."), compare=False)
 
     @property
@@ -195,6 +197,11 @@ SOURCE_KEYS = ("make_vars", "make_target", "build_dir")
 
 def _check_module(m: Module, given: set[str], where: str) -> Module:
     """The rules between keys."""
+    from . import intree
+    if intree.normal(m.name) in intree.names() and not m.replaces_in_tree:
+        raise UserError(f"{where}: {m.name!r} is the name of an in-tree module of the pinned kernels; "
+                        "installed to /updates/dkms it would override the kernel's own",
+                        "rename the module, or set replaces_in_tree = true if it replaces that module on purpose")
     if m.source is not None:
         extra = sorted(given & set(TEMPLATE_KEYS))
         if extra:

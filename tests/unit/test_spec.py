@@ -101,7 +101,9 @@ def test_find_walks_up(tmp_path, monkeypatch):
 
 def test_names_with_dashes_are_the_kernels_names(tmp_path):
     assert spec.check_name("ddcci-backlight") == "ddcci-backlight"
-    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "hid-kye"\nsymbols = ["kernel_clone"]\n')
+    # hid-kye is also an in-tree module of the pinned kernels: the spec says it replaces it on purpose
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "hid-kye"\nsymbols = ["kernel_clone"]\n'
+                                        'replaces_in_tree = true\n')
     m = spec.load(tmp_path / "kmod.toml").modules["hid-kye"]
     assert (m.kernel_name, m.package_name) == ("hid_kye", "hid-kye")
     (tmp_path / "kmod.toml").write_text('[[module]]\nname = "a-b"\nsymbols = ["x"]\n'
