@@ -3,7 +3,9 @@
 The data folders (templates/, toolchains/, rules/) sit beside the package in a checkout and
 inside it in an installed wheel; both layouts resolve here and nowhere else.
 """
+import hashlib
 import os
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -31,16 +33,43 @@ def rules() -> Path:
     return data_dir("rules")
 
 
+def ensure_dir(path: Path, what: str, hint: str) -> Path:
+    """A folder kmod writes to: created if missing; one line when it cannot be (a file in the way, no
+    permission, a read-only file system)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        usable = os.access(path, os.W_OK | os.X_OK)
+        why = "no permission to write there"
+    except OSError as e:
+        usable, why = False, e.strerror or str(e)
+    if not usable:
+        from .errors import UserError
+        raise UserError(f"cannot write {what} {path}: {why}", hint)
+    return path
+
+
 def cache_dir() -> Path:
     """Downloads and bootstrap trees, shared by all checkouts (never inside the repo)."""
     base = os.environ.get("KMOD_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kmod")
-    path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_dir(Path(base), "the cache folder", "set KMOD_CACHE to a folder you can write")
 
 
 def probe_map_dir(image_sha256: str, release: str) -> Path:
     """Where `invoke probe-map` keeps a booted kernel's kallsyms and kprobe blacklist. Here, not in
     kmod.boot, so that the lint can see whether a map exists without importing the boot stage."""
     return cache_dir() / "boot" / "probemap" / f"{image_sha256[:16]}_{release}"
+
+
+@cache
+def lint_fingerprint() -> str:
+    """Hash of the lint's rule data and its own code: a lint verdict holds while this is unchanged.
+    Here, not in kmod.lint, so that a build's cache check can ask without importing the linter."""
+    h = hashlib.sha256()
+    for base in (rules() / "lint", PACKAGE / "lint"):
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and p.suffix in (".toml", ".txt", ".py"):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()[:24]

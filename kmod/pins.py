@@ -9,6 +9,7 @@ from pathlib import Path
 from . import arch as archmod
 from . import datafile, paths
 from .errors import UserError, unsupported
+from .schema import parse
 
 LOCK_NAME = "kernels.lock"
 
@@ -80,14 +81,32 @@ def lock_path() -> Path:
     return paths.toolchains() / LOCK_NAME
 
 
+LOCK_HINT = "restore it from git or run `invoke toolchains --update`"
+
+
 def read_lock() -> dict:
+    """pin name -> {"abi": ..., "packages": [...]}, every entry checked for its shape (one line if not)."""
     path = lock_path()
-    if not path.exists():
-        return {}
     try:
-        return json.loads(path.read_text()).get("pins", {})
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise UserError(f"{path} is not a valid lock ({e})", "restore it from git or run `invoke toolchains --update`")
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a valid lock ({e})", LOCK_HINT) from None
+    pins = data.get("pins", {}) if isinstance(data, dict) else None
+    if not isinstance(pins, dict):
+        raise UserError(f"{path} is not a valid lock (no table of pins)", LOCK_HINT)
+    for name, entry in pins.items():
+        where = f"{path.name}: pins.{name}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("abi", ""), str) \
+                or not isinstance(entry.get("packages", []), list):
+            raise UserError(f"{where} is not a table with an abi and a list of packages", LOCK_HINT)
+        for i, p in enumerate(entry.get("packages", []), 1):
+            try:
+                parse(Package, p, f"{where}: package {i}")
+            except UserError as e:
+                raise UserError(e.message, LOCK_HINT) from None
+    return pins
 
 
 @cache

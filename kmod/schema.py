@@ -51,10 +51,13 @@ class Key:
 
 
 def keys(cls) -> list[Key]:
+    """The TOML keys of `cls`: its key() fields; in a plain dataclass (no key() at all), every field."""
     hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    plain = not any(_META in f.metadata for f in fields)
     out = []
-    for f in dataclasses.fields(cls):
-        md = f.metadata.get(_META)
+    for f in fields:
+        md = f.metadata.get(_META) or ({"doc": "", "toml": None, "check": None, "name": None} if plain else None)
         if md is None:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from ..errors import InfraError
+from ..errors import InfraError, UserError
 
 APT_DIR = Path(os.environ.get("KMOD_APT_DIR", "/etc/apt"))
+URI_RE = re.compile(r"^(?:https?://[A-Za-z0-9.\[\]:@-]+|file://)/[\x21-\x7e]*$")
 
 
 @dataclass(frozen=True)
@@ -30,18 +31,25 @@ class Mirror:
             for uri, s in self.archives(suite))
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""  # an unreadable sources file adds no mirror; apt would skip it too
+
+
 def _entries() -> list[tuple[str, list[str]]]:
     """(URI, suites) pairs from deb822 .sources files and one-line .list files."""
     entries = []
     for path in sorted((APT_DIR / "sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", path.read_text()):
+        for stanza in re.split(r"\n\s*\n", _read(path)):
             fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
             if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
                 for uri in fields.get("URIs", "").split():
                     entries.append((uri, fields.get("Suites", "").split()))
     for path in [APT_DIR / "sources.list", *sorted((APT_DIR / "sources.list.d").glob("*.list"))]:
         if path.is_file():
-            for line in path.read_text().splitlines():
+            for line in _read(path).splitlines():
                 m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
                 if m:
                     entries.append((m.group(1), [m.group(2)]))
@@ -62,4 +70,9 @@ def configured() -> Mirror:
                          "set KMOD_MIRROR=http://YOUR-MIRROR/debian")
     if not security:
         security = re.sub(r"/debian/?$", "/debian-security", main.rstrip("/"))
+    for name, uri in (("KMOD_MIRROR", main), ("KMOD_SECURITY_MIRROR", security)):
+        if not URI_RE.fullmatch(uri):
+            raise UserError(f"{name}={uri!r} is not a mirror URL" if os.environ.get(name) == uri else
+                            f"the apt configuration's mirror {uri!r} is not an http(s) or file URL",
+                            f"set {name} like http://YOUR-MIRROR/debian or file:///srv/mirror/debian")
     return Mirror(main.rstrip("/"), security.rstrip("/"))
