@@ -1,8 +1,5 @@
 """Bounded parallelism for builds, image builds, VMs and hosts, with prompt clean-up on Ctrl-C."""
-import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 
 def _remove_containers() -> None:
@@ -25,19 +22,8 @@ def parallel(fn, items, workers: int, on_abort=_remove_containers) -> None:
     pool.shutdown()
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM (a CI runner giving up) goes through the same clean-up as Ctrl-C, instead of orphaning
-    what the run started (VMs, changed hosts). Only the main thread can take signals."""
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    """SIGTERM (a CI runner giving up) and SIGHUP go through the same clean-up as Ctrl-C, instead of
+    orphaning what the run started (VMs, changed hosts): kmod.run.signals, which every task holds too."""
+    from .run import signals
+    return signals()

@@ -64,10 +64,11 @@ def probe_map_dir(image_sha256: str, release: str) -> Path:
 
 @cache
 def lint_fingerprint() -> str:
-    """Hash of the lint's rule data and its own code: a lint verdict holds while this is unchanged.
-    Here, not in kmod.lint, so that a build's cache check can ask without importing the linter."""
+    """Hash of the lint's data (its rules and the arch facts) and its own code: a lint verdict holds while
+    this is unchanged. Here, not in kmod.lint, so that a build's cache check can ask without importing
+    the linter."""
     h = hashlib.sha256()
-    for base in (rules() / "lint", PACKAGE / "lint"):
+    for base in (rules() / "lint", toolchains() / "arch", PACKAGE / "lint"):
         for p in sorted(base.rglob("*")):
             if p.is_file() and p.suffix in (".toml", ".txt", ".py"):
                 h.update(p.name.encode())

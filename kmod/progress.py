@@ -36,7 +36,7 @@ class Progress:
         t.add_column("job")
         t.add_column("state")
         t.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=70)
-        colors = {"ok": "green", "cached": "cyan", "failed": "red", "running": "yellow"}
+        colors = {"ok": "green", "cached": "cyan", "failed": "red", "running": "yellow", "interrupted": "magenta"}
         for r in self.rows:
             s, d = self.state[r]
             t.add_row(r, f"[{colors.get(s, 'white')}]{s}[/]", d)
@@ -47,7 +47,7 @@ class Progress:
             self.state[row] = (state, detail)
             if self._live:
                 self._live.update(self._table())
-            elif not self.quiet and state not in ("running", "waiting"):
+            elif not self.quiet and state != "running" and (state != "waiting" or detail):
                 print(f"  {row}: {state}{' - ' + detail if detail else ''}", file=sys.stderr, flush=True)
 
     def note(self, row: str, detail: str) -> None:

@@ -8,6 +8,7 @@ built for, on its own arch, in QEMU: insmod, probes registered, probes fire, rmm
     junit.py      JUnit XML for CI
     probemap.py   the kernel's own symbol table and kprobe blacklist, per pin (for the lint)
 """
+import hashlib
 import os
 import shlex
 import sys
@@ -16,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import atomic
+from .. import atomic, nofollow
+from .. import run as runmod
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
 from ..archive.fetch import sha256_file
-from ..manifest import Manifest
+from ..manifest import Manifest, cell_lock
 from ..parallel import parallel, sigterm_as_interrupt
 from ..progress import Progress
 from ..report import write as write_report
@@ -63,6 +65,7 @@ class Result:
     console: Path | None = None
     argv: list[str] = field(default_factory=list)
     accel: str = ""
+    ko_sha256: str = ""       # of the bytes that were booted (the cell's first .ko, as its record names it)
 
     @property
     def id(self) -> str:
@@ -120,8 +123,9 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
                               kos=tuple(k.name for k in target.files), hits=not hand_written, count=hand_written)
     out_dir.mkdir(parents=True, exist_ok=True)
     initrd = out_dir / "initramfs.cpio"
-    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec),
-                                               kos=tuple((k.name, k) for k in target.files)))
+    # Each .ko read once: a build may replace them meanwhile, and the verdict is about these bytes.
+    kos = tuple((k.name, nofollow.read_path(k, "module")) for k in target.files)
+    atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(spec), kos=kos))
     log = out_dir / "console.log"
     prepared = time.monotonic() - started
     run, accel = qemu.boot(a, k.image, initrd, append, timeout, log=log,
@@ -135,7 +139,7 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     seconds = {"prepare": round(prepared, 3), "boot": round(boot_s, 3) if boot_s is not None else None,
                "test": round(run.seconds - boot_s, 3) if boot_s is not None else None,
                "vm": round(run.seconds, 3), "total": round(time.monotonic() - started, 3)}
-    return Result(target, v, seconds, log, cmd, accel)
+    return Result(target, v, seconds, log, cmd, accel, hashlib.sha256(kos[0][1]).hexdigest())
 
 
 @dataclass
@@ -175,41 +179,70 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
     order = sorted(targets, key=last_vm, reverse=True)
     results: dict[str, Result] = {}
     errors: dict[str, str] = {}
+    stop = threading.Event()  # set on Ctrl-C/SIGTERM/SIGHUP: a VM killed now is interrupted, not failed
+
+    def record(t: Target, boot: dict, ko_sha256: str | None) -> None:
+        """A boot verdict belongs to the .ko it booted: dropped if a build replaced it meanwhile."""
+        if manifest is not None:
+            manifest.update_cell(t.id, when={"ko_sha256": ko_sha256} if ko_sha256 else None,
+                                 boot={**boot, "run": runmod.ID, "at": time.time()})
+            manifest.save()
+
     with Progress("boot-test", [t.id for t in targets], quiet) as prog:
         def one(t: Target):
-            prog.update(t.id, "running")
-            try:
-                r = boot_one(t, dist / t.module.name / t.pin.name / t.arch.name / "boot", timeout, append, prog)
-            except InfraError as e:
-                errors[t.id] = e.line()
-                prog.update(t.id, "error", e.message)
-                if manifest is not None:
-                    manifest.update_cell(t.id, boot={"verdict": verdict.ERROR, "step": "setup", "reason": e.line(),
-                                                     "at": time.time()})
-                    manifest.save()
-                return
-            results[t.id] = r
-            if manifest is not None:
-                manifest.update_cell(t.id, boot=_record(r, dist, timeout))
-                manifest.save()
+            busy = lambda: prog.update(t.id, "waiting", "another kmod run is boot-testing this cell")
+            with cell_lock(dist, f"boot/{t.id}", stop, on_wait=busy):
+                prog.update(t.id, "running")
+                record(t, {"verdict": "running"}, sha256_file(t.ko))
+                try:
+                    r = boot_one(t, dist / t.module.name / t.pin.name / t.arch.name / "boot", timeout, append, prog)
+                except InfraError as e:
+                    if stop.is_set():
+                        return
+                    errors[t.id] = e.line()
+                    prog.update(t.id, "error", e.message)
+                    record(t, {"verdict": verdict.ERROR, "step": "setup", "reason": e.line()}, None)
+                    return
+                if stop.is_set():  # its VM was killed under it: not the module's verdict
+                    return
+                results[t.id] = r
+                record(t, _record(r, dist, timeout), r.ko_sha256)
             v = r.verdict
             detail = ((f"hits {','.join(map(str, v.hits))}" if v.hits else v.proof[:80])
                       if v.status == verdict.PASS else f"{v.step}: {v.reason}")
             prog.update(t.id, {"pass": "ok", "fail": "failed", "unproven": "unproven"}.get(v.status, "error"),
                         f"{detail} ({r.seconds['vm']:.1f}s {r.accel})")
 
+        def abort():
+            stop.set()
+            qemu.kill_all(stop=True)
+
         qemu.allow()
-        parallel(one, order, min(jobs or default_jobs(), len(order)), on_abort=lambda: qemu.kill_all(stop=True))
+        try:
+            parallel(one, order, min(jobs or default_jobs(), len(order)), on_abort=abort)
+        except BaseException as e:
+            stop.set()
+            if manifest is not None:
+                for t in targets:
+                    manifest.update_cell(t.id, when=_booting_here, boot={"verdict": "interrupted", "reason": f"interrupted ({e})",
+                                               "run": runmod.ID, "at": time.time()})
+                manifest.save()
+            raise
     ordered = [results[t.id] for t in targets if t.id in results]
     if junit_path:
         junit.write(junit_path, ordered, errors, dist)
     return Outcome(ordered, errors)
 
 
+def _booting_here(rec: dict) -> bool:
+    boot = rec.get("boot") or {}
+    return boot.get("verdict") == "running" and boot.get("run") == runmod.ID
+
+
 def _record(r: Result, dist: Path, timeout: float) -> dict:
     rec = r.verdict.record()
     rec.update(seconds=r.seconds, console=_rel(r.console, dist), accel=r.accel, timeout=timeout,
-               command=shlex.join(r.argv), ko_sha256=sha256_file(r.target.ko), trigger=r.target.trigger,
+               command=shlex.join(r.argv), ko_sha256=r.ko_sha256, trigger=r.target.trigger,
                at=time.time())
     return rec
 
@@ -245,29 +278,30 @@ def report(outcome: Outcome, dist: Path) -> None:
 
 
 def run(project, targets: list[Target], timeout: float = qemu.DEFAULT_TIMEOUT, jobs: int | None = None,
-        append: tuple[str, ...] = (), quiet: bool = False) -> int:
+        append: tuple[str, ...] = (), quiet: bool = False, command: str = "boot-test") -> int:
     dist = project.dist
     manifest = Manifest(dist / "manifest.json")
+    manifest.start_run(command)
+    status = "error"
     try:
         with sigterm_as_interrupt():
             outcome = boot_all(targets, dist, timeout, jobs, append, quiet, manifest, dist / "boot-junit.xml")
+        status = {EXIT_PASS: "ok", EXIT_FAIL: "failed"}.get(outcome.exit_code, "error")
     except KeyboardInterrupt:
+        status = "interrupted"
         qemu.kill_all(stop=True)
         raise
     finally:
+        manifest.finish_run(status)
         write_report(project)
     report(outcome, dist)
     return outcome.exit_code
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
-
-
 def run_for_cells(project, cells, timeout: float = qemu.DEFAULT_TIMEOUT, jobs: int | None = None) -> int:
     """`invoke build --boot-test`: boot-test the cells just built. Returns the exit code."""
     try:
-        return run(project, targets_from_cells(project, cells), timeout, jobs)
+        return run(project, targets_from_cells(project, cells), timeout, jobs, command="build --boot-test")
     except (UserError, InfraError) as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code

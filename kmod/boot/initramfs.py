@@ -126,10 +126,10 @@ def applets(binary: bytes) -> list[str]:
     return names if len(names) > 20 and "sh" in names and "mount" in names else []
 
 
-def build(busybox: Path, init_script: str, ko: Path | None = None, module: str = "",
-          kos: tuple[tuple[str, Path], ...] = ()) -> bytes:
+def build(busybox: Path, init_script: str, ko: Path | bytes | None = None, module: str = "",
+          kos: tuple[tuple[str, Path | bytes], ...] = ()) -> bytes:
     """The whole initramfs as bytes: busybox with its applet links, etc/fstab, /init, the module (`ko`
-    as NAME.ko) or modules (`kos`: file name, path)."""
+    as NAME.ko) or modules (`kos`: file name, path or the bytes already read)."""
     c = Cpio()
     for d in ("/", "/bin", "/sbin", "/dev", "/etc", "/proc", "/sys", "/tmp", "/root", MODULE_DIR):
         c.dir(d)
@@ -144,9 +144,9 @@ def build(busybox: Path, init_script: str, ko: Path | None = None, module: str =
     c.file("/etc/fstab", FSTAB.encode())
     c.file("/init", init_script.encode(), 0o755)
     if ko:
-        c.file(f"{MODULE_DIR}/{module}.ko", nofollow.read_path(ko, "module"))
-    for name, path in kos:
-        c.file(f"{MODULE_DIR}/{name}", nofollow.read_path(path, "module"))
+        c.file(f"{MODULE_DIR}/{module}.ko", ko if isinstance(ko, bytes) else nofollow.read_path(ko, "module"))
+    for name, data in kos:
+        c.file(f"{MODULE_DIR}/{name}", data if isinstance(data, bytes) else nofollow.read_path(data, "module"))
     return c.finish()
 
 

@@ -17,13 +17,16 @@ from pathlib import Path
 
 from .. import arch as archmod
 from .. import atomic, paths, render
+from .. import run as runmod
 from ..archive import fetch
 from ..errors import InfraError, UserError
 from ..pins import Pin, require_locked
+from .runtime import Mount
 
 REPO = "kmod-toolchain"
 BASE_REPO = "kmod-base"
-RECIPE_VERSION = "1"  # bump when the way images are made changes in a way the inputs do not show
+RECIPE_VERSION = "2"  # bump when the way images are made changes in a way the inputs do not show
+# (2: no VOLUME in the image config, which gave every build container an anonymous volume)
 
 
 def build_arch() -> str:
@@ -175,7 +178,8 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         (staging / "install.sh").write_text(install_script(pin))
         container = client.containers.create(base, ["sh", "/kmod/debs/install.sh"], detach=True,
                                              network_mode="none",
-                                             volumes={str(staging): {"bind": "/kmod/debs", "mode": "ro"}})
+                                             mounts=rtdocker.bind_mounts([Mount(staging, "/kmod/debs")]),
+                                             labels={"kmod.role": "image", **runmod.labels()})
         rtdocker.track(container)
         container.start()
         compiler, lines, got = "", [], []

@@ -5,16 +5,18 @@ import json
 import os
 import contextlib
 import shlex
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import arch as archmod
-from .. import atomic, render, report
+from .. import atomic, paths, render, report
+from .. import run as runmod
 from ..archive.fetch import sha256_file
 from ..errors import BuildFailed, UserError
 from ..nofollow import UnsafeFile
-from ..manifest import Manifest
+from ..manifest import Manifest, cell_lock
 from ..parallel import parallel
 from ..pins import Pin, require_locked
 from ..progress import Progress
@@ -107,12 +109,23 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
     return cells
 
 
-def cached(cell: Cell, manifest: Manifest, dist: Path) -> bool:
+def state(cell: Cell, manifest: Manifest, dist: Path, lint: bool) -> str:
+    """`cached` (nothing to do), `relint` (the .ko stands, its lint verdict does not: never linted, or
+    linted under other rule data) or `build`."""
     rec = manifest.cell(cell.id)
     if not rec or rec.get("key") != cell.key or rec.get("result") not in ("ok", "excluded"):
-        return False
-    return all((dist / k["ko"]).is_file() and sha256_file(dist / k["ko"]) == k["sha256"]
-               for k in rec.get("kos") or [])
+        return "build"
+    if not all((dist / k["ko"]).is_file() and sha256_file(dist / k["ko"]) == k["sha256"]
+               for k in rec.get("kos") or []):
+        return "build"
+    if lint and rec.get("result") == "ok" and (rec.get("lint_state") != "linted"
+                                               or rec.get("lint_rules") != paths.lint_fingerprint()):
+        return "relint"
+    return "cached"
+
+
+def cached(cell: Cell, manifest: Manifest, dist: Path, lint: bool = False) -> bool:
+    return state(cell, manifest, dist, lint) == "cached"
 
 
 def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progress: Progress) -> dict:
@@ -120,7 +133,7 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
     started = time.monotonic()
     hand_written = cell.module.source is not None
     # A hand-written module's build folder is dkms's tree, its sources mounted beside it (dkmsbuild).
-    ws = runtime.prepare(cell.sources.dir, [] if hand_written else cell.sources.files, dist / ".work",
+    ws = runtime.prepare(cell.sources.dir, [] if hand_written else cell.sources.files, runmod.work_dir(dist),
                          prefix=cell.id.replace("/", "_") + ".")
     try:
         env = dict(REPRODUCIBLE_ENV)
@@ -268,56 +281,100 @@ def default_jobs() -> int:
 def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs: int | None = None,
         command: str = "", quiet: bool = False, after_build=None) -> Outcome:
     """Build `cells`, skipping cache hits. `after_build(cell, record)` may add to a fresh record
-    (the lint step) and return False to fail the cell."""
+    (the lint step) and return False to fail the cell; its verdict is part of the cell, so a cell
+    built without it, or linted under other rule data, is linted again (not rebuilt).
+
+    Other runs may build in the same project at once: each cell is built under its own lock
+    (dist/.locks/), and a cell another run has just built is taken from the manifest, not rebuilt."""
     from . import runtime as runtimes
     dist = project.dist
     manifest = Manifest(dist / "manifest.json")
-    todo = [c for c in cells if not cached(c, manifest, dist)]
+    lint = after_build is not None
+    states = {c.id: state(c, manifest, dist, lint) for c in cells}
+    todo = [c for c in cells if states[c.id] != "cached"]
     for c in cells:
         if c not in todo:
             c.result, c.record = "cached", manifest.cell(c.id)
     if not todo:
         report.write(project)
         return Outcome(cells, manifest)
-    rt = runtimes.get(runtime_name)  # no engine: fail before touching the manifest
+    # No engine: fail before touching the manifest. Re-linting alone needs none.
+    rt = runtimes.get(runtime_name) if any(states[c.id] == "build" for c in todo) else None
     build_arch = images.build_arch()
     manifest.start_run(command)
-    for c in todo:
-        manifest.update_cell(c.id, result="pending", key=c.key)
-    manifest.save()
+    runmod.reap_work_dirs(dist)
+    stop = threading.Event()  # set on Ctrl-C/SIGTERM/SIGHUP or an error: what ends now is interrupted
+    status, reason = "error", ""
     try:
-        labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin], quiet)
-                  if runtime_name == "docker" else {})
+        labels = (images.ensure_all(rt.client, [c.pin for c in todo if c.pin and states[c.id] == "build"], quiet)
+                  if rt is not None and runtime_name == "docker" else {})
         with Progress("build", [c.id for c in cells], quiet) as prog:
             for c in cells:
                 if c.result == "cached":
                     prog.update(c.id, "cached", c.record.get("ko", ""))
 
             def one(cell: Cell):
-                prog.update(cell.id, "running")
-                rec = build_one(cell, rt, dist, build_arch, prog)
-                if cell.image in labels:
-                    rec["image_id"] = labels[cell.image]["id"]
-                    rec["compiler"] = labels[cell.image].get("kmod.compiler", "")
-                if rec["result"] == "ok" and after_build and after_build(cell, rec) is False:
-                    rec["result"] = "failed"
-                cell.result, cell.record = rec["result"], rec
-                manifest.set_cell(cell.id, rec)
-                manifest.save()
+                waiting = lambda: prog.update(cell.id, "waiting", "another kmod run is building this cell")
+                with cell_lock(dist, cell.id, stop, on_wait=waiting):
+                    manifest.sync()  # what another run did while we waited
+                    now = state(cell, manifest, dist, lint)
+                    if now == "cached":
+                        cell.result, cell.record = "cached", manifest.cell(cell.id)
+                        prog.update(cell.id, "cached", cell.record.get("ko", ""))
+                        return
+                    prog.update(cell.id, "running")
+                    if now == "relint":
+                        rec = dict(manifest.cell(cell.id))
+                    else:
+                        manifest.update_cell(cell.id, result="running", key=cell.key, run=runmod.ID)
+                        manifest.save()
+                        rec = build_one(cell, rt, dist, build_arch, prog)
+                        if stop.is_set():  # the container was removed under it: not the module's fault
+                            return
+                    if cell.image in labels:
+                        rec["image_id"] = labels[cell.image]["id"]
+                        rec["compiler"] = labels[cell.image].get("kmod.compiler", "")
+                    rec.update(run=runmod.ID, lint_state="unlinted", lint_rules=None)
+                    if rec["result"] == "ok" and after_build:
+                        passed = after_build(cell, rec)
+                        if stop.is_set():
+                            return
+                        rec.update(lint_state="linted", lint_rules=paths.lint_fingerprint())
+                        if passed is False:
+                            rec["result"] = "failed"
+                    cell.result, cell.record = rec["result"], rec
+                    manifest.set_cell(cell.id, rec)
+                    manifest.save()
                 detail = (rec.get("reason") or ", ".join(k["ko"] for k in rec.get("kos") or []) or
                           (rec["diagnosis"][0]["cause"] if rec.get("diagnosis") else f"see {rec['log']}"))
-                prog.update(cell.id, rec["result"], f"{detail} ({rec['seconds']['total']:.1f}s)")
+                prog.update(cell.id, rec["result"], f"{detail} ({rec['seconds']['total']:.1f}s)"
+                            + (" re-linted" if now == "relint" else ""))
 
-            parallel(one, todo, min(jobs or default_jobs(), len(todo)))
+            parallel(one, todo, min(jobs or default_jobs(), len(todo)), on_abort=lambda: _abort(stop))
         status = "failed" if any(c.result == "failed" for c in cells) else "ok"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         status = "interrupted"
+        reason = f"interrupted ({e})" if str(e) else "interrupted"
         raise
-    except BaseException:
-        status = "error"
+    except BaseException as e:
+        status, reason = "error", f"stopped by an error elsewhere: {e}"
         raise
     finally:
-        rt.cleanup()
+        stop.set()
+        if rt is not None:
+            rt.cleanup()
+        if status != "ok" and status != "failed":
+            manifest.interrupt_unfinished([c.id for c in todo], reason)
+            for c in todo:
+                if c.result == "pending":
+                    c.result = "interrupted"
         manifest.finish_run(status)
+        runmod.remove_work_dir(dist)
         report.write(project)
     return Outcome(cells, manifest)
+
+
+def _abort(stop: threading.Event) -> None:
+    from .runtime import docker as rtdocker
+    stop.set()
+    rtdocker.remove_all()

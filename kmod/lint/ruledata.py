@@ -1,15 +1,12 @@
 """The linter's data (rules/lint/*): loaded once per process, hashed into the cache key so that
 editing a data file invalidates cached results."""
 import fnmatch
-import hashlib
 import re
 import tomllib
 from functools import cache
 from pathlib import Path
 
 from .. import paths
-
-LINT_CODE = Path(__file__).resolve().parent
 
 
 def folder() -> Path:
@@ -29,17 +26,9 @@ def severity(rule: str) -> str:
     return rules()[rule]["severity"]
 
 
-@cache
-def fingerprint() -> str:
-    """Hash of every data file (the rules and the arch facts) and of the linter's own code: any change
-    means a fresh lint."""
-    h = hashlib.sha256()
-    for base in (folder(), paths.toolchains() / "arch", LINT_CODE):
-        for p in sorted(base.rglob("*")):
-            if p.is_file() and p.suffix in (".toml", ".txt", ".py"):
-                h.update(p.name.encode())
-                h.update(p.read_bytes())
-    return h.hexdigest()[:24]
+# Hash of every data file and of the linter's own code: any change means a fresh lint. It lives in
+# kmod.paths so that a build's cache check can ask without importing the linter.
+fingerprint = paths.lint_fingerprint
 
 
 class GlobSet:

@@ -3,12 +3,14 @@
 Everything that can be refused is refused before anything is written: names and versions, the
 [package.MODULE] options, the signing paths, missing tools, and a module whose last build or lint
 failed (unless force). Then each format is built from one Payload (payload.py)."""
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import run as runmod
 from ..errors import BuildFailed, UserError
 from ..manifest import Manifest
 from ..spec import Module, Project
@@ -37,16 +39,19 @@ def parse_formats(text: str) -> list[str]:
 
 
 def failures(project: Project, module: Module) -> list[str]:
-    """Why the manifest says this module's last build or lint failed (empty when it did not)."""
+    """Why the manifest says this module is not fit to ship: a cell whose last build or lint failed, or
+    that was never linted (built with --no-lint). An interrupted cell is neither: it blocks nothing."""
     manifest = Manifest(project.dist / "manifest.json")
     why = []
     for cell_id, rec in sorted(manifest.cells.items()):
         if cell_id.split("/", 1)[0] != module.name:
             continue
-        lint_errors = [f for f in rec.get("lint") or [] if f.get("severity") == "error"]
+        lint_errors = [f for f in rec.get("lint") or [] if isinstance(f, dict) and f.get("severity") == "error"]
         if rec.get("result") == "failed" or lint_errors:
             what = f"lint {lint_errors[0].get('rule', '')}" if lint_errors else "build"
             why.append(f"{cell_id} ({what} failed)")
+        elif rec.get("result") == "ok" and rec.get("lint_state") == "unlinted":
+            why.append(f"{cell_id} (never linted: built with --no-lint)")
     return why
 
 
@@ -55,8 +60,8 @@ def check_manifest(project: Project, modules: list[Module], force: bool) -> None
         bad = failures(project, m)
         if bad and not force:
             more = f" and {len(bad) - 2} more" if len(bad) > 2 else ""
-            raise UserError(f"refusing to package {m.name}: its last build failed for {', '.join(bad[:2])}{more}",
-                            "fix and rebuild (`invoke build`), or pass --force to package it anyway")
+            raise UserError(f"refusing to package {m.name}: {', '.join(bad[:2])}{more}",
+                            "fix and rebuild (`invoke build`, which lints), or pass --force to package it anyway")
 
 
 def package(project: Project, modules: list[Module], formats: list[str], force: bool = False,
@@ -74,23 +79,29 @@ def package(project: Project, modules: list[Module], formats: list[str], force: 
             warn(f"{p.module.name}: {w}")
     out_dir = Path(out_dir or project.dist / "packages")
     out_dir.mkdir(parents=True, exist_ok=True)
-    work_root = project.dist / ".work"
-    work_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="package.", dir=work_root))
+    work = Path(tempfile.mkdtemp(prefix="package.", dir=runmod.work_dir(project.dist)))
+    staging = work / "out"
+    staging.mkdir()
     built = []
     try:
         for p in payloads:
             try:
                 for f in formats:
                     start = time.monotonic()
-                    path = FORMATS[f].build(p, out_dir, work)
+                    path = FORMATS[f].build(p, staging, work)
                     built.append(Built(p.module.name, f, path, time.monotonic() - start))
-                    log(f"{p.module.name}: {path}")
                     if f == "deb" and lint:
                         built[-1].lintian = run_lintian(path)
             except BuildFailed as e:
-                record(project, p.module, [b for b in built if b.module == p.module.name], e.message)
+                record(project, p.module, [], e.message)  # all or nothing: none of its packages shipped
                 raise
+        # All or nothing: only a complete, checked set leaves the staging folder (renames cannot fail
+        # half-way for want of space).
+        for b in built:
+            b.path = out_dir / b.path.name
+            os.replace(staging / b.path.name, b.path)
+            log(f"{b.module}: {b.path}")
+        for p in payloads:
             record(project, p.module, [b for b in built if b.module == p.module.name])
     finally:
         shutil.rmtree(work, ignore_errors=True)

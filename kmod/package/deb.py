@@ -3,7 +3,6 @@ scripts, md5sums, copyright and changelog; reproducible (SOURCE_DATE_EPOCH, --ro
 import gzip
 import hashlib
 import io
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -75,5 +74,4 @@ def build(p: Payload, out_dir: Path, work_root: Path) -> Path:
               env={"SOURCE_DATE_EPOCH": str(p.epoch)}, what="dpkg-deb")
     dest = out_dir / file_name(p)
     atomic.copy_file(target, dest)
-    os.chmod(dest, 0o644)
     return dest

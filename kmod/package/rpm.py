@@ -1,6 +1,5 @@
 """NAME-dkms-VERSION-1.noarch.rpm with rpmbuild from a prepared tree; %post/%preun drive dkms with
 --rpm_safe_upgrade. Reproducible: SOURCE_DATE_EPOCH is the build time and clamps every mtime."""
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -49,5 +48,4 @@ def build(p: Payload, out_dir: Path, work_root: Path) -> Path:
     tools.run([*argv, str(spec)], env={"SOURCE_DATE_EPOCH": str(p.epoch)}, what="rpmbuild")
     dest = out_dir / file_name(p)
     atomic.copy_file(work / "RPMS" / file_name(p), dest)
-    os.chmod(dest, 0o644)
     return dest

@@ -9,6 +9,7 @@ import json
 import re
 
 from .. import pins
+from .. import run as runmod
 from ..archive import mirror as mirrormod
 from ..build import images
 from ..errors import InfraError
@@ -53,14 +54,15 @@ def tag(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = ()) 
 
 def ensure(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = (), client=None,
            log=lambda s: None) -> str:
-    from ..build.runtime.docker import client as docker_client
-    client = client or docker_client()
+    from ..build.runtime import docker as rtdocker
+    client = client or rtdocker.client()
     name = tag(pin, extra_headers, packages)
     if images.find(client, name):
         return name
     base = images.ensure(pins.require_locked(pin), log=log, client=client)
     container = client.containers.create(base, ["sh", "-c", script(pin, extra_headers, packages)], detach=True,
-                                         network_mode="bridge")
+                                         network_mode="bridge", labels={"kmod.role": "dkms-image", **runmod.labels()})
+    rtdocker.track(container)
     try:
         container.start()
         rc = container.wait(timeout=1200).get("StatusCode", 1)
@@ -75,4 +77,4 @@ def ensure(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = (
         log(f"built {name}")
         return name
     finally:
-        container.remove(force=True)
+        rtdocker.remove(container)

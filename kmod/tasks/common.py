@@ -68,15 +68,18 @@ def os_error(e: OSError) -> InfraError:
 
 
 def cli_errors(fn):
-    """Turn every failure into one line on stderr and an exit code; no tracebacks for users."""
+    """Turn every failure into one line on stderr and an exit code; no tracebacks for users. SIGTERM and
+    SIGHUP take the same clean-up path as Ctrl-C (kmod.run.signals)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .. import run as runmod
         try:
-            return fn(*args, **kwargs)
+            with runmod.signals():
+                return fn(*args, **kwargs)
         except KmodError as e:
             fail(e.line(), e.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            fail(f"interrupted ({e})" if str(e) else "interrupted", getattr(e, "exit_code", 130))
         except OSError as e:
             fail(os_error(e).line(), 1)
         except (Exit, SystemExit):
@@ -85,6 +88,8 @@ def cli_errors(fn):
             if os.environ.get("KMOD_DEBUG"):
                 raise
             fail(f"internal error: {type(e).__name__}: {e} (a bug in kmod; KMOD_DEBUG=1 shows where)", 1)
+        finally:
+            runmod.release()
     return wrapper
 
 

@@ -54,7 +54,7 @@ def run_script(client, image: str, script: str, pkgs, out) -> str:
         container.wait(timeout=600)
         return container.logs().decode("utf-8", "replace")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def marks(output: str, key: str) -> list[str]:
@@ -217,6 +217,6 @@ def test_dkms_signs_with_the_configured_key(docker_client, tmp_path):
         container.wait(timeout=300)
         text = container.logs().decode("utf-8", "replace")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     assert marks(text, "INSTALL") == ["0"], text
     assert marks(text, "TAIL") == ["~Module signature appended~"], text

@@ -3,6 +3,7 @@ import os
 import threading
 import time
 
+from ... import run as runmod
 from ...errors import InfraError, UserError
 from .base import CONTAINER_BUILD_PATH, Mount, Result, Runtime, Workspace
 
@@ -11,6 +12,7 @@ NO_ENGINE_HINT = ("start one: `sudo dockerd &` (Debian: `apt-get install docker.
 
 
 def client():
+    """A client of the engine that answers (and, once per process, the containers of dead runs reaped)."""
     try:
         import docker
         import docker.errors
@@ -19,10 +21,62 @@ def client():
     try:
         c = docker.from_env(timeout=600)
         c.ping()
-        return c
     except docker.errors.DockerException as e:
-        reason = str(e).split("(", 1)[0].strip() or type(e).__name__
-        raise InfraError(f"no Docker engine answers ({reason})", NO_ENGINE_HINT) from None
+        raise engine_error(e) from None
+    reap(c)
+    return c
+
+
+def _socket() -> str:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return host[len("unix://"):] if host.startswith("unix://") else ""
+
+
+def engine_error(e: Exception) -> InfraError:
+    """Why no engine answers, in full and in one line, with the advice that fits: a socket this user
+    may not open is not an engine to start."""
+    reason = " ".join(str(e).split()) or type(e).__name__
+    sock = _socket()
+    if "Permission denied" in reason or "PermissionError" in reason:
+        return InfraError(f"the Docker engine's socket {sock or os.environ.get('DOCKER_HOST')} refused permission "
+                          "to this user (the engine runs)",
+                          "ask for access: `sudo usermod -aG docker $USER`, then log in again; or run as root")
+    if sock and not os.path.exists(sock):
+        return InfraError(f"no Docker engine answers: {sock} does not exist", NO_ENGINE_HINT)
+    return InfraError(f"no Docker engine answers: {reason}", NO_ENGINE_HINT)
+
+
+_REAPED = threading.Event()  # once per process is enough: runs die rarely, listing costs a round trip
+
+
+def reap(c) -> list[str]:
+    """Remove the containers (and their volumes) of kmod runs whose process is gone (SIGKILL): those
+    labelled with a liveness lock on this host that nobody holds any more."""
+    if _REAPED.is_set():
+        return []
+    _REAPED.set()
+    import docker.errors
+    gone = []
+    try:
+        found = c.containers.list(all=True, filters={"label": runmod.LOCK_LABEL})
+    except docker.errors.DockerException:
+        return gone
+    for container in found:
+        labels = container.labels or {}
+        if labels.get(runmod.HOST_LABEL) != runmod.HOST or runmod.alive(labels.get(runmod.LOCK_LABEL)):
+            continue
+        remove(container)
+        gone.append(container.id)
+    runmod.reap_lock_files()
+    return gone
+
+
+def bind_mounts(binds) -> list:
+    """Bind mounts as `mounts=`, not `volumes=`: with `volumes=` the SDK also declares each target as
+    a VOLUME in the container's config, which `commit` then writes into the image, and every later
+    container of that image gets an anonymous volume that outlives it."""
+    from docker.types import Mount as DockerMount
+    return [DockerMount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in binds]
 
 
 # Every container this process started and has not removed yet: on Ctrl-C (or any error) they are
@@ -38,7 +92,7 @@ def track(container) -> None:
 
 def remove(container) -> None:
     try:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # v: its anonymous volumes too
     except Exception:
         pass  # already gone; nothing the user can act on
     with _LIVE_LOCK:
@@ -88,13 +142,13 @@ class DockerRuntime(Runtime):
     def run(self, ws: Workspace, argv, *, image, env, mounts=(), timeout=None, on_output=None) -> Result:
         import docker.errors
         start = time.monotonic()
-        volumes = {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                   for m in (Mount(ws.dir, ws.path, False), *mounts)}
         container = None
         try:
             container = self.client.containers.create(
-                image, argv, environment=env, working_dir=ws.path, volumes=volumes,
-                user="%d:%d" % build_user(), **SANDBOX, detach=True, labels={"kmod.role": "build"})
+                image, argv, environment=env, working_dir=ws.path,
+                mounts=bind_mounts([Mount(ws.dir, ws.path, False), *mounts]),
+                user="%d:%d" % build_user(), **SANDBOX, detach=True,
+                labels={"kmod.role": "build", **runmod.labels()})
             track(container)
             container.start()
             if on_output:

@@ -1,0 +1,184 @@
+"""This process's run: its id, the lock that says it is alive, its signals, and the reaping of what a
+dead run left behind.
+
+Everything a run creates carries the path of its liveness lock (a file in $KMOD_CACHE/runs/ that the
+process holds with flock(2) until it exits; the kernel lets go of it when the process dies, SIGKILL
+included): Docker containers as the label `kmod.run.lock`, work folders as their `.run` file, manifest
+runs as their `lock` field. A later run that finds such a thing whose lock nobody holds removes it
+(containers and work folders) or marks it `interrupted` (manifest runs, cells and VMs).
+
+SIGTERM (CI timeouts, `docker stop`) and SIGHUP (a closed terminal) are turned into the same
+KeyboardInterrupt as Ctrl-C, so one clean-up path serves all three; a second signal during that
+clean-up is ignored rather than allowed to cut it short.
+"""
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import paths
+
+ID = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+LABEL, LOCK_LABEL, HOST_LABEL = "kmod.run", "kmod.run.lock", "kmod.run.host"
+HOST = socket.gethostname()  # a liveness lock means something only on the host that holds it
+WORK = ".work"           # dist/.work/RUN-ID/: this run's scratch folders
+SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: the same clean-up, the conventional exit code of each."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return SIGNALS.get(self.signum, 130)
+
+
+class _Liveness:
+    """The lock file this process holds for its lifetime, taken the first time something needs it."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        with self._guard:
+            if self._path is None:
+                folder = paths.cache_dir() / "runs"
+                folder.mkdir(parents=True, exist_ok=True)
+                final = folder / f"{ID}.lock"
+                # Locked before it has its name, so that no reaper ever sees it unlocked.
+                tmp = folder / f".{ID}.lock.tmp"
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                os.replace(tmp, final)
+                self._fd, self._path = fd, final
+            return self._path
+
+    def release(self) -> None:
+        with self._guard:
+            if self._fd is not None:
+                try:
+                    os.unlink(self._path)
+                except OSError:
+                    pass
+                os.close(self._fd)
+                self._fd = self._path = None
+
+
+_LIVENESS = _Liveness()  # one per process, like the process id it stands for
+
+
+def lock_path() -> str:
+    return str(_LIVENESS.path())
+
+
+def release() -> None:
+    """At the end of a task: nothing of this run is left to protect."""
+    _LIVENESS.release()
+
+
+def alive(lock: str | None) -> bool:
+    """Does a live process hold the liveness lock at `lock`?"""
+    if not lock:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone: its run finished (or was reaped)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def labels() -> dict[str, str]:
+    """Labels for every container this run creates, so that a later run can reap them if we die."""
+    return {LABEL: ID, LOCK_LABEL: lock_path(), HOST_LABEL: HOST}
+
+
+def reap_lock_files() -> None:
+    """Remove the liveness files of dead runs from this cache."""
+    folder = paths.cache_dir() / "runs"
+    for p in folder.glob("*.lock") if folder.is_dir() else ():
+        if p.name != f"{ID}.lock" and not alive(str(p)):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+# --- work folders: dist/.work/RUN-ID/ -------------------------------------------------------------
+
+def work_dir(dist: Path) -> Path:
+    """This run's scratch folder below `dist` (created with a `.run` file naming our liveness lock)."""
+    d = Path(dist) / WORK / ID
+    if not (d / ".run").is_file():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / ".run").write_text(lock_path() + "\n")
+    return d
+
+
+def remove_work_dir(dist: Path) -> None:
+    shutil.rmtree(Path(dist) / WORK / ID, ignore_errors=True)
+    try:
+        (Path(dist) / WORK).rmdir()  # only when no other run is using it
+    except OSError:
+        pass
+
+
+def reap_work_dirs(dist: Path, grace: float = 60.0) -> list[str]:
+    """Remove the work folders of dead runs below `dist`; returns their run ids."""
+    root = Path(dist) / WORK
+    reaped = []
+    for d in sorted(root.iterdir()) if root.is_dir() else ():
+        if d.name == ID:
+            continue
+        try:
+            lock = (d / ".run").read_text().strip()
+        except OSError:
+            lock = None
+            if time.time() - d.stat().st_mtime < grace:
+                continue  # being created right now by a run that has not written its .run yet
+        if not alive(lock):
+            shutil.rmtree(d, ignore_errors=True)
+            reaped.append(d.name)
+    return reaped
+
+
+# --- signals --------------------------------------------------------------------------------------
+
+@contextmanager
+def signals():
+    """SIGTERM and SIGHUP behave like Ctrl-C inside; a second signal during the clean-up is ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"fired": False}
+
+    def handler(signum, frame):
+        if state["fired"]:
+            return  # cleaning up already: let it finish
+        state["fired"] = True
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
