@@ -51,9 +51,12 @@ def ensure_dir(path: Path, what: str, hint: str) -> Path:
 
 def cache_dir() -> Path:
     """Downloads and bootstrap trees, shared by all checkouts (never inside the repo)."""
-    base = os.environ.get("KMOD_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kmod")
-    return ensure_dir(Path(base), "the cache folder", "set KMOD_CACHE to a folder you can write")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(xdg):
+        xdg = os.path.expanduser("~/.cache")  # the XDG spec: a relative value is invalid, ignore it
+    base = os.environ.get("KMOD_CACHE") or os.path.join(xdg, "kmod")
+    # Absolute: the run's liveness lock is named by its path in container labels, read from anywhere.
+    return ensure_dir(Path(base).absolute(), "the cache folder", "set KMOD_CACHE to a folder you can write")
 
 
 def probe_map_dir(image_sha256: str, release: str) -> Path:

@@ -24,7 +24,12 @@ from pathlib import Path
 
 from . import paths
 
-ID = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+
+def _new_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+ID = _new_id()  # this process's run (a forked child gets its own: _forked)
 LABEL, LOCK_LABEL, HOST_LABEL = "kmod.run", "kmod.run.lock", "kmod.run.host"
 HOST = socket.gethostname()  # a liveness lock means something only on the host that holds it
 WORK = ".work"           # dist/.work/RUN-ID/: this run's scratch folders
@@ -78,6 +83,18 @@ class _Liveness:
 
 
 _LIVENESS = _Liveness()  # one per process, like the process id it stands for
+
+
+def _forked() -> None:
+    """A forked child is a run of its own: a new id, and none of the parent's lock (closing our copy of
+    its descriptor does not release the parent's flock)."""
+    global ID, _LIVENESS
+    if _LIVENESS._fd is not None:
+        os.close(_LIVENESS._fd)
+    ID, _LIVENESS = _new_id(), _Liveness()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def lock_path() -> str:

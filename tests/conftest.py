@@ -49,3 +49,22 @@ def run_program(*args, cwd, env=None, timeout=120):
     """Run the console program (`python -m kmod`, what the installed script runs) from this checkout."""
     return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
+
+
+def containers_of(client, root, all=True) -> list:
+    """The containers whose bind mounts lie below `root` (a test's own project): never anybody else's."""
+    root = str(root)
+    out = []
+    for c in client.containers.list(all=all, filters={"label": "kmod.role"}):
+        try:
+            mounts = c.attrs.get("Mounts") or []
+        except Exception:
+            continue  # removed meanwhile
+        if any((m.get("Source") or "").startswith(root) for m in mounts):
+            out.append(c)
+    return out
+
+
+def volumes_of(containers) -> set[str]:
+    """Names of the Docker volumes (not bind mounts) attached to `containers`."""
+    return {m["Name"] for c in containers for m in (c.attrs.get("Mounts") or []) if m.get("Type") == "volume"}

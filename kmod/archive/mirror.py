@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InfraError, UserError
 
-APT_DIR = Path(os.environ.get("KMOD_APT_DIR", "/etc/apt"))
+APT_DIR: Path | None = None  # tests point it elsewhere; else $KMOD_APT_DIR, else /etc/apt (read when used)
 URI_RE = re.compile(r"^(?:https?://[A-Za-z0-9.\[\]:@-]+|file://)/[\x21-\x7e]*$")
 
 
@@ -40,14 +40,15 @@ def _read(path: Path) -> str:
 
 def _entries() -> list[tuple[str, list[str]]]:
     """(URI, suites) pairs from deb822 .sources files and one-line .list files."""
+    apt_dir = APT_DIR or Path(os.environ.get("KMOD_APT_DIR") or "/etc/apt")
     entries = []
-    for path in sorted((APT_DIR / "sources.list.d").glob("*.sources")):
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", _read(path)):
             fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
             if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
                 for uri in fields.get("URIs", "").split():
                     entries.append((uri, fields.get("Suites", "").split()))
-    for path in [APT_DIR / "sources.list", *sorted((APT_DIR / "sources.list.d").glob("*.list"))]:
+    for path in [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]:
         if path.is_file():
             for line in _read(path).splitlines():
                 m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)

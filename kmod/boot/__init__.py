@@ -169,6 +169,7 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
                         "run `invoke build` first, or check --module/--kernel/--arch")
     for a in {t.arch.name: t.arch for t in targets}.values():
         qemu.require_binary(a)
+        qemu.accel_for(a)  # a bad KMOD_BOOT_ACCEL is refused before any VM starts
     # Longest first, so that the cores finish together: `expected` seconds per cell, else the last
     # run's VM time from the manifest.
     def last_vm(t: Target) -> float:

@@ -32,6 +32,8 @@ class Built:
 
 def parse_formats(text: str) -> list[str]:
     names = [f.strip() for f in (text or "deb,rpm,tarball").split(",") if f.strip()]
+    if not names:
+        raise UserError(f"--format {text!r} names no package format", f"choose from: {', '.join(FORMATS)}")
     for n in names:
         if n not in FORMATS:
             raise UserError(f"unknown package format {n!r}", f"choose from: {', '.join(FORMATS)}")

@@ -21,8 +21,9 @@ DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 def epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH", "")
     if value:
-        if not value.isdigit():
-            raise UserError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
+        if not value.isdigit() or int(value) > 253402300799:  # 9999-12-31: what tar, rpm and dpkg can date
+            raise UserError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds since 1970",
+                            "unset it, or give e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)")
         return int(value)
     return DEFAULT_EPOCH
 

@@ -3,7 +3,7 @@
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors, count, seconds
+from .common import COMMON_HELP, cli_errors, command_line, count, kernel_words, output_folder, seconds
 
 TIMEOUT_ENV = "KMOD_BOOT_TIMEOUT"
 
@@ -26,12 +26,14 @@ def boot_test(c, arch="all", kernel="all", module="", spec="", timeout="", jobs=
     from .. import pins as pinsmod
     from .. import spec as specmod
     from ..manifest import Manifest
-    timeout, jobs = boot_timeout(timeout), count(jobs, "--jobs")
+    timeout, jobs, words = boot_timeout(timeout), count(jobs, "--jobs"), kernel_words(append, "--append")
+    arches, pins = archmod.select(arch), pinsmod.select(kernel)
     project = specmod.load(specmod.find(spec or None))
     modules = project.select(module or None)
+    output_folder(project)
     manifest = Manifest(project.dist / "manifest.json")
-    targets = boot.targets_from_manifest(project, manifest, archmod.select(arch), pinsmod.select(kernel), modules)
-    code = boot.run(project, targets, timeout, jobs, tuple(append.split()))
+    targets = boot.targets_from_manifest(project, manifest, arches, pins, modules)
+    code = boot.run(project, targets, timeout, jobs, words, command=command_line())
     if code:
         raise Exit(code=code)
 

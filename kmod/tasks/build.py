@@ -6,7 +6,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors, command_line, count
+from .common import COMMON_HELP, cli_errors, command_line, count, output_folder
 
 @task(help={**COMMON_HELP,
             "symbol": "probe these symbols instead of the spec's (comma list; NAME or NAME+OFFSET)",
@@ -21,30 +21,36 @@ from .common import COMMON_HELP, cli_errors, command_line, count
 def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs="",
           no_lint=False, boot_test=False, sign_key="", sign_cert=""):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
-    from .boot import boot_timeout
-    jobs = count(jobs, "--jobs")
-    timeout = boot_timeout("") if boot_test else None  # a bad $KMOD_BOOT_TIMEOUT stops us before building
+    from pathlib import Path
+
     from .. import arch as archmod
     from .. import build as buildmod
     from .. import pins as pinsmod
     from .. import spec as specmod
+    from ..build import runtime as runtimes
+    from ..build.signing import BuildSigning
     from ..errors import UserError
-    project = specmod.load(specmod.find(spec or None))
-    modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
-    arches = archmod.select(arch)
+    from .boot import boot_timeout
+    # Every flag is checked before anything is written.
+    jobs = count(jobs, "--jobs")
+    timeout = boot_timeout("") if boot_test else None  # a bad $KMOD_BOOT_TIMEOUT stops us before building
+    runtimes.check(runtime)
+    if kdir and runtime != "host":
+        raise UserError("--kdir is for --runtime host", "add --runtime host, or drop --kdir to build in the pinned images")
     if runtime == "host":
         if sign_key or sign_cert:
             raise UserError("--sign-key/--sign-cert sign pinned builds in their container", "drop --runtime host")
         if not kdir:
             raise UserError("--runtime host needs --kdir", "e.g. --kdir /lib/modules/$(uname -r)/build")
-        from pathlib import Path
         if not (Path(kdir) / "Makefile").is_file():
             raise UserError(f"{kdir} is not a kernel build tree (no Makefile)", "point --kdir at the headers of the target kernel")
-        cells = buildmod.plan(project, modules, [], arches, kdir=kdir)
-    else:
-        from ..build.signing import BuildSigning
-        cells = buildmod.plan(project, modules, pinsmod.select(kernel), arches,
-                              signing=BuildSigning.from_flags(sign_key, sign_cert))
+    signing = None if runtime == "host" else BuildSigning.from_flags(sign_key, sign_cert)
+    arches = archmod.select(arch)
+    pins = [] if runtime == "host" else pinsmod.select(kernel)
+    project = specmod.load(specmod.find(spec or None))
+    modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
+    output_folder(project)
+    cells = buildmod.plan(project, modules, pins, arches, kdir=kdir or None, signing=signing)
     _warn_skipped({c.module.name: c.sources for c in cells}.values())
     hook = None if no_lint else _lint_hook(project)
     outcome = buildmod.run(project, cells, runtime, jobs, command_line(), after_build=hook)
@@ -111,8 +117,9 @@ def render(c, module="", symbol="", spec=""):
     from .. import render as rendermod
     from .. import spec as specmod
     project = specmod.load(specmod.find(spec or None))
-    for m in project.select(module or None):
-        m = specmod.with_overrides(m, symbol)
+    selected = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
+    output_folder(project)
+    for m in selected:
         src = rendermod.render(m, project.dist / m.name / "src")
         _warn_skipped([src])
         print(f"{m.name}: {src.dir} ({', '.join(src.files)})")

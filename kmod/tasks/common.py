@@ -52,6 +52,22 @@ def seconds(value, flag: str, default: float, env: str | None = None) -> float:
     return s
 
 
+def kernel_words(text: str, flag: str) -> tuple[str, ...]:
+    """Extra kernel command line words: printable, no quotes (the kernel has its own quoting)."""
+    words = tuple((text or "").split())
+    for w in words:
+        if not w.isprintable() or not w.isascii() or '"' in w or len(w) > 256:
+            raise UserError(f"{flag} word {w!r} cannot go on a kernel command line",
+                            "use printable ASCII words without quotes, e.g. --append 'loglevel=8 initcall_debug'")
+    return words
+
+
+def output_folder(project):
+    """dist/ must be a folder kmod can write, before anything is written into it."""
+    from .. import paths
+    return paths.ensure_dir(project.dist, "the output folder", "move what is in the way, or fix its permissions")
+
+
 ERRNO_ADVICE = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "free some space and run again",
                 errno.EACCES: "check the folder's permissions, or point kmod elsewhere",
                 errno.EPERM: "check the folder's permissions, or point kmod elsewhere",

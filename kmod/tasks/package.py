@@ -2,7 +2,7 @@
 import sys
 
 from .args import task
-from .common import COMMON_HELP, cli_errors
+from .common import COMMON_HELP, cli_errors, output_folder
 
 
 @task(help={"module": COMMON_HELP["module"], "spec": COMMON_HELP["spec"],
@@ -17,10 +17,11 @@ def package(c, module="", format="", force=False, sign_key="", sign_cert="", spe
     from .. import spec as specmod
     from ..package import dkms, parse_formats
     from ..package import package as run
-    project = specmod.load(specmod.find(spec or None))
-    modules = project.select(module or None)
     formats = parse_formats(format)
     signing = dkms.Signing.from_flags(sign_key, sign_cert)
+    project = specmod.load(specmod.find(spec or None))
+    modules = project.select(module or None)
+    output_folder(project)
     for m in modules:
         _warn_clash(m)
     for b in run(project, modules, formats, force=force, signing=signing, lint=lintian,

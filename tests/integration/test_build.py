@@ -11,7 +11,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from kmod import arch, pins
-from tests.conftest import ROOT
+from tests.conftest import ROOT, containers_of
 
 pytestmark = pytest.mark.integration
 GOLDEN = ROOT / "tests" / "golden"
@@ -141,7 +141,7 @@ def test_ctrl_c_removes_containers(tmp_path, docker_client):
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
-        while not docker_client.containers.list(filters={"label": "kmod.role=build"}):
+        while not containers_of(docker_client, tmp_path, all=False):
             assert time.monotonic() < deadline and proc.poll() is None, "no build container ever started"
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
@@ -150,7 +150,7 @@ def test_ctrl_c_removes_containers(tmp_path, docker_client):
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
-    assert docker_client.containers.list(all=True, filters={"label": "kmod.role=build"}) == []
+    assert containers_of(docker_client, tmp_path) == []
     manifest = json.loads((tmp_path / "dist/manifest.json").read_text())
     assert manifest["runs"][-1]["status"] == "interrupted"
 

@@ -6,15 +6,24 @@ Images are made beforehand by kmod.build.images; an engine only runs commands in
 from .base import Mount, Result, Runtime, Workspace
 
 
-def get(name: str, **kwargs) -> Runtime:
+NAMES = ("docker", "host")
+
+
+def check(name: str) -> str:
     from ...errors import unsupported
+    if name not in NAMES:
+        raise unsupported("runtime", name, list(NAMES))
+    return name
+
+
+def get(name: str, **kwargs) -> Runtime:
+    check(name)
     if name == "docker":
         from .docker import DockerRuntime
         return DockerRuntime(**kwargs)
     if name == "host":
         from .host import HostRuntime
         return HostRuntime(**kwargs)
-    raise unsupported("runtime", name, ["docker", "host"])
 
 
 __all__ = ["Mount", "Result", "Runtime", "Workspace", "get"]

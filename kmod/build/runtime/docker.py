@@ -1,5 +1,6 @@
 """Docker through the SDK: containers are created, waited for and removed on every path (Ctrl-C too)."""
 import os
+import re
 import threading
 import time
 
@@ -36,14 +37,21 @@ def engine_error(e: Exception) -> InfraError:
     """Why no engine answers, in full and in one line, with the advice that fits: a socket this user
     may not open is not an engine to start."""
     reason = " ".join(str(e).split()) or type(e).__name__
+    # requests nests the reason: "...: ('Connection aborted.', ConnectionRefusedError(111, 'Connection refused'))"
+    inner = re.findall(r"\w+Error\(\d+, '([^']+)'\)", reason)
+    reason = inner[-1] if inner else reason
     sock = _socket()
+    if "Invalid bind address" in reason or "URLSchemeUnknown" in reason or "Not supported URL scheme" in reason:
+        return InfraError(f"DOCKER_HOST={os.environ.get('DOCKER_HOST')!r} is not an engine address ({reason})",
+                          "e.g. unix:///var/run/docker.sock or tcp://HOST:2375; or unset it")
     if "Permission denied" in reason or "PermissionError" in reason:
         return InfraError(f"the Docker engine's socket {sock or os.environ.get('DOCKER_HOST')} refused permission "
                           "to this user (the engine runs)",
                           "ask for access: `sudo usermod -aG docker $USER`, then log in again; or run as root")
     if sock and not os.path.exists(sock):
         return InfraError(f"no Docker engine answers: {sock} does not exist", NO_ENGINE_HINT)
-    return InfraError(f"no Docker engine answers: {reason}", NO_ENGINE_HINT)
+    where = f" at {os.environ.get('DOCKER_HOST') or 'unix://' + sock}"
+    return InfraError(f"no Docker engine answers{where}: {reason}", NO_ENGINE_HINT)
 
 
 _REAPED = threading.Event()  # once per process is enough: runs die rarely, listing costs a round trip
