@@ -38,6 +38,11 @@ def _replace(tmp: str, path: Path, mode: int) -> None:
         pass  # some file systems cannot fsync a folder; the data itself is on disk
 
 
+def _named(e: OSError, path: Path) -> OSError:
+    """A write error that says which file (a full disk reports none)."""
+    return e if e.filename else OSError(e.errno, e.strerror, str(path))
+
+
 def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +53,9 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
             f.flush()
             os.fsync(f.fileno())
         _replace(tmp, path, mode)
+    except OSError as e:
+        _unlink(tmp)
+        raise _named(e, path) from None
     except BaseException:
         _unlink(tmp)
         raise
@@ -73,6 +81,9 @@ def copy_file(src: Path, dst: Path) -> None:
             os.fsync(d.fileno())
             mode = os.fstat(s.fileno()).st_mode
         _replace(tmp, dst, mode & 0o777)
+    except OSError as e:
+        _unlink(tmp)
+        raise _named(e, dst) from None
     except BaseException:
         _unlink(tmp)
         raise

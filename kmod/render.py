@@ -23,10 +23,20 @@ def c_string(value: str) -> str:
     return json.dumps(str(value), ensure_ascii=True)
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """An optimisation only: a full or read-only cache costs a compile, never the run."""
+
+    def dump_bytecode(self, bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
 @cache
 def environment() -> jinja2.Environment:
     # Compiled templates are cached on disk: a no-change build must not pay for compiling them again.
-    bytecode = jinja2.FileSystemBytecodeCache(str(paths.cache_dir() / "jinja2"))
+    bytecode = _BytecodeCache(str(paths.cache_dir() / "jinja2"))
     (paths.cache_dir() / "jinja2").mkdir(exist_ok=True)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates())), bytecode_cache=bytecode,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,

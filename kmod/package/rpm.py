@@ -1,5 +1,6 @@
 """NAME-dkms-VERSION-1.noarch.rpm with rpmbuild from a prepared tree; %post/%preun drive dkms with
 --rpm_safe_upgrade. Reproducible: SOURCE_DATE_EPOCH is the build time and clamps every mtime."""
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,18 @@ def spec_text(p: Payload) -> str:
 
 def build(p: Payload, out_dir: Path, work_root: Path) -> Path:
     rpmbuild = tools.require("rpmbuild", "to build the .rpm")
-    work = Path(tempfile.mkdtemp(prefix="rpm.", dir=work_root))
+    # rpmbuild runs its scriptlets as `sh PATH` unquoted: a checkout path with a space breaks it. Such a
+    # path builds in the system's temporary folder instead.
+    spaced = any(c.isspace() for c in str(work_root))
+    work = Path(tempfile.mkdtemp(prefix="kmod-rpm." if spaced else "rpm.", dir=None if spaced else work_root))
+    try:
+        return _build(p, out_dir, work, rpmbuild)
+    finally:
+        if spaced:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _build(p: Payload, out_dir: Path, work: Path, rpmbuild: str) -> Path:
     write_tree(work / "SOURCES" / "root", p.files, p.epoch)
     spec = work / "SPECS" / f"{p.package}.spec"
     spec.parent.mkdir(parents=True)

@@ -78,9 +78,8 @@ ERRNO_ADVICE = {errno.ENOSPC: "free some space and run again", errno.EDQUOT: "fr
 
 def os_error(e: OSError) -> InfraError:
     """An OSError nobody closer knew what to do with: one line naming the place and what to do."""
-    where = f" {e.filename}" if e.filename else ""
-    return InfraError(f"cannot write or read{where}: {e.strerror or e}",
-                      ERRNO_ADVICE.get(e.errno, "check the path and run again"))
+    where = f": {e.filename}" if e.filename else ""
+    return InfraError(f"{e.strerror or e}{where}", ERRNO_ADVICE.get(e.errno, "check the path and run again"))
 
 
 def cli_errors(fn):

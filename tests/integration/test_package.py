@@ -31,7 +31,8 @@ def kmod(*args, cwd, timeout=600):
 def packages(tmp_path_factory):
     for tool in ("dpkg-deb", "rpmbuild", "lintian"):
         need_tool(tool)
-    work = tmp_path_factory.mktemp("pkg")
+    work = tmp_path_factory.mktemp("pkg") / "a checkout with spaces"  # paths with spaces work everywhere
+    work.mkdir()
     (work / "kmod.toml").write_text(SPEC)
     proc = kmod("package", cwd=work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -220,3 +221,26 @@ def test_dkms_signs_with_the_configured_key(docker_client, tmp_path):
         container.remove(force=True, v=True)
     assert marks(text, "INSTALL") == ["0"], text
     assert marks(text, "TAIL") == ["~Module signature appended~"], text
+
+
+def test_path_with_spaces_and_all_or_nothing(packages, tmp_path):
+    """The set above was made in a path with spaces. A failure in the last format leaves no partial set:
+    nothing new in dist/packages, the old set untouched, no work folder."""
+    assert " " in str(packages) and sorted(p.name for p in packages.iterdir()) == sorted([DEB, RPM, TARBALL])
+    project = packages.parent.parent
+    before = {p.name: p.read_bytes() for p in packages.iterdir()}
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "rpmbuild").write_text("#!/bin/sh\necho 'rpmbuild: injected failure' >&2\nexit 1\n")
+    (fake / "rpmbuild").chmod(0o755)
+    (project / "kmod.toml").write_text(SPEC.replace('version = "0.1.0"', 'version = "0.2.0"'))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "kmod", "package", "--format", "deb,tarball,rpm"], cwd=project,
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{fake}:{os.environ['PATH']}"})
+    finally:
+        (project / "kmod.toml").write_text(SPEC)
+    assert proc.returncode == 2 and "injected failure" in proc.stderr and "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in packages.iterdir()} == before  # no 0.2.0 .deb or tarball
+    work = project / "dist" / ".work"
+    assert not work.exists() or not list(work.iterdir())

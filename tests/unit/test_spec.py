@@ -224,3 +224,14 @@ def test_every_key_every_wrong_type(tmp_path, table, k, literal):
         assert k.name in e.message, e.line()
         return
     assert _conforms(k, literal), f"{k.name} = {literal} was accepted"
+
+
+def test_in_tree_module_names_refused_unless_replaced_on_purpose(tmp_path):
+    """`ext4` as a module of ours would install to /updates/dkms and override the kernel's own ext4."""
+    for name in ("ext4", "snd_hda_intel"):  # the kernel's snd-hda-intel: - and _ are one to the kernel
+        with pytest.raises(UserError, match="in-tree module of the pinned kernels") as e:
+            load_text(tmp_path, f'[[module]]\nname = "{name}"\nsymbols = ["x"]\n')
+        assert "replaces_in_tree = true" in e.value.hint
+    m = load_text(tmp_path, '[[module]]\nname = "ext4"\nsymbols = ["x"]\nreplaces_in_tree = true\n').modules["ext4"]
+    assert m.replaces_in_tree
+    assert load_text(tmp_path, '[[module]]\nname = "ext4_probe"\nsymbols = ["x"]\n').modules["ext4_probe"]

@@ -1,0 +1,146 @@
+"""Unwritable, read-only and full places, and engines that cannot be reached: one line each, exit 1,
+nothing half-written. Real mounts (a tmpfs of a few KB, a read-only tmpfs): needs root, as CI has."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, need
+
+FAKE_KDIR = ROOT / "tests" / "fixtures" / "fake_kdir"
+SPEC = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
+
+
+def kmod(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
+
+
+def one_line(proc, text):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("error", "environment error"))]
+    assert len(errors) == 1 and text in errors[0], proc.stderr
+
+
+def no_temp_files(root):
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(options) -> a fresh tmpfs folder; unmounted afterwards."""
+    need(os.geteuid() == 0, "root (to mount a small tmpfs)")
+    made = []
+
+    def make(options: str):
+        d = tmp_path / f"mnt{len(made)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], check=True)
+        made.append(d)
+        return d
+    yield make
+    for d in reversed(made):
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_full_disk(mount):
+    root = mount("size=64k")
+    (root / "kmod.toml").write_text(SPEC)
+    filler = root / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 512):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    os.truncate(filler, filler.stat().st_size - 600)  # a few hundred bytes left: less than any run needs
+    for args in (["render"], ["build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--arch", "x86_64",
+                              "--no-lint"], ["package", "--format", "tarball", "--force"]):
+        proc = kmod(*args, cwd=root, env={"KMOD_CACHE": str(root / "cache")})
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+        assert len([ln for ln in proc.stderr.splitlines() if "error" in ln]) == 1, proc.stderr
+        assert "No space left on device" in proc.stderr, proc.stderr
+        no_temp_files(root)
+        if (root / "dist" / "manifest.json").exists():
+            json.loads((root / "dist" / "manifest.json").read_text())  # never half a manifest
+        assert not list((root / "dist" / "packages").glob("*")) if (root / "dist" / "packages").exists() else True
+
+
+@pytest.mark.parametrize("where", ["dist", "cache"])
+def test_read_only_places(mount, tmp_path, where):
+    ro = mount("size=64k,ro")
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "kmod.toml").write_text(SPEC)
+    env = {"KMOD_CACHE": str(ro / "cache") if where == "cache" else str(tmp_path / "cache")}
+    if where == "dist":
+        (project / "dist").symlink_to(ro)  # dist/ lives on a read-only file system
+    proc = kmod("build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--no-lint", cwd=project, env=env)
+    one_line(proc, "cannot write the output folder" if where == "dist" else "cannot write the cache folder")
+    assert "Read-only file system" in proc.stderr or "No such file" in proc.stderr or "permission" in proc.stderr
+
+
+def test_dist_is_a_file(tmp_path):
+    (tmp_path / "kmod.toml").write_text(SPEC)
+    (tmp_path / "dist").write_text("not a folder")
+    for args in (["render"], ["build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--no-lint"],
+                 ["package", "--format", "tarball"], ["boot-test"]):
+        proc = kmod(*args, cwd=tmp_path)
+        one_line(proc, "cannot write the output folder")
+    assert (tmp_path / "dist").read_text() == "not a folder"
+
+
+def test_manifest_and_lock_of_the_wrong_shape(tmp_path):
+    (tmp_path / "kmod.toml").write_text(SPEC)
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "manifest.json").write_text("[]")
+    one_line(kmod("build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--no-lint", cwd=tmp_path),
+             "is not a kmod manifest: a JSON list")
+    one_line(kmod("package", "--format", "tarball", cwd=tmp_path), "is not a kmod manifest")
+    one_line(kmod("boot-test", cwd=tmp_path), "is not a kmod manifest")
+    assert (tmp_path / "dist" / "manifest.json").read_text() == "[]"
+
+
+@pytest.mark.parametrize("lock,text", [
+    ('["not", "a", "table"]', "no table of pins"),
+    ('{"pins": {"bookworm-6.1": {"abi": 5}}}', "is not a table with an abi"),
+    ('{"pins": {"bookworm-6.1": {"abi": "6.1.0-56", "packages": [{"name": 1}]}}}', "package 1: name must be a string"),
+    ('{"pins": {"bookworm-6.1": {"abi": "6.1.0-56", "packages": [{"name": "x", "version": "1", "arch": "all", '
+     '"role": "kbuild", "filename": "x.deb", "archive": "main", "sha256": "00", "size": "big"}]}}}',
+     "size must be an integer"),
+])
+def test_lock_of_the_wrong_shape(tmp_path, lock, text):
+    """A copy of the data folders with a damaged lock (the checkout's own lock is never touched)."""
+    import shutil
+    data = tmp_path / "kmodcopy"
+    shutil.copytree(ROOT / "kmod", data / "kmod", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("toolchains", "templates", "rules"):
+        shutil.copytree(ROOT / folder, data / folder)
+    (data / "toolchains" / "kernels.lock").write_text(lock)
+    (tmp_path / "kmod.toml").write_text(SPEC)
+    proc = subprocess.run([sys.executable, "-m", "kmod", "build", "--no-lint"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(data)}, timeout=120)
+    one_line(proc, text)
+    assert "kernels.lock" in proc.stderr and "toolchains --update" in proc.stderr
+
+
+def test_engine_that_refuses_connections(tmp_path):
+    """A socket file with nobody listening (a dead dockerd): the reason in full, and how to start one."""
+    sock_path = tmp_path / "docker.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock_path))  # bound, never listening: connect() is refused
+    try:
+        (tmp_path / "kmod.toml").write_text(SPEC)
+        proc = kmod("build", "--arch", "x86_64", "--kernel", "bookworm-6.1", cwd=tmp_path,
+                    env={"DOCKER_HOST": f"unix://{sock_path}"})
+    finally:
+        s.close()
+    one_line(proc, f"no Docker engine answers at unix://{sock_path}: Connection refused")
+    assert "dockerd" in proc.stderr
