@@ -40,7 +40,11 @@ def fresh(work: Path) -> None:
     shutil.rmtree(work / "dist", ignore_errors=True)
 
 
-def against(rev: str, reps: int) -> None:
+SUPPLY = ("Build: what the supply-chain checks cost", "before signed indexes, locked compilers, the in-build "
+          "image check, no-follow collection, the sandbox and signing support")
+
+
+def against(rev: str, reps: int, section: tuple[str, str] = SUPPLY) -> None:
     """What the supply-chain checks cost (issue 8): this checkout against `rev` (a checkout without them),
     alternating, in this one invocation. Cache hit: the no-change rebuild; warm build: one arm64 cell
     with its image present, lint off (both sides' images are built first, outside the timing)."""
@@ -72,9 +76,10 @@ def against(rev: str, reps: int) -> None:
         med = {k: {n: statistics.median(v) for n, v in d.items()} for k, d in (("hit", hit), ("warm", warm))}
         dh = (med["hit"]["this"] - med["hit"]["baseline"]) * 1000
         rw = med["warm"]["this"] / med["warm"]["baseline"]
+        title, what = section
+        flag = "" if section == SUPPLY else f" --section {title.split(': ', 1)[-1]!r}"
         body = f"""Measured {time.strftime('%Y-%m-%d')} on {machine()} with `python bench/bench_build.py --against {rev}
---reps {reps}`: this checkout against `{rev}` (before signed indexes, locked compilers, the in-build
-image check, no-follow collection, the sandbox and signing support), alternating, medians of {reps}.
+--reps {reps}{flag}`: this checkout against `{rev}` ({what}), alternating, medians of {reps}.
 
 | measure | baseline | this | cost | budget |
 |---|---|---|---|---|
@@ -84,7 +89,7 @@ image check, no-follow collection, the sandbox and signing support), alternating
 Every run: cache hit baseline {', '.join(f'{x:.3f}' for x in hit['baseline'])} / this {', '.join(f'{x:.3f}' for x in hit['this'])} s;
 warm build baseline {', '.join(f'{x:.2f}' for x in warm['baseline'])} / this {', '.join(f'{x:.2f}' for x in warm['this'])} s.
 """
-        update_section("Build: what the supply-chain checks cost", body)
+        update_section(title, body)
         print(body)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
@@ -94,7 +99,11 @@ def main() -> None:
     if "--against" in sys.argv:
         i = sys.argv.index("--against")
         reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 7
-        return against(sys.argv[i + 1], reps)
+        section = SUPPLY
+        if "--section" in sys.argv:  # another change's cost, in its own section
+            name = sys.argv[sys.argv.index("--section") + 1]
+            section = (f"Build: {name}", "the checkout without the change measured here")
+        return against(sys.argv[i + 1], reps, section)
     pin = pins.get("bookworm-6.1")
     arm = arch.get("arm64")
     work = Path(tempfile.mkdtemp(prefix="kmod-bench-"))
