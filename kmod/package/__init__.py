@@ -4,7 +4,6 @@ Everything that can be refused is refused before anything is written: names and 
 [package.MODULE] options, the signing paths, missing tools, and a module whose last build or lint
 failed (unless force). Then each format is built from one Payload (payload.py)."""
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -81,6 +80,7 @@ def package(project: Project, modules: list[Module], formats: list[str], force: 
             warn(f"{p.module.name}: {w}")
     out_dir = Path(out_dir or project.dist / "packages")
     out_dir.mkdir(parents=True, exist_ok=True)
+    runmod.reap_work_dirs(project.dist)
     work = Path(tempfile.mkdtemp(prefix="package.", dir=runmod.work_dir(project.dist)))
     staging = work / "out"
     staging.mkdir()
@@ -106,7 +106,7 @@ def package(project: Project, modules: list[Module], formats: list[str], force: 
         for p in payloads:
             record(project, p.module, [b for b in built if b.module == p.module.name])
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        runmod.remove_work_dir(project.dist)
     return built
 
 
