@@ -68,5 +68,5 @@ def test_bad_version_refused_before_anything_is_written(tmp_path, version):
     (tmp_path / "kmod.toml").write_text(SPEC.replace('"0.1.0"', f'"{version}"'))
     proc = kmod("package", cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: version")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: module 'clone_probe': version")
     assert not (tmp_path / "dist").exists()

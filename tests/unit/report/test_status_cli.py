@@ -73,7 +73,8 @@ def test_package_records_into_the_manifest_and_the_report(tmp_path):
     (tmp_path / "kmod.toml").write_text(report_matrix.SPEC)
     assert run_program("build", "--module", "clone_probe", "--runtime", "host", "--kdir", str(FAKE_KDIR),
                        "--arch", "x86_64", "--no-lint", cwd=tmp_path).returncode == 0
-    proc = run_program("package", "--module", "clone_probe", "--format", "tarball", cwd=tmp_path)
+    # --force: a --no-lint cell is unlinted, which package refuses otherwise (docs/reliability.md)
+    proc = run_program("package", "--module", "clone_probe", "--format", "tarball", "--force", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     pkg = json.loads((tmp_path / "dist/manifest.json").read_text())["packages"]["clone_probe"]
     assert pkg["result"] == "ok" and pkg["version"] == "0.1.0"
