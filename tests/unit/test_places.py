@@ -9,14 +9,10 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, need
+from tests.conftest import run_program as kmod
 
 FAKE_KDIR = ROOT / "tests" / "fixtures" / "fake_kdir"
 SPEC = '[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\nrecord_args = 1\n'
-
-
-def kmod(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
 
 
 def one_line(proc, text):
