@@ -12,6 +12,7 @@ import hashlib
 import os
 import shlex
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -21,8 +21,6 @@ from .common import COMMON_HELP, cli_errors, command_line, count, output_folder
 def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs="",
           no_lint=False, boot_test=False, sign_key="", sign_cert=""):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
-    from pathlib import Path
-
     from .. import arch as archmod
     from .. import build as buildmod
     from .. import pins as pinsmod

@@ -3,7 +3,7 @@
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors
+from .common import COMMON_HELP, cli_errors, count, output_folder, seconds
 
 
 @task(help={"host": "hosts: [user@]host[:port] or an ssh_config alias, comma-separated",
@@ -25,9 +25,9 @@ from .common import COMMON_HELP, cli_errors
            "auto_pin": "lock, build, lint and boot-test exactly the Debian kernel a host runs when it is "
                        "of a pinned suite but not pinned, then preflight again"})
 @cli_errors
-def preflight(c, host="", hosts="", module="", spec="", format="text", fail_on="fail", jobs=0, timeout=0,
+def preflight(c, host="", hosts="", module="", spec="", format="text", fail_on="fail", jobs="", timeout="",
               ssh_config="", identity="", strict_host_keys=False, install=False, keep=False,
-              install_timeout=0, auto_pin=False):
+              install_timeout="", auto_pin=False):
     """Ask the hosts over SSH whether each module will load and work there (exit 0/2/1, like lint)."""
     import sys
 
@@ -40,19 +40,20 @@ def preflight(c, host="", hosts="", module="", spec="", format="text", fail_on="
         raise UserError(f"unknown format {format!r}", f"choose one of: {', '.join(report.FORMATS)}")
     if fail_on not in report.FAIL_ON:
         raise UserError(f"unknown --fail-on {fail_on!r}", f"choose one of: {', '.join(report.FAIL_ON)}")
-    for flag, value in (("--jobs", jobs), ("--timeout", timeout), ("--install-timeout", install_timeout)):
-        if value < 0:
-            raise UserError(f"{flag} must be a positive number")
+    jobs = count(jobs, "--jobs") or 0  # 0: the default
+    timeout = seconds(timeout, "--timeout", ssh.Options.timeout)
+    install_timeout = seconds(install_timeout, "--install-timeout", pf.Options.install_timeout)
     if keep and not install:
         raise UserError("--keep goes with --install")
     targets, from_config = hostsmod.select(host, hosts)
     config = hostsmod.ssh_config_path(ssh_config, from_config)
     project = specmod.load(specmod.find(spec or None))
     selected = project.select(module or None)
+    output_folder(project)
     opts = pf.Options(ssh=ssh.Options(ssh_config=config, identity=identity, strict_host_keys=strict_host_keys,
-                                      timeout=float(timeout or ssh.Options.timeout)),
+                                      timeout=timeout),
                       jobs=jobs, fail_on=fail_on, install=install, keep=keep, auto_pin=auto_pin,
-                      install_timeout=float(install_timeout or pf.Options.install_timeout))
+                      install_timeout=install_timeout)
     results = pf.run(project, targets, selected, opts)
     sys.stdout.write(report.format_report(results, format, fail_on))
     if format != "text":
