@@ -50,3 +50,27 @@ def test_signature_enforcement_is_refused_for_that_reason(project, booted):
     assert "not enrolled" in v["reason"]
     assert host["install"] == []     # a module that cannot load is not installed to find out
     assert state(b) == before
+
+
+def test_ctrl_c_during_install_leaves_the_host_as_it_was(vm, project):
+    """Ctrl-C as the install phase starts: the host finishes its step and is put back; one line, exit 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    before = state(vm)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "preflight", "--host", vm.alias,
+                             "--ssh-config", str(vm.config), "--install"], cwd=project, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stderr:
+        if line.startswith("preflight --install: 1 job(s)"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    assert state(vm) == before, "the host is not as it was"
+    saved = json.loads((project / "dist" / "preflight.json").read_text())
+    assert saved["hosts"][0]["attention"] == ""
