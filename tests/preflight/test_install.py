@@ -70,7 +70,7 @@ def test_ctrl_c_during_install_leaves_the_host_as_it_was(vm, project):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 130, out + err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
     assert state(vm) == before, "the host is not as it was"
     saved = json.loads((project / "dist" / "preflight.json").read_text())
     assert saved["hosts"][0]["attention"] == ""
