@@ -56,13 +56,9 @@ def parse(text: str, where: str = "--host") -> Host:
 
 
 def is_ssh_config(text: str) -> bool:
-    """An ssh_config file starts (after comments) with a Host or Match block or an ssh keyword line."""
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        return bool(re.match(r"(?i)^(host|match|include)\s", line))
-    return False
+    """An ssh_config has a `Host` or `Match` block somewhere (global options may come first); a host list
+    cannot: "Host NAME" is no [user@]host[:port]."""
+    return any(re.match(r"(?i)^\s*(host|match)\s+\S", line) for line in text.splitlines())
 
 
 def ssh_config_hosts(text: str) -> list[str]:

@@ -30,6 +30,7 @@ def preflight(c, host="", hosts="", module="", spec="", format="text", fail_on="
               install_timeout="", auto_pin=False):
     """Ask the hosts over SSH whether each module will load and work there (exit 0/2/1, like lint)."""
     import sys
+    from pathlib import Path
 
     from .. import preflight as pf
     from .. import spec as specmod
@@ -43,6 +44,8 @@ def preflight(c, host="", hosts="", module="", spec="", format="text", fail_on="
     jobs = count(jobs, "--jobs") or 0  # 0: the default
     timeout = seconds(timeout, "--timeout", ssh.Options.timeout)
     install_timeout = seconds(install_timeout, "--install-timeout", pf.Options.install_timeout)
+    if identity and not Path(identity).expanduser().is_file():
+        raise UserError(f"--identity {identity}: no such file", "give the private key file, as for ssh -i")
     if keep and not install:
         raise UserError("--keep goes with --install")
     targets, from_config = hostsmod.select(host, hosts)

@@ -22,6 +22,7 @@ def project(tmp_path):
     (["preflight", "--hosts", "/nonexistent/fleet.txt"], "no such file"),
     (["preflight", "--host", "vm1", "--ssh-config", "/nonexistent/config"], "no such file"),
     (["preflight", "--host", "vm1", "--module", "nope"], "unknown module 'nope'"),
+    (["preflight", "--host", "vm1", "--identity", "/nonexistent/id_ed25519"], "no such file"),
 ])
 def test_bad_input(project, args, text):
     proc = kmod(*args, cwd=project)

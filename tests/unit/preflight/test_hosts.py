@@ -42,7 +42,8 @@ def test_hosts_file_with_comments_and_line_numbers(tmp_path):
 
 def test_ssh_config_file_gives_its_concrete_hosts(tmp_path):
     f = tmp_path / "config"
-    f.write_text("# mine\nHost *\n  User root\nHost web1 web2 !bad *.lab\n  Port 2222\n\nhost db1\n  HostName 10.1.1.1\n")
+    f.write_text("# mine\nServerAliveInterval 30\nHost *\n  User root\nHost web1 web2 !bad *.lab\n  Port 2222\n\n"
+                 "host db1\n  HostName 10.1.1.1\n")
     found, config = hosts.from_file(f)
     assert [h.name for h in found] == ["web1", "web2", "db1"] and config == f
 
