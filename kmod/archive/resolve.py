@@ -1,11 +1,13 @@
-"""`invoke toolchains --update`: find the newest ABI of each pinned series that the mirror really serves
-for every arch of the pin, and lock the exact packages (name, version, sha256)."""
+"""`invoke toolchains --update`: find, for each arch and flavour of each pin, the newest ABI of the pinned
+series that the mirror really serves, and lock the exact packages (name, version, sha256)."""
 import dataclasses
 import lzma
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import arch as archmod
+from .. import flavour as flavourmod
 from .. import pins as pinsmod
 from ..errors import InfraError, UserError
 from . import debversion, fetch, release, toolchain
@@ -128,7 +130,7 @@ def packages_for_abi(cat: Catalogue, mirror: mirrormod.Mirror, pin: pinsmod.Pin,
         wanted.append((f"linux-headers-{abi}-common-rt", "all", "headers-common", ""))   # rt has its own
     for a in arches:
         wanted += [(f"linux-headers-{abi}-{chosen[a.name]}", a.debian_arch, "headers", a.name),
-                   (f"linux-image-{abi}-{chosen[a.name]}-unsigned", a.debian_arch, "image", a.name),
+                   (a.image_package_name(f"{abi}-{chosen[a.name]}"), a.debian_arch, "image", a.name),
                    ("busybox-static", a.debian_arch, "busybox", a.name)]
     out = []
     for name, deb_arch, role, for_arch in wanted:
@@ -154,7 +156,8 @@ def resolve_kernel(base: pinsmod.Pin, arch: archmod.Arch, abi: str, flavour: str
         raise UserError(f"the {base.suite} archives have no downloadable kernel {abi}-{flavour}"
                         f"{' ' + version if version else ''} for {arch.name}",
                         "the host runs a build the mirror no longer serves: upgrade its kernel, then preflight again")
-    pin = dataclasses.replace(base, name=f"{base.suite}-{abi}-{flavour}", arches=(arch.name,), abi=abi,
+    pin = dataclasses.replace(base, name=f"{base.suite}-{abi}-{flavour}", arches=(arch.name,),
+                              flavours=(flavourmod.GENERIC,), kernels={arch.name: {flavourmod.GENERIC: abi}},
                               base=base.name, flavour=flavour, packages=tuple(pkgs))
     image = toolchain.lock(cat, pin, pkgs, build_arch)
     log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages)")
@@ -162,25 +165,98 @@ def resolve_kernel(base: pinsmod.Pin, arch: archmod.Arch, abi: str, flavour: str
             "packages": [p.__dict__ for p in pkgs + image]}
 
 
+class Resolver:
+    """One pin's packages from one catalogue. What was proven to download (or not) is remembered, so
+    the arches and flavours that share an ABI's common headers and kbuild ask once."""
+
+    def __init__(self, cat: Catalogue, mirror: mirrormod.Mirror, pin: pinsmod.Pin, build_arch: str, log):
+        self.cat, self.mirror, self.pin, self.build_arch, self.log = cat, mirror, pin, build_arch, log
+        self._found: dict[tuple, pinsmod.Package | None] = {}
+        self._lock = threading.Lock()
+
+    def package(self, name: str, debian_arch: str, role: str, for_arch: str = "", flavour: str = "",
+                abi: str = "") -> pinsmod.Package | None:
+        """The newest version of `name` that really downloads."""
+        key = (name, debian_arch)
+        with self._lock:
+            known = key in self._found
+            found = self._found.get(key)
+        if not known:
+            found = None
+            for rec, archive in self.cat.versions(name, debian_arch):
+                pkg = to_package(rec, archive, role)
+                if _downloadable(pkg, self.mirror):
+                    found = pkg
+                    break
+            with self._lock:
+                self._found[key] = found
+        if found is None:
+            return None
+        return dataclasses.replace(found, role=role, for_arch=for_arch, flavour=flavour, abi=abi)
+
+    def kernel(self, a: archmod.Arch, fl: flavourmod.Flavour) -> tuple[str, list[pinsmod.Package]] | None:
+        """The newest ABI of the pin's series whose packages all download for this arch and flavour."""
+        pin, kflavour = self.pin, fl.kernel_flavour(a)
+        for abi in sorted(self.cat.abis(pin.abi_regex, kflavour, a.debian_arch), key=_abi_key, reverse=True):
+            release = f"{abi}-{kflavour}"
+            wanted = [(fl.common_package(abi), "all", "headers-common", "", ""),
+                      (pin.kbuild_package.format(abi=abi), self.build_arch, "kbuild", "", ""),
+                      (f"linux-headers-{release}", a.debian_arch, "headers", a.name, fl.name),
+                      (a.image_package_name(release), a.debian_arch, "image", a.name, fl.name)]
+            out = []
+            for name, deb_arch, role, for_arch, flavour in wanted:
+                pkg = self.package(name, deb_arch, role, for_arch, flavour, abi)
+                if pkg is None:
+                    self.log(f"  {pin.name}: {a.name}/{fl.name} ABI {abi}: no downloadable {name} ({deb_arch}); "
+                             f"trying an older ABI")
+                    break
+                out.append(pkg)
+            else:
+                return abi, out
+        return None
+
+
 def resolve_pin(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
+    """Lock each arch x flavour of `pin` on its own newest downloadable ABI. A generic kernel the mirror
+    does not have is an error; another flavour it does not have is left out (and said so)."""
     build_arch = archmod.host_debian_arch()
     arches = [archmod.get(a) for a in pin.arches]
     log(f"  {pin.name}: reading the {pin.suite} package indexes")
     cat = Catalogue(mirror, pin.suite, sorted({a.debian_arch for a in arches} | {build_arch}), log)
-    common = set.intersection(*(cat.abis(pin.abi_regex, a.kernel_flavour, a.debian_arch) for a in arches))
-    for abi in sorted(common, key=_abi_key, reverse=True):
-        pkgs = packages_for_abi(cat, mirror, pin, abi, build_arch, log)
-        if pkgs is not None:
-            log(f"  {pin.name}: ABI {abi} downloads for {', '.join(a.name for a in arches)}")
-            image = toolchain.lock(cat, pin, pkgs, build_arch)
-            log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages)")
-            return {"abi": abi, "packages": [p.__dict__ for p in pkgs + image]}
-    if cat.discarded:
-        raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}, with "
-                        f"{len(cat.discarded)} index(es) discarded for not matching their signed Release "
-                        f"({cat.discarded[0]})", "the mirror is mid-sync or tampered with; try again later or use another")
-    raise UserError(f"no ABI matching {pin.abi_regex} downloads for every arch of {pin.name}",
-                    "check the pin file and the mirror")
+    res = Resolver(cat, mirror, pin, build_arch, log)
+    cells = pin.planned()
+    with ThreadPoolExecutor(min(len(cells), 8)) as pool:
+        found = list(pool.map(lambda c: res.kernel(*c), cells))
+    kernels: dict[str, dict[str, str]] = {}
+    packages: dict[tuple, pinsmod.Package] = {}
+    for (a, fl), got in zip(cells, found):
+        if got is None:
+            if fl.is_generic:
+                if cat.discarded:
+                    raise UserError(f"no ABI matching {pin.abi_regex} downloads for {a.name} in {pin.name}, with "
+                                    f"{len(cat.discarded)} index(es) discarded for not matching their signed "
+                                    f"Release ({cat.discarded[0]})",
+                                    "the mirror is mid-sync or tampered with; try again later or use another")
+                raise UserError(f"no ABI matching {pin.abi_regex} downloads for {a.name} in {pin.name}",
+                                "check the pin file and the mirror")
+            log(f"  {pin.name}: no {fl.name} kernel of this series downloads for {a.name}: left out")
+            continue
+        abi, pkgs = got
+        kernels.setdefault(a.name, {})[fl.name] = abi
+        for p in pkgs:
+            packages.setdefault((p.role, p.name, p.arch, p.for_arch, p.flavour, p.abi), p)
+    for a in arches:
+        bb = res.package("busybox-static", a.debian_arch, "busybox", a.name)
+        if bb is None:
+            raise UserError(f"no downloadable busybox-static for {a.debian_arch} in {pin.suite}",
+                            "check the mirror")
+        packages.setdefault(("busybox", bb.name, bb.arch, a.name, "", ""), bb)
+    log(f"  {pin.name}: " + "; ".join(f"{a} {', '.join(f'{f} {abi}' for f, abi in fl.items())}"
+                                      for a, fl in kernels.items()))
+    kernel = list(packages.values())
+    image = toolchain.lock(cat, pin, kernel, build_arch)
+    log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages)")
+    return {"kernels": kernels, "packages": [p.__dict__ for p in kernel + image]}
 
 
 def relock_tools(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
@@ -190,23 +266,25 @@ def relock_tools(pin: pinsmod.Pin, mirror: mirrormod.Mirror, log=print) -> dict:
     log(f"  {pin.name}: reading the {pin.suite} package indexes")
     cat = Catalogue(mirror, pin.suite, [build_arch], log)
     image = toolchain.lock(cat, pin, kernel, build_arch)
-    log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages), ABI {pin.abi} kept")
-    return {"abi": pin.abi, "packages": [p.__dict__ for p in kernel + image]}
+    log(f"  {pin.name}: the image's base and toolchain locked ({len(image)} packages), "
+        f"ABIs {', '.join(pin.abis)} kept")
+    return {**pin.lock_entry(), "packages": [p.__dict__ for p in kernel + image]}
 
 
-def update(selected: list[pinsmod.Pin], log=print, tools_only: bool = False) -> dict[str, str]:
-    """Resolve `selected` pins and rewrite the lock; returns pin -> ABI. With `tools_only`, only the
-    images' base and toolchain are locked anew."""
+def update(selected: list[pinsmod.Pin], log=print, tools_only: bool = False) -> dict[str, dict]:
+    """Resolve `selected` pins and rewrite the lock; returns pin -> arch -> flavour -> ABI. With
+    `tools_only`, only the images' base and toolchain are locked anew."""
     mirror = mirrormod.configured()
     lock = pinsmod.read_lock()
     def one(p: pinsmod.Pin) -> dict:
         if p.base:   # an auto-pin stays exactly the kernel it was made for
             a = archmod.get(p.arches[0])
-            return resolve_kernel(pinsmod.get(p.base), a, p.abi, p.flavour, p.package("image", a).version, log)
+            return resolve_kernel(pinsmod.get(p.base), a, p.abi(a), p.flavour, p.package("image", a).version, log)
         return (relock_tools if tools_only else resolve_pin)(p, mirror, log)
     with ThreadPoolExecutor(len(selected)) as pool:
         results = list(pool.map(one, selected))
     for pin, res in zip(selected, results):
         lock[pin.name] = res
     pinsmod.write_lock(lock)
-    return {p.name: r["abi"] for p, r in zip(selected, results)}
+    return {p.name: r["kernels"] if "kernels" in r else {r["arches"][0]: {flavourmod.GENERIC: r["abi"]}}
+            for p, r in zip(selected, results)}

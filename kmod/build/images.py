@@ -33,12 +33,16 @@ def build_arch() -> str:
     return archmod.host_debian_arch()
 
 
+def locked_kernels(pin: Pin) -> list[tuple[archmod.Arch, str]]:
+    """(arch, flavour) of every kernel the lock has for `pin`: the image holds the headers of each."""
+    return [(archmod.get(a), f) for a, flavours in pin.kernels.items() for f in flavours]
+
+
 def install_script(pin: Pin) -> str:
-    arches = [archmod.get(a) for a in pin.arches]
     install = [f"{p.name}={p.version}" for p in image_debs(pin) if p.role != "headers" or p.arch == build_arch()]
     foreign = [p.basename for p in image_debs(pin) if p.role == "headers" and p.arch != build_arch()]
     return render.render_text("toolchain/install.sh.j2", pin=pin, install=install, foreign_debs=foreign,
-                              kdirs=[pin.kdir(a) for a in arches])
+                              kdirs=[pin.kdir(a, f) for a, f in locked_kernels(pin)])
 
 
 IMAGE_ROLES = ("headers-common", "kbuild", "headers")  # the locked kernel packages an image is made of
@@ -46,7 +50,9 @@ TOOL_ROLES = ("base", "toolchain")                    # and the locked system an
 
 
 def image_debs(pin: Pin):
-    return [p for p in pin.packages if p.role in IMAGE_ROLES + ("toolchain",)]
+    """The locked packages installed in the image, each file once (the arches and flavours of one ABI share
+    its kbuild and common headers)."""
+    return list({p.sha256: p for p in pin.packages if p.role in IMAGE_ROLES + ("toolchain",)}.values())
 
 
 def base_debs(pin: Pin):
@@ -56,8 +62,8 @@ def base_debs(pin: Pin):
 def installed(pin: Pin) -> list[str]:
     """`name:arch=version` of every package dpkg must list in the pin's image, sorted: the base, the
     toolchain and the natively installed kernel packages, exactly as locked."""
-    return sorted(f"{p.name}:{p.arch}={p.version}" for p in pin.packages
-                  if p.role in TOOL_ROLES or (p.role in IMAGE_ROLES and p.arch in (build_arch(), "all")))
+    return sorted({f"{p.name}:{p.arch}={p.version}" for p in pin.packages
+                   if p.role in TOOL_ROLES or (p.role in IMAGE_ROLES and p.arch in (build_arch(), "all"))})
 
 
 def require_tools_locked(pin: Pin) -> None:
@@ -68,7 +74,7 @@ def require_tools_locked(pin: Pin) -> None:
 
 def inputs_hash(pin: Pin) -> str:
     """Everything that decides the image's content; the tag carries it, so a change means a new image."""
-    doc = {"recipe": RECIPE_VERSION, "pin": pin.name, "suite": pin.suite, "abi": pin.abi,
+    doc = {"recipe": RECIPE_VERSION, "pin": pin.name, "suite": pin.suite, "kernels": pin.kernels,
            "debs": sorted(p.sha256 for p in image_debs(pin)), "base": base_hash(pin),
            "script": install_script(pin), "build_arch": build_arch()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -202,7 +208,7 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
                              "run `invoke toolchains --update` and review the diff")
         repo, _, t = name.partition(":")
         container.commit(repository=repo, tag=t, conf={
-            "Labels": {"kmod.pin": pin.name, "kmod.abi": pin.abi, "kmod.inputs": inputs_hash(pin),
+            "Labels": {"kmod.pin": pin.name, "kmod.abi": ",".join(pin.abis), "kmod.inputs": inputs_hash(pin),
                        "kmod.compiler": compiler},
             "Cmd": ["/bin/sh"], "WorkingDir": "/"})
         log(f"built {name}")

@@ -165,7 +165,7 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
                "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
                "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
-                                           "pin_abi": cell.pin.abi if cell.pin else "",
+                                           "pin_abi": cell.pin.abi(cell.arch) if cell.pin else "",
                                            "pin_packages": {p.basename: p.sha256 for p in cell.pin.packages
                                                             if p.role in images.IMAGE_ROLES}
                                            if cell.pin else {}},
@@ -228,7 +228,7 @@ def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mo
         mounts = ()
     else:
         release = cell.pin.release(cell.arch)
-        common = f"/usr/src/linux-headers-{cell.pin.abi}-common"
+        common = f"/usr/src/{cell.pin.package('headers-common', cell.arch).name}"
         src, tree, headers = dkmsbuild.SRC_MOUNT, dkmsbuild.DKMS_TREE, [cell.kdir, common]
         mounts = (Mount(cell.sources.dir, src, True), Mount(ws.dir, tree, False),
                   Mount(dkmsbuild.lib_modules(ws.dir, cell.kdir, common), f"/lib/modules/{release}", True))

@@ -44,8 +44,10 @@ def classify(release: str, machine: str, debian_version: str) -> Kernel:
     except Exception:   # an arch kmod does not build for: nothing of ours can match it
         return Kernel(OTHER, release, None)
     for pin in pinsmod.all_pins().values():
-        if pin.locked and arch.name in pin.arches and pin.release(arch) == release:
-            return Kernel(PINNED, release, arch, pin, pin.abi, release[len(pin.abi) + 1:], debian_version)
+        for a, f in (pin.planned() if pin.locked else []):
+            if a is arch and pin.has(a, f.name) and pin.release(a, f.name) == release:
+                abi = pin.abi(a, f.name)
+                return Kernel(PINNED, release, arch, pin, abi, release[len(abi) + 1:], debian_version)
     parts = split_release(release, arch)
     if parts and debian_version:
         abi, flavour = parts

@@ -123,44 +123,66 @@ def render(c, module="", symbol="", spec=""):
         print(f"{m.name}: {src.dir} ({', '.join(src.files)})")
 
 
-@task(help={"update": "resolve the newest ABI of each pinned series from the mirror and rewrite the lock",
+@task(help={"update": "resolve each arch and flavour's newest downloadable ABI from the mirror and rewrite the lock",
             "tools_only": "with --update: lock the images' base system and compilers anew, keep the kernels",
             "build": "build the toolchain images of the selected pins now",
-            "kernel": COMMON_HELP["kernel"],
-            "json": "print the table as JSON"})
+            "kernel": COMMON_HELP["kernel"], "arch": COMMON_HELP["arch"],
+            "flavour": "generic, cloud, rt, a comma list, or all (default: all)",
+            "json": "print the cells as JSON",
+            "readme": "rewrite the support table in README.md from the data"})
 @cli_errors
-def toolchains(c, update=False, build=False, kernel="all", json_=False, tools_only=False):
-    """List pinned kernels and the state of their toolchain images; update the lock; build images."""
+def toolchains(c, update=False, build=False, kernel="all", arch="all", flavour="all", json_=False, readme=False,
+               tools_only=False):
+    """Every pinned kernel x flavour x arch and its state (locked ABI, image); update the lock; build images."""
     from .. import arch as archmod
-    from ..build import images
+    from .. import flavour as flavourmod
     from .. import pins as pinsmod
+    from .. import support
+    from ..build import images
     selected = pinsmod.select(kernel)
     if update:
         from ..archive import resolve
-        for name, abi in resolve.update(selected, log=lambda s: print(s, file=sys.stderr),
-                                        tools_only=tools_only).items():
-            print(f"{name}: locked ABI {abi}")
+        for name, kernels in resolve.update(selected, log=lambda s: print(s, file=sys.stderr),
+                                            tools_only=tools_only).items():
+            for a, flavours in kernels.items():
+                print(f"{name}/{a}: " + ", ".join(f"{f} {abi}" for f, abi in flavours.items()))
         selected = pinsmod.select(kernel)
     if build:
         from ..build.runtime.docker import client as docker_client
         images.ensure_all(docker_client(), [pinsmod.require_locked(p) for p in selected])
+    if readme:
+        _write_readme(support.readme_table(list(pinsmod.all_pins().values())))
     state = _image_states(selected)
-    rows = [{"kernel": p.name, "suite": p.suite, "abi": p.abi or "(not locked)", "compiler": p.compiler,
-             "arches": [archmod.get(a).name for a in p.arches],
-             "image": images.tag(p) if p.locked else "", "image_built": state.get(p.name)} for p in selected]
+    cells = support.cells(selected, archmod.select(arch), flavourmod.select(flavour))
+    rows = [{**c.to_dict(), "image": images.tag(c.pin) if c.pin.locked else "",
+             "image_built": state.get(c.pin.name)} for c in cells]
     if json_:
         print(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
     t = Table(box=None)
-    for col in ("kernel", "suite", "ABI", "compiler", "arches", "image", "state"):
+    for col in ("kernel", "flavour", "arch", "suite", "ABI", "compiler", "image", "state"):
         t.add_column(col, no_wrap=True)
-    states = {True: "[green]built[/]", False: "[yellow]not built[/]", None: "[dim]no engine[/]"}
+    states = {True: "[green]image built[/]", False: "[yellow]image not built[/]", None: "[dim]no engine[/]"}
     for r in rows:
-        t.add_row(r["kernel"], r["suite"], r["abi"], r["compiler"], ",".join(r["arches"]),
-                  r["image"].split(":", 1)[-1], states[r["image_built"]])
+        shown = states[r["image_built"]] if r["state"] == support.LOCKED else f"[dim]{r['state']}[/]"
+        t.add_row(r["kernel"], r["flavour"], r["arch"], r["suite"], r["abi"] or "-", r["compiler"],
+                  r["image"].split(":", 1)[-1], shown)
     Console(width=max(120, Console().width)).print(t)
+
+
+def _write_readme(table: str) -> None:
+    from .. import atomic, paths, support
+    from ..errors import UserError
+    readme = paths.PACKAGE.parent / "README.md"
+    if not readme.is_file():
+        raise UserError(f"no README.md beside {paths.PACKAGE}", "run it in a kmod checkout")
+    text = readme.read_text()
+    new = support.with_readme_table(text, table)
+    if new != text:
+        atomic.write_text(readme, new)
+        print(f"updated the support table in {readme}", file=sys.stderr)
 
 
 def _image_states(selected) -> dict:

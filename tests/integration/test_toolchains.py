@@ -20,8 +20,11 @@ def test_update_resolves_a_downloadable_abi(tmp_path, monkeypatch):
         pin = pins.get("bookworm-6.1")
         result = resolve.update([pin], log=lambda s: None)
         locked = json.loads((tmp_path / "toolchains/kernels.lock").read_text())["pins"]
-        assert re.match(pin.abi_regex, result["bookworm-6.1"])
         entry = locked["bookworm-6.1"]
+        assert result["bookworm-6.1"] == entry["kernels"]
+        for a, f in pin.planned():
+            if f.is_generic:
+                assert re.match(pin.abi_regex, entry["kernels"][a.name]["generic"]), a.name
         roles = sorted((p["role"], p["for_arch"]) for p in entry["packages"])
         assert ("headers", "arm64") in roles and ("image", "x86_64") in roles and ("kbuild", "") in roles
         assert set(locked) == {"bullseye-5.10", "bookworm-6.1", "trixie-6.12"}  # other pins kept as they were
@@ -29,10 +32,13 @@ def test_update_resolves_a_downloadable_abi(tmp_path, monkeypatch):
         pins.all_pins.cache_clear()
 
 
-def test_toolchains_lists_pins_and_image_state(docker_client):
+def test_toolchains_lists_every_cell_and_image_state(docker_client):
     proc = run_cli("toolchains", "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = {r["kernel"]: r for r in json.loads(proc.stdout)}
-    assert set(rows) == set(pins.names())
-    for r in rows.values():
-        assert r["image_built"] is True and r["image"].startswith("kmod-toolchain:")
+    rows = json.loads(proc.stdout)
+    cells = {(r["kernel"], r["flavour"], r["arch"]): r for r in rows}
+    assert len(cells) == len(rows) == sum(len(p.planned()) for p in pins.all_pins().values())
+    for r in rows:
+        if r["state"] == "locked":
+            assert r["image_built"] is True and r["image"].startswith("kmod-toolchain:")
+            assert r["release"].startswith(r["abi"])

@@ -83,7 +83,7 @@ def pin_and_arch():
 
 def second_kernel_package(pin, a) -> str:
     image = pin.package("image", a)
-    return f"linux-image-{pin.abi}-{SECOND_FLAVOUR}-{a.kernel_flavour}-unsigned={image.version}"
+    return f"linux-image-{pin.abi(a)}-{SECOND_FLAVOUR}-{a.kernel_flavour}-unsigned={image.version}"
 
 
 def inputs() -> dict:
@@ -147,7 +147,7 @@ def build(dest: Path) -> None:
         policy = root / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        log(f"preflight test VM: installing {pin.abi} ({a.kernel_flavour}, {SECOND_FLAVOUR}), headers and dkms")
+        log(f"preflight test VM: installing {pin.abi(a)} ({a.kernel_flavour}, {SECOND_FLAVOUR}), headers and dkms")
         _chroot_install(root, ["./" + d.name for d in sorted(debs.iterdir())] + ["dkms", second_kernel_package(pin, a)])
         # The key dkms signs with, made here at native speed rather than by the first install under TCG;
         # the same command dkms itself runs when the key is missing.

@@ -51,19 +51,55 @@ def test_pins_are_locked_with_hashes():
     assert {"bullseye-5.10", "bookworm-6.1", "trixie-6.12"} <= set(all_pins)
     for pin in all_pins.values():
         assert pin.locked, pin.name
-        assert re.match(pin.abi_regex, pin.abi)
-        roles = {(p.role, p.for_arch) for p in pin.packages}
-        for a in pin.arches:
-            assert {("headers", a), ("image", a), ("busybox", a)} <= roles
-        assert ("kbuild", "") in roles and ("headers-common", "") in roles
+        for a, f in pin.planned():
+            if not pin.has(a, f.name):
+                assert not f.is_generic, f"{pin.name}/{a.name}: a generic kernel is always locked"
+                continue
+            abi = pin.abi(a, f.name)
+            assert re.match(pin.abi_regex, abi)
+            for role in ("headers", "image", "busybox", "kbuild", "headers-common"):
+                pkg = pin.package(role, a, f.name)
+                assert pkg.abi in (abi, "") and (pkg.for_arch in (a.name, ""))
+            assert pin.package("image", a, f.name).name == a.image_package_name(pin.release(a, f.name))
         for p in pin.packages:
             assert re.fullmatch(r"[0-9a-f]{64}", p.sha256) and p.filename.startswith("pool/")
+
+
+def test_each_arch_keeps_its_own_newest_abi():
+    """An arch whose newest ABIs are missing from the mirror does not drag the others back (bullseye:
+    the newest amd64 ABIs have no arm64 packages)."""
+    pin = pins.get("bullseye-5.10")
+    x86, arm = arch.get("x86_64"), arch.get("arm64")
+    key = lambda abi: [int(n) for n in re.findall(r"\d+", abi)]
+    assert key(pin.abi(x86)) >= key(pin.abi(arm))
+    assert pin.kdir(x86) == f"/usr/src/linux-headers-{pin.abi(x86)}-amd64"
+
+
+def test_a_format_1_lock_reads_as_generic(tmp_path, monkeypatch):
+    from kmod import paths
+    import shutil, json
+    shutil.copytree(paths.toolchains(), tmp_path / "toolchains")
+    lock = json.loads((tmp_path / "toolchains/kernels.lock").read_text())
+    old = {"abi": "6.1.0-56", "packages": [
+        {k: v for k, v in p.items() if k not in ("abi", "flavour")}
+        for p in lock["pins"]["bookworm-6.1"]["packages"]]}
+    lock = {"format": 1, "pins": {"bookworm-6.1": old}}
+    (tmp_path / "toolchains/kernels.lock").write_text(json.dumps(lock))
+    monkeypatch.setattr(paths, "toolchains", lambda: tmp_path / "toolchains")
+    pins.all_pins.cache_clear()
+    try:
+        pin = pins.get("bookworm-6.1")
+        assert pin.abi(arch.get("arm64")) == "6.1.0-56" and pin.package("headers", arch.get("arm64")).for_arch == "arm64"
+        assert not pins.get("trixie-6.12").locked
+    finally:
+        pins.all_pins.cache_clear()
 
 
 def test_pin_lookup():
     assert pins.get("6.1").name == "bookworm-6.1"
     assert pins.get("trixie").name == "trixie-6.12"
-    assert pins.get("bullseye-5.10").release(arch.get("arm64")) == f"{pins.get('bullseye-5.10').abi}-arm64"
+    assert pins.get("bullseye-5.10").release(arch.get("arm64")) == f"{pins.get('bullseye-5.10').abi(arch.get('arm64'))}-arm64"
+    assert pins.get_label("bookworm-6.1-rt")[1] == "rt" and pins.get_label("bookworm-6.1")[1] == "generic"
     with pytest.raises(UserError, match="unsupported kernel"):
         pins.get("4.19")
 

@@ -124,4 +124,4 @@ def test_cli_refuses_a_tampered_inrelease_in_one_line(archive, tmp_path):
     assert errors == [ln for ln in proc.stderr.splitlines() if not ln.startswith("  ")]
     assert len(errors) == 1 and "bookworm/InRelease: its signature does not verify" in errors[0]
     assert "Traceback" not in proc.stderr
-    assert json.loads((ROOT / "toolchains/kernels.lock").read_text())["pins"]["bookworm-6.1"]["abi"]
+    assert json.loads((ROOT / "toolchains/kernels.lock").read_text())["pins"]["bookworm-6.1"]["kernels"]
