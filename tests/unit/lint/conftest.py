@@ -21,11 +21,19 @@ CFLAGS = {
     "s390x": _COMMON + ["-msoft-float"],
     "riscv64": _COMMON + ["-march=rv64imac_zicsr_zifencei", "-mabi=lp64", "-mno-relax", "-mcmodel=medany"],
 }
-VERMAGIC = {"x86_64": "6.1.0-56-amd64 SMP preempt mod_unload modversions ",
-            "arm64": "6.1.0-56-arm64 SMP mod_unload modversions aarch64",
-            "ppc64el": "6.1.0-50-powerpc64le SMP mod_unload modversions mprofile-kernel relocatable",
-            "s390x": "6.1.0-50-s390x SMP mod_unload modversions ",
-            "riscv64": "6.12.117+deb13-riscv64 SMP mod_unload modversions riscv"}
+# vermagic as kbuild writes it for each arch's generic kernel of this pin (the release from the lock)
+VERMAGIC_PIN = {"x86_64": "bookworm-6.1", "arm64": "bookworm-6.1", "ppc64el": "bookworm-6.1",
+                "s390x": "bookworm-6.1", "riscv64": "trixie-6.12"}
+VERMAGIC_TAIL = {"x86_64": "SMP preempt mod_unload modversions ", "arm64": "SMP mod_unload modversions aarch64",
+                 "ppc64el": "SMP mod_unload modversions mprofile-kernel relocatable",
+                 "s390x": "SMP mod_unload modversions ", "riscv64": "SMP mod_unload modversions riscv"}
+
+
+def vermagic_of(arch: str) -> str:
+    from kmod import pins
+    pin, a = pins.get(VERMAGIC_PIN[arch]), archmod.get(arch)
+    release = pin.release(a) if pin.has(a) else f"0.0.0-{a.kernel_flavour}"   # an arch not locked yet
+    return f"{release} {VERMAGIC_TAIL[arch]}"
 # One FP/SIMD instruction as inline asm, and how the linter prints it. No clobber list: kernel flags
 # forbid naming vector registers, as in the kernel's own asm.
 FP_ASM = {"x86_64": ("pxor %xmm0, %xmm0", "pxor xmm0, xmm0"),
@@ -104,7 +112,7 @@ def build(tmp_path):
         if license is not None:
             parts.append(f'MODINFO(license, "license={license}");')
         if vermagic:
-            parts.append(f'MODINFO(vermagic, "vermagic={VERMAGIC[arch]}");')
+            parts.append(f'MODINFO(vermagic, "vermagic={vermagic_of(arch)}");')
         if versions:
             entries = ", ".join(f'{{ {crc:#x}UL, "{n}" }}' for n, crc in versions.items())
             parts.append("static const struct modversion_info ____versions[] __attribute__((used, "
@@ -143,9 +151,10 @@ X86_CONFIG = ("CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_PREEMPT_BUILD=y\nCONFIG_MOD
               "CONFIG_MODVERSIONS=y\n")
 
 
-def kernel_tree(root: Path, release: str = "6.1.0-56-amd64", symvers: str = "", system_map: str | None = None) -> Path:
+def kernel_tree(root: Path, release: str = "", symvers: str = "", system_map: str | None = None) -> Path:
     """A small x86_64 kernel headers tree (kernel.release, .config, Module.symvers[, System.map]) to lint
-    against without a download."""
+    against without a download; by default of the release the test modules' vermagic names."""
+    release = release or vermagic_of("x86_64").split()[0]
     tree = root / f"linux-headers-{release}"
     (tree / "include/config").mkdir(parents=True)
     (tree / "include/config/kernel.release").write_text(release + "\n")
