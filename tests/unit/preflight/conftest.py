@@ -26,10 +26,19 @@ def recorded(name: str):
     return facts.parse((FIXTURES / name).read_text())
 
 
+def pinned_release() -> str:
+    """The release the bookworm pin locks for x86_64 now (the lock moves when `toolchains --update` runs)."""
+    from kmod import arch, pins
+    return pins.get("bookworm-6.1").release(arch.get("x86_64"))
+
+
 @pytest.fixture
 def vm_facts():
-    """The pinned-kernel VM as read by root (recorded booted with module.sig_enforce=1; off here)."""
-    return dataclasses.replace(recorded("facts-bookworm-sig-enforce.txt"), sig_enforce=False)
+    """The pinned-kernel VM as read by root (recorded booted with module.sig_enforce=1; off here), named
+    with the release the lock pins now: it stands for a host that runs the pinned kernel."""
+    f = recorded("facts-bookworm-sig-enforce.txt")
+    rel = pinned_release()
+    return dataclasses.replace(f, sig_enforce=False, release=rel, vermagic=f.vermagic.replace(f.release, rel, 1))
 
 
 @pytest.fixture
@@ -41,8 +50,8 @@ def module_info(build):
     from kmod.spec import Module, parse_probe
     need(have("x86_64"), "`gcc`")
 
-    def make(crcs: dict | None = None, license="GPL", arches=(), probes=("kernel_clone",), release="6.1.0-56-amd64",
-             boot=None):
+    def make(crcs: dict | None = None, license="GPL", arches=(), probes=("kernel_clone",), release="", boot=None):
+        release = release or pinned_release()
         ko = build("x86_64", SOURCE, license=license, versions=crcs)
         raw = Path(ko).read_bytes()
         b = Built("clone_probe/bookworm-6.1/x86_64", "bookworm-6.1", "x86_64", release, Path(ko),

@@ -32,7 +32,7 @@ def test_crc_mismatch_falls_back_to_dkms_then_fails_without_headers(vm_facts, mo
     no_headers = dataclasses.replace(vm_facts, headers=False)
     v = judge(no_headers, kind(no_headers), info, "vm")
     assert v.status == FAIL and "disagrees about version of symbol register_kprobe" in v.reason
-    assert "no kernel headers for 6.1.0-56-amd64" in v.reason
+    assert f"no kernel headers for {vm_facts.release}" in v.reason
 
 
 def test_signature_enforcement_refuses_unsigned_builds_and_an_unenrolled_dkms_key(vm_facts, module_info):
@@ -60,7 +60,7 @@ def test_kernel_cannot_load_modules_or_has_no_kprobes(vm_facts, module_info):
 
 def test_probe_target_missing_or_blacklisted_in_that_kernel(vm_facts, module_info):
     v = judge(vm_facts, kind(vm_facts), module_info(crcs(vm_facts), probes=("kmod_no_such_function",)), "vm")
-    assert v.status == FAIL and "kmod_no_such_function is not in vm (6.1.0-56-amd64)'s symbols" in v.reason
+    assert v.status == FAIL and f"kmod_no_such_function is not in vm ({vm_facts.release})'s symbols" in v.reason
     # a blacklisted function of that kernel: the first of its debugfs blacklist
     line = vm_facts.blacklist.splitlines()[0]
     start, name = line.split()[0].split("-")[0], line.split()[1]
