@@ -14,6 +14,7 @@ keys (the caller fills them in).
 """
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
@@ -50,7 +51,8 @@ class Key:
         return self.default is REQUIRED
 
 
-def keys(cls) -> list[Key]:
+@functools.cache  # a class's keys never change; the lock alone parses hundreds of packages per run
+def keys(cls) -> tuple[Key, ...]:
     """The TOML keys of `cls`: its key() fields; in a plain dataclass (no key() at all), every field."""
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
@@ -65,7 +67,12 @@ def keys(cls) -> list[Key]:
         extra = {k: v for k, v in md.items() if k not in ("doc", "toml", "check", "name")}
         out.append(Key(md["name"] or f.name, f.name, md["toml"] or _toml_type(hints[f.name]), default,
                        md["doc"], md["check"], extra))
-    return out
+    return tuple(out)
+
+
+@functools.cache
+def _by_name(cls) -> dict[str, Key]:
+    return {k.name: k for k in keys(cls)}
 
 
 def _toml_type(tp):
@@ -123,7 +130,6 @@ def _given(value) -> str:
 
 
 def conforms(value, tp) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
@@ -132,6 +138,7 @@ def conforms(value, tp) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is str:
         return isinstance(value, str)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is list:
         return isinstance(value, list) and all(conforms(v, args[0]) for v in value) if args else isinstance(value, list)
     if origin is dict or tp is dict:
@@ -185,7 +192,7 @@ def parse(cls, raw, where: str, data=None) -> dict:
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a table, not {_given(raw)}")
     ks = keys(cls)
-    by_name = {k.name: k for k in ks}
+    by_name = _by_name(cls)
     for name in raw:
         if name not in by_name:
             raise unknown_key(where, name, by_name)
