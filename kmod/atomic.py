@@ -1,6 +1,8 @@
-"""Write files so that a reader never sees half of one: a temp file in the same folder, written, flushed
-to disk (fsync), given the mode the umask allows (like any tool: `mode` is what open(2) would be asked
-for), then renamed over the old one. A failure (a full disk, a signal) leaves the old file and no temp."""
+"""Write files so that a reader never sees half of one: a temp file in the same folder, written, given
+the mode the umask allows (like any tool: `mode` is what open(2) would be asked for), then renamed over
+the old one. A failure (a full disk, a signal) leaves the old file and no temp. Records (the manifest,
+the lock: write_json) are also flushed to disk before the rename, so that a crash cannot leave a renamed
+but empty record; artifacts are not, as a lost one is only rebuilt (its record then disagrees)."""
 import json
 import os
 import shutil
@@ -28,14 +30,6 @@ UMASK = _umask()
 def _replace(tmp: str, path: Path, mode: int) -> None:
     os.chmod(tmp, mode & 0o7777 & ~UMASK)
     os.replace(tmp, path)
-    try:  # the rename itself survives a crash too
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the data itself is on disk
 
 
 def _named(e: OSError, path: Path) -> OSError:
@@ -43,15 +37,16 @@ def _named(e: OSError, path: Path) -> OSError:
     return e if e.filename else OSError(e.errno, e.strerror, str(path))
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
+def write_bytes(path: Path, data: bytes, mode: int = 0o666, durable: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         _replace(tmp, path, mode)
     except OSError as e:
         _unlink(tmp)
@@ -61,12 +56,13 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
         raise
 
 
-def write_text(path: Path, text: str, mode: int = 0o666) -> None:
-    write_bytes(path, text.encode(), mode)
+def write_text(path: Path, text: str, mode: int = 0o666, durable: bool = False) -> None:
+    write_bytes(path, text.encode(), mode, durable)
 
 
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """A record (the manifest, the lock): on disk before it replaces the old one."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", durable=True)
 
 
 def copy_file(src: Path, dst: Path) -> None:
@@ -77,8 +73,6 @@ def copy_file(src: Path, dst: Path) -> None:
     try:
         with open(src, "rb") as s, os.fdopen(fd, "wb") as d:
             shutil.copyfileobj(s, d)
-            d.flush()
-            os.fsync(d.fileno())
             mode = os.fstat(s.fileno()).st_mode
         _replace(tmp, dst, mode & 0o777)
     except OSError as e:

@@ -13,10 +13,8 @@ clean-up is ignored rather than allowed to cut it short.
 """
 import fcntl
 import os
-import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -26,12 +24,12 @@ from . import paths
 
 
 def _new_id() -> str:
-    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 ID = _new_id()  # this process's run (a forked child gets its own: _forked)
 LABEL, LOCK_LABEL, HOST_LABEL = "kmod.run", "kmod.run.lock", "kmod.run.host"
-HOST = socket.gethostname()  # a liveness lock means something only on the host that holds it
+HOST = os.uname().nodename  # a liveness lock means something only on the host that holds it
 WORK = ".work"           # dist/.work/RUN-ID/: this run's scratch folders
 SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 

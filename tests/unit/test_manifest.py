@@ -122,5 +122,5 @@ def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        atomic.write_text(target, "new")
+        atomic.write_json(target, {"new": 1})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f"]
