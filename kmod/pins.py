@@ -15,7 +15,7 @@ from . import arch as archmod
 from . import datafile, paths
 from . import flavour as flavourmod
 from .errors import UserError, unsupported
-from .schema import parse
+from .schema import fits, parse
 
 LOCK_NAME = "kernels.lock"
 LOCK_FORMAT = 2
@@ -166,6 +166,8 @@ def read_lock() -> dict:
             raise UserError(f"{where} is not a table with an abi or kernels (arch -> flavour -> ABI) and a "
                             f"list of packages", LOCK_HINT)
         for i, p in enumerate(entry.get("packages", []), 1):
+            if fits(Package, p):
+                continue
             try:
                 parse(Package, p, f"{where}: package {i}")
             except UserError as e:

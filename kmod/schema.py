@@ -148,6 +148,29 @@ def conforms(value, tp) -> bool:
     return isinstance(value, tp)
 
 
+@functools.cache
+def _plain_types(cls) -> tuple[frozenset, frozenset, dict] | None:
+    """(all names, required names, name -> type) when every key of `cls` is a str, int, float or bool
+    without a check: then fits() can tell a good table at the cost of a few dict lookups."""
+    ks = keys(cls)
+    if any(k.check is not None or k.type not in (str, int, float, bool) for k in ks):
+        return None
+    return (frozenset(k.name for k in ks), frozenset(k.name for k in ks if k.required),
+            {k.name: (int, float) if k.type is float else k.type for k in ks})
+
+
+def fits(cls, raw) -> bool:
+    """True when parse(cls, raw) would accept `raw` (False: call parse() for the one-line reason). For
+    data read in bulk on every run, such as the lock's hundreds of packages."""
+    plain = _plain_types(cls)
+    if plain is None or not isinstance(raw, dict):
+        return False
+    names, required, types = plain
+    if not required <= raw.keys() <= names:
+        return False
+    return all(isinstance(v, types[k]) and (types[k] is bool or not isinstance(v, bool)) for k, v in raw.items())
+
+
 def type_error(where: str, k: str, value, tp) -> UserError:
     """`where: KEY must be TYPE, not GIVEN` with a hint that shows the right way to write it."""
     hint = None
