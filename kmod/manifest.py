@@ -176,6 +176,7 @@ class Manifest:
             disk = self._read()
             if reap:
                 _reap_dead_runs(disk)
+                runmod.reap_lock_files()
                 write = True
             for op in self._ops:
                 _apply(disk, op)

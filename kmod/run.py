@@ -11,6 +11,7 @@ SIGTERM (CI timeouts, `docker stop`) and SIGHUP (a closed terminal) are turned i
 KeyboardInterrupt as Ctrl-C, so one clean-up path serves all three; a second signal during that
 clean-up is ignored rather than allowed to cut it short.
 """
+import atexit
 import fcntl
 import os
 import shutil
@@ -100,8 +101,11 @@ def lock_path() -> str:
 
 
 def release() -> None:
-    """At the end of a task: nothing of this run is left to protect."""
+    """At the end of a task (and at exit): nothing of this run is left to protect."""
     _LIVENESS.release()
+
+
+atexit.register(release)  # library use too (tests, bench): no stale lock file after a normal exit
 
 
 def alive(lock: str | None) -> bool:
