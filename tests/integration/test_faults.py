@@ -144,6 +144,10 @@ def booted(engine, tmp_path_factory):
     (root / "kmod.toml").write_text(BOOT_SPEC)
     proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", ARCH, "--no-lint", cwd=root)
     assert proc.returncode == 0, proc.stderr
+    # One boot first: the pinned kernel and busybox are fetched and unpacked now (a fresh cache takes
+    # minutes), so that the signal tests below signal a VM, not a download.
+    proc = kmod("boot-test", "--module", "quick_probe", cwd=root)
+    assert proc.returncode == 0, proc.stderr
     yield root
     assert qemus_under(root) == []
 
