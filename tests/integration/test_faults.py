@@ -52,9 +52,24 @@ arches = ["{ARCH}"]
 """
 
 
+STARTED: list[subprocess.Popen] = []  # what this test started; stopped if the test fails half-way
+
+
 def start(*args, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kmod", *args], cwd=cwd, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "kmod", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_behind():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:  # a failed test: its run is stopped (Ctrl-C), not left running on
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
 
 
 def kmod(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
