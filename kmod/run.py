@@ -130,6 +130,26 @@ def labels() -> dict[str, str]:
     return {LABEL: ID, LOCK_LABEL: lock_path(), HOST_LABEL: HOST}
 
 
+_names = iter(range(1, 1 << 62))
+_names_lock = threading.Lock()
+
+
+def container(role: str) -> dict:
+    """`name` and `labels` for a container this run creates (containers.create(**container(role))).
+    The name repeats the run id: an image committed from a container inherits its labels (so every
+    container later made from a toolchain image would carry its builder's dead run), but not its name;
+    the reaper only trusts run labels on a container whose name says the same run (owns())."""
+    with _names_lock:
+        n = next(_names)
+    return {"name": f"kmod-{ID}-{role}-{n}", "labels": {"kmod.role": role, **labels()}}
+
+
+def owns(name: str | None, labels_: dict) -> bool:
+    """Were these run labels given to this container by the run they name (see container())?"""
+    run = labels_.get(LABEL) or ""
+    return bool(run) and (name or "").lstrip("/").startswith(f"kmod-{run}-")
+
+
 def reap_lock_files() -> None:
     """Remove the liveness files of dead runs from this cache."""
     folder = paths.cache_dir() / "runs"

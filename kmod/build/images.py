@@ -185,7 +185,7 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         container = client.containers.create(base, ["sh", "/kmod/debs/install.sh"], detach=True,
                                              network_mode="none",
                                              mounts=rtdocker.bind_mounts([Mount(staging, "/kmod/debs")]),
-                                             labels={"kmod.role": "image", **runmod.labels()})
+                                             **runmod.container("image"))
         rtdocker.track(container)
         container.start()
         compiler, lines, got = "", [], []

@@ -61,7 +61,7 @@ def ensure(pin: pins.Pin, extra_headers: str = "", packages: tuple[str, ...] = (
         return name
     base = images.ensure(pins.require_locked(pin), log=log, client=client)
     container = client.containers.create(base, ["sh", "-c", script(pin, extra_headers, packages)], detach=True,
-                                         network_mode="bridge", labels={"kmod.role": "dkms-image", **runmod.labels()})
+                                         network_mode="bridge", **runmod.container("dkms-image"))
     rtdocker.track(container)
     try:
         container.start()

@@ -71,8 +71,9 @@ def reap(c) -> list[str]:
         return gone
     for container in found:
         labels = container.labels or {}
-        if labels.get(runmod.HOST_LABEL) != runmod.HOST or runmod.alive(labels.get(runmod.LOCK_LABEL)):
-            continue
+        if (labels.get(runmod.HOST_LABEL) != runmod.HOST or not runmod.owns(container.name, labels)
+                or runmod.alive(labels.get(runmod.LOCK_LABEL))):
+            continue   # another host's, inherited from an image (not made by that run), or alive
         remove(container)
         gone.append(container.id)
     runmod.reap_lock_files()
@@ -156,7 +157,7 @@ class DockerRuntime(Runtime):
                 image, argv, environment=env, working_dir=ws.path,
                 mounts=bind_mounts([Mount(ws.dir, ws.path, False), *mounts]),
                 user="%d:%d" % build_user(), **SANDBOX, detach=True,
-                labels={"kmod.role": "build", **runmod.labels()})
+                **runmod.container("build"))
             track(container)
             container.start()
             if on_output:
