@@ -170,6 +170,27 @@ def _bombs(folder: Path) -> dict[str, int]:
     return sizes
 
 
+def _wait_with_peak_rss(proc, timeout: float) -> tuple[bytes, bytes, int]:
+    """stdout, stderr and the peak RSS (KiB) of this child alone: wait4() reports the rusage of the
+    one process it reaps (RUSAGE_CHILDREN would be the largest of every child this test run ever had)."""
+    import threading
+    got = {}
+    readers = [threading.Thread(target=lambda k=k, f=f: got.__setitem__(k, f.read()))
+               for k, f in (("out", proc.stdout), ("err", proc.stderr))]
+    for r in readers:
+        r.start()
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+    for r in readers:
+        r.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return got["out"], got["err"], usage.ru_maxrss
+
+
 def test_decompression_bombs_end_in_a_finding_under_a_memory_limit(tmp_path):
     """Each bomb is one invalid-elf finding; the lint process never holds much more than the cap
     (RLIMIT_AS of 1.5 GiB: a 2 GiB bomb inflated whole would die with MemoryError)."""
@@ -191,8 +212,7 @@ def test_decompression_bombs_end_in_a_finding_under_a_memory_limit(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "kmod.lint", str(bombs), "--format", "json", "--jobs", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=cap,
                             env={**os.environ, "KMOD_CACHE": str(tmp_path / "cache")})
-    out, err = proc.communicate(timeout=300)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out, err, peak_kib = _wait_with_peak_rss(proc, timeout=300)
     assert proc.returncode == 2, err.decode()
     report = {Path(m["path"]).name: m["findings"] for m in json.loads(out)["modules"]}
     assert set(report) == set(sizes)
