@@ -23,9 +23,9 @@ BOOKWORM_612 = r"^linux-headers-6\.12\..*\+deb12-amd64$"
 RPM_IN_CONTAINER = 'rpm --define "__transaction_unshare %{nil}"'  # rpm's unshare plugin needs privileges
 
 
-def kmod(*args, cwd, timeout=600):
+def kmod(*args, cwd, timeout=600, env=None):
     return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=timeout)
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,11 @@ def packages(tmp_path_factory):
     work = tmp_path_factory.mktemp("pkg") / "a checkout with spaces"  # paths with spaces work everywhere
     work.mkdir()
     (work / "kmod.toml").write_text(SPEC)
-    proc = kmod("package", cwd=work)
+    tmp = tmp_path_factory.mktemp("tmpdir")
+    proc = kmod("package", cwd=work, env={"TMPDIR": str(tmp)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lintian:" in proc.stdout and "no errors" in proc.stdout
+    assert list(tmp.iterdir()) == []   # lintian's index databases went with it, and nothing else stayed
     return work / "dist" / "packages"
 
 

@@ -119,8 +119,15 @@ def test_ctrl_c_while_reading_is_one_line(vm, project):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     first = proc.stderr.readline()          # "preflight: 1 job(s)": the host is being read
     assert first.startswith("preflight: 1 job(s)"), first
-    time.sleep(1.0)                          # connected, the facts script running (seconds under TCG)
-    proc.send_signal(signal.SIGINT)
+    # A warm VM answers in well under a second: freeze it so that the signal surely lands mid-read
+    # (a run that had already finished would prove nothing), and thaw it once the signal is sent.
+    os.killpg(vm.vm.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+    finally:
+        os.killpg(vm.vm.proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("interrupted")
