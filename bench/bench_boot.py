@@ -9,6 +9,8 @@ Both are measured in one run, alternating, median of --reps. Results are printed
 docs/benchmarks.md, section "Boot" (only that section is touched).
 
     python bench/bench_boot.py [--reps 3] [--module clone_probe] [--no-write]
+    python bench/bench_boot.py --arch ppc64el,s390x,riscv64 --section "Boot: ppc64el, s390x, riscv64"
+    python bench/bench_boot.py --arch x86_64,arm64 --flavour cloud,rt --section "Boot: cloud and rt"
 """
 import argparse
 import os
@@ -26,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from kmod import arch as archmod  # noqa: E402
 from kmod import boot  # noqa: E402
+from kmod import flavour as flavourmod  # noqa: E402
 from kmod import build as buildmod  # noqa: E402
 from kmod import pins as pinsmod  # noqa: E402
 from kmod import spec as specmod  # noqa: E402
@@ -43,18 +46,19 @@ def child_cpu() -> float:
 PER_CELL_GOAL, PARALLEL_GOAL = 1.3, 0.65
 
 
-def built_targets(project, module: str) -> list[boot.Target]:
+def built_targets(project, module: str, arches: str = "all", flavours: str = "generic") -> list[boot.Target]:
     mods = project.select(module)
-    cells = buildmod.plan(project, mods, pinsmod.select("all"), archmod.select("all"))
+    fl = tuple(f.name for f in flavourmod.select(flavours))
+    cells = buildmod.plan(project, mods, pinsmod.select("all"), archmod.select(arches), flavours=fl)
     outcome = buildmod.run(project, cells, quiet=True, command="bench_boot")
     if outcome.exit_code:
         raise SystemExit(f"build failed: {[c.id for c in outcome.failed]}")
-    return boot.targets_from_manifest(project, Manifest(project.dist / "manifest.json"), archmod.select("all"),
-                                      pinsmod.select("all"), mods)
+    return boot.targets_from_manifest(project, Manifest(project.dist / "manifest.json"), archmod.select(arches),
+                                      pinsmod.select("all"), mods, fl)
 
 
 def bare_boot(t: boot.Target, initrd: Path, timeout: float) -> tuple[float, float]:
-    k = kernel.kernel(t.pin, t.arch)
+    k = kernel.kernel(t.pin, t.arch, t.flavour)
     started, cpu = time.monotonic(), child_cpu()
     run, _accel = qemu.boot(t.arch, k.image, initrd, BARE_APPEND, timeout)
     wall = time.monotonic() - started
@@ -69,10 +73,13 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--module", default="clone_probe")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--arch", default="all", help="the arches to boot (comma list; default all)")
+    ap.add_argument("--flavour", default="generic", help="the flavours to boot (comma list; default generic)")
+    ap.add_argument("--section", default="Boot", help="the docs/benchmarks.md section to write")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
     project = specmod.load(REPO / "kmod.toml")
-    targets = built_targets(project, args.module)
+    targets = built_targets(project, args.module, args.arch, args.flavour)
     jobs = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="bench_boot."))
     tested: dict[str, list[float]] = {t.id: [] for t in targets}
@@ -104,7 +111,7 @@ def main() -> int:
         cpu_parallel.append(child_cpu() - cpu)
         if outcome.exit_code:
             raise SystemExit(f"parallel run failed: exit {outcome.exit_code}")
-        print(f"rep {rep + 1} six cells on {jobs} cores: {parallel[-1]:.2f}s", file=sys.stderr, flush=True)
+        print(f"rep {rep + 1} {len(targets)} cells on {jobs} cores: {parallel[-1]:.2f}s", file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0]
 
     rows = []
@@ -118,10 +125,14 @@ def main() -> int:
     worst = max(r[3] for r in rows)
     par_cpu = statistics.median(cpu_parallel)
     accel = {t.arch.name: qemu.accel_for(t.arch) for t in targets}
+    command = f"python bench/bench_boot.py --reps {args.reps}" + \
+        (f" --arch {args.arch}" if args.arch != "all" else "") + \
+        (f" --flavour {args.flavour}" if args.flavour != "generic" else "") + \
+        (f' --section "{args.section}"' if args.section != "Boot" else "")
     lines = [
-        "## Boot",
+        f"## {args.section}",
         "",
-        f"`python bench/bench_boot.py --reps {args.reps}` on {platform.node() or 'this machine'}: "
+        f"`{command}` on {platform.node() or 'this machine'}: "
         f"{jobs} cores, {platform.machine()}, accel {', '.join(f'{a}={x}' for a, x in accel.items())}, "
         f"load average {load_before:.1f} before / {load_after:.1f} after, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Medians of {args.reps} alternating runs.",
@@ -137,7 +148,7 @@ def main() -> int:
         "",
         f"Worst ratio: **{worst:.2f}x** ({'meets' if worst <= PER_CELL_GOAL else 'MISSES'} the {PER_CELL_GOAL}x goal).",
         "",
-        f"Six cells at once (`--jobs {jobs}`): **{par:.2f} s** against {seq_sum:.2f} s for the sum of their "
+        f"{len(targets)} cells at once (`--jobs {jobs}`): **{par:.2f} s** against {seq_sum:.2f} s for the sum of their "
         f"sequential walls = **{par / seq_sum:.2f}x** ({'meets' if par / seq_sum <= PARALLEL_GOAL else 'MISSES'} "
         f"the {PARALLEL_GOAL}x goal; {jobs} cores make {1 / jobs:.2f}x the floor). Runs: "
         + ", ".join(f"{p:.2f}" for p in parallel) + " s; sequential sums per repetition: "
@@ -153,15 +164,15 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(REPO / "docs" / "benchmarks.md", text)
+        write_section(REPO / "docs" / "benchmarks.md", text, args.section)
     ok = worst <= PER_CELL_GOAL and par / seq_sum <= PARALLEL_GOAL
     return 0 if ok else 2
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "## Boot" section (up to the next "## " heading) or append it; nothing else changes."""
+def write_section(path: Path, section: str, title: str = "Boot") -> None:
+    """Replace the "## TITLE" section (up to the next "## " heading) or append it; nothing else changes."""
     old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Boot\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _: section + "\n", old, count=1) if pattern.search(old) else \
         old.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,7 @@ class Arch:
     ftrace_entry_bytes: int = 0
     ftrace_entry_when: str = ""
     ftrace_entry_unless: str = ""
+    argument_expression: str = ""              # C for argument n where regs_get_kernel_argument() cannot link
     qemu: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -172,6 +173,7 @@ def _build(d: dict, _path) -> Arch:
         set_high=(frozenset(high["insn"]), high["shift"]) if high else None, add_low=frozenset(abi.get("add_low", ())),
         lint=_lint(d["lint"]), ftrace_entry_bytes=kp.get("ftrace_entry_bytes", 0),
         ftrace_entry_when=kp.get("ftrace_entry_when", ""), ftrace_entry_unless=kp.get("ftrace_entry_unless", ""),
+        argument_expression=kp.get("argument_expression", ""),
         qemu=d["qemu"])
 
 

@@ -24,6 +24,7 @@ from .. import pins as pinsmod
 from ..errors import InfraError, UserError
 from ..archive.fetch import sha256_file
 from ..manifest import Manifest, cell_lock
+from ..flavour import GENERIC
 from ..parallel import parallel, sigterm_as_interrupt
 from ..progress import Progress
 from ..report import write as write_report
@@ -40,6 +41,7 @@ class Target:
     arch: archmod.Arch
     ko: Path
     kos: tuple[Path, ...] = ()  # every .ko of the cell, in load order (default: `ko` alone)
+    flavour: str = GENERIC
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -47,7 +49,7 @@ class Target:
 
     @property
     def id(self) -> str:
-        return f"{self.module.name}/{self.pin.name}/{self.arch.name}"
+        return f"{self.module.name}/{self.pin.label(self.flavour)}/{self.arch.name}"
 
     @property
     def probes(self) -> list[tuple[str, int]]:
@@ -78,20 +80,22 @@ def default_jobs() -> int:
 
 
 def targets_from_manifest(project, manifest: Manifest, arches: list[archmod.Arch], pins: list[pinsmod.Pin],
-                          modules: list) -> list[Target]:
+                          modules: list, flavours: tuple[str, ...] = (GENERIC,)) -> list[Target]:
     """The built (result ok) cells of the manifest that match the selection."""
     wanted = {m.name: m for m in modules}
     arch_names, pin_names = {a.name for a in arches}, {p.name for p in pins}
     out = []
     for cid, rec in sorted(manifest.cells.items()):
+        flavour = rec.get("flavour", GENERIC)
         if (rec.get("result") != "ok" or not rec.get("ko") or rec.get("module") not in wanted
-                or rec.get("arch") not in arch_names or rec.get("kernel") not in pin_names):
+                or rec.get("arch") not in arch_names or rec.get("kernel") not in pin_names
+                or flavour not in flavours):
             continue
         kos = _kos(project, rec)
         if not all(k.is_file() for k in kos):
             continue
         out.append(Target(wanted[rec["module"]], pinsmod.get(rec["kernel"]), archmod.get(rec["arch"]), kos[0],
-                          kos))
+                          kos, flavour))
     return out
 
 
@@ -106,7 +110,7 @@ def targets_from_cells(project, cells) -> list[Target]:
         if c.pin is None or not rec.get("ko") or c.result not in ("ok", "cached"):
             continue  # host builds (--kdir) have no pinned kernel to boot
         kos = _kos(project, rec)
-        out.append(Target(c.module, c.pin, c.arch, kos[0], kos))
+        out.append(Target(c.module, c.pin, c.arch, kos[0], kos, c.flavour))
     return out
 
 
@@ -115,7 +119,7 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     """Build the initramfs, boot, judge. Never raises for a guest problem; InfraError for a host one."""
     started = time.monotonic()
     a = target.arch
-    k = kernel.kernel(target.pin, a)
+    k = kernel.kernel(target.pin, a, target.flavour)
     bb = kernel.busybox(target.pin, a)
     # kmod's own modules count their hits; for a hand-written one kmod counts them itself (tracefs).
     hand_written = target.module.source is not None
@@ -197,7 +201,7 @@ def boot_all(targets: list[Target], dist: Path, timeout: float = qemu.DEFAULT_TI
                 prog.update(t.id, "running")
                 record(t, {"verdict": "running"}, sha256_file(t.ko))
                 try:
-                    r = boot_one(t, dist / t.module.name / t.pin.name / t.arch.name / "boot", timeout, append, prog)
+                    r = boot_one(t, dist / t.module.name / t.pin.label(t.flavour) / t.arch.name / "boot", timeout, append, prog)
                 except InfraError as e:
                     if stop.is_set():
                         return

@@ -11,6 +11,7 @@ from .. import paths
 from ..archive import fetch
 from ..arch import Arch
 from ..errors import InfraError
+from ..flavour import GENERIC
 from ..pins import Package, Pin, require_locked
 
 _locks: dict[str, threading.Lock] = {}
@@ -107,10 +108,10 @@ def _uncompressed(image: Path, dest: Path) -> Path:
     return out
 
 
-def kernel(pin: Pin, arch: Arch) -> Kernel:
+def kernel(pin: Pin, arch: Arch, flavour: str = GENERIC) -> Kernel:
     require_locked(pin)
-    pkg = pin.package("image", arch)
-    release = pin.release(arch)
+    pkg = pin.package("image", arch, flavour)
+    release = pin.release(arch, flavour)
     dest = paths.cache_dir() / "boot" / "kernels" / f"{pkg.sha256[:16]}_{release}"
     _extract(pkg, {f"./boot/{arch.image_file}-{release}": arch.image_file,
                    f"./boot/System.map-{release}": "System.map",
@@ -131,9 +132,9 @@ def busybox(pin: Pin, arch: Arch) -> Path:
     return dest / "busybox"
 
 
-def system_map(pin: Pin, arch: Arch) -> Path | None:
+def system_map(pin: Pin, arch: Arch, flavour: str = GENERIC) -> Path | None:
     """System.map of a pinned kernel, or None: Debian ships a one-line stub in the image package ("The
     real System.map is in the linux-image-<version>-dbg package"). The probe map (probemap.py) has the
     running kernel's /proc/kallsyms, in the same format."""
-    path = kernel(pin, arch).system_map
+    path = kernel(pin, arch, flavour).system_map
     return path if path.stat().st_size > 4096 else None

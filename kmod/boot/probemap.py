@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import atomic, paths
 from ..arch import Arch
 from ..errors import InfraError
+from ..flavour import GENERIC
 from ..pins import Pin, require_locked
 from ..progress import Progress
 from . import initramfs, kernel, qemu
@@ -21,10 +22,10 @@ FUNCTION_TYPES = set("tTwW")
 FORMAT = 1
 
 
-def cache_path(pin: Pin, arch: Arch) -> Path:
+def cache_path(pin: Pin, arch: Arch, flavour: str = GENERIC) -> Path:
     require_locked(pin)
-    pkg = pin.package("image", arch)
-    return paths.probe_map_dir(pkg.sha256, pin.release(arch))
+    pkg = pin.package("image", arch, flavour)
+    return paths.probe_map_dir(pkg.sha256, pin.release(arch, flavour))
 
 
 @dataclass
@@ -97,9 +98,9 @@ def parse_blacklist(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def load(pin: Pin, arch: Arch) -> ProbeMap | None:
+def load(pin: Pin, arch: Arch, flavour: str = GENERIC) -> ProbeMap | None:
     """The cached map of a pinned kernel, or None when `invoke probe-map` has not made it yet."""
-    d = cache_path(pin, arch)
+    d = cache_path(pin, arch, flavour)
     return ProbeMap(d) if (d / "meta.json").is_file() else None
 
 
@@ -124,11 +125,11 @@ def extract_dumps(lines: list[str]) -> dict[str, bytes]:
     return out
 
 
-def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT) -> ProbeMap:
+def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT, flavour: str = GENERIC) -> ProbeMap:
     qemu.require_binary(arch)
-    k = kernel.kernel(pin, arch)
+    k = kernel.kernel(pin, arch, flavour)
     bb = kernel.busybox(pin, arch)
-    dest = cache_path(pin, arch)
+    dest = cache_path(pin, arch, flavour)
     work = dest.with_name(dest.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     initrd = work / "initramfs.cpio"
@@ -139,12 +140,13 @@ def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT) -> ProbeMa
     missing = [name for name, _ in DUMPS if name not in dumps]
     if missing:
         why = "timed out" if run.timed_out else f"qemu exit code {run.exit_code}"
-        raise InfraError(f"probe map of {pin.name}/{arch.name}: no {', '.join(missing)} on the console ({why})",
+        raise InfraError(f"probe map of {pin.label(flavour)}/{arch.name}: no {', '.join(missing)} on the console ({why})",
                          f"see {work / 'console.log'}")
     for name, data in dumps.items():
         atomic.write_bytes(work / name, data)
-    atomic.write_json(work / "meta.json", {"format": FORMAT, "kernel": pin.name, "arch": arch.name,
-                                           "release": pin.release(arch), "image_sha256": pin.package("image", arch).sha256,
+    atomic.write_json(work / "meta.json", {"format": FORMAT, "kernel": pin.name, "flavour": flavour, "arch": arch.name,
+                                           "release": pin.release(arch, flavour),
+                                           "image_sha256": pin.package("image", arch, flavour).sha256,
                                            "seconds": round(time.monotonic() - started, 3), "at": time.time()})
     initrd.unlink()
     (work / "console.log").unlink()  # megabytes of base64, decoded above
@@ -152,24 +154,27 @@ def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT) -> ProbeMa
     return ProbeMap(dest)
 
 
-def ensure(pairs: list[tuple[Pin, Arch]], refresh: bool = False, timeout: float | None = None,
+def ensure(kernels: list[tuple], refresh: bool = False, timeout: float | None = None,
            jobs: int | None = None, quiet: bool = False) -> list[ProbeMap]:
-    """The maps of `pairs`, booting the kernels whose map is not cached (in parallel)."""
+    """The maps of `kernels` ((pin, arch) or (pin, arch, flavour)), booting the kernels whose map is not
+    cached (in parallel)."""
     timeout = timeout or qemu.DEFAULT_TIMEOUT
-    found = {(p.name, a.name): (None if refresh else load(p, a)) for p, a in pairs}
-    todo = [(p, a) for p, a in pairs if found[(p.name, a.name)] is None]
+    triples = [(k[0], k[1], k[2] if len(k) > 2 else GENERIC) for k in kernels]
+    key = lambda p, a, f: (p.name, a.name, f)  # noqa: E731
+    found = {key(*t): (None if refresh else load(*t)) for t in triples}
+    todo = [t for t in triples if found[key(*t)] is None]
     if todo:
-        with Progress("probe-map", [f"{p.name}/{a.name}" for p, a in todo], quiet) as prog:
-            def one(pa):
-                p, a = pa
-                row = f"{p.name}/{a.name}"
+        with Progress("probe-map", [f"{p.label(f)}/{a.name}" for p, a, f in todo], quiet) as prog:
+            def one(t):
+                p, a, f = t
+                row = f"{p.label(f)}/{a.name}"
                 prog.update(row, "running")
-                m = make(p, a, timeout)
-                found[(p.name, a.name)] = m
+                m = make(p, a, timeout, f)
+                found[key(*t)] = m
                 prog.update(row, "ok", f"{len(m.functions)} functions, {len(m.blacklist)} blacklisted")
             import os
 
             from ..parallel import parallel
             qemu.allow()
             parallel(one, todo, min(jobs or os.cpu_count() or 1, len(todo)), on_abort=lambda: qemu.kill_all(stop=True))
-    return [found[(p.name, a.name)] for p, a in pairs]
+    return [found[key(*t)] for t in triples]

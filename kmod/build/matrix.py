@@ -1,5 +1,5 @@
-"""The build matrix: modules x pinned kernels x arches, built in parallel, cached by inputs, recorded in
-the manifest. A cell whose inputs are unchanged is a cache hit: no engine is even contacted."""
+"""The build matrix: modules x pinned kernels x flavours x arches, built in parallel, cached by inputs,
+recorded in the manifest. A cell whose inputs are unchanged is a cache hit: no engine is even contacted."""
 import hashlib
 import json
 import os
@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import arch as archmod
 from .. import atomic, paths, render, report
 from .. import run as runmod
+from ..flavour import GENERIC
 from ..archive.fetch import sha256_file
 from ..errors import BuildFailed, UserError
 from ..nofollow import UnsafeFile
@@ -40,6 +41,7 @@ class Cell:
     arch: archmod.Arch
     sources: render.Sources
     kdir: str
+    flavour: str = GENERIC
     image: str = ""
     signing: "BuildSigning | None" = None
     key: str = ""
@@ -49,7 +51,15 @@ class Cell:
 
     @property
     def kernel(self) -> str:
-        return self.pin.name if self.pin else "host"
+        """The kernel's label in ids and paths: the pin, PIN-FLAVOUR beyond generic, or "host"."""
+        return self.pin.label(self.flavour) if self.pin else "host"
+
+    def locked_packages(self) -> dict[str, str]:
+        """basename -> sha256 of the locked packages this cell's kernel headers are made of."""
+        if self.pin is None:
+            return {}
+        return {p.basename: p.sha256 for role in images.IMAGE_ROLES
+                for p in self.pin.packages_for(role, self.arch, self.flavour)}
 
     @property
     def id(self) -> str:
@@ -72,15 +82,20 @@ def command_doc(cell: Cell, build_arch: str) -> dict:
 
 
 def cell_key(cell: Cell, build_arch: str) -> str:
+    kernel = {"release": cell.pin.release(cell.arch, cell.flavour), "packages": cell.locked_packages()} \
+        if cell.pin else cell.kdir
     doc = {"recipe": RECIPE_VERSION, "sources": cell.sources.digest, "arch": cell.arch.name,
-           "kernel": cell.pin.lock_entry() if cell.pin else cell.kdir, "image": cell.image,
+           "kernel": kernel, "image": cell.image,
            **command_doc(cell, build_arch), "env": REPRODUCIBLE_ENV,
            **({"signed_by": cell.signing.cert_sha256} if cell.signing else {})}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[archmod.Arch],
-         kdir: str | None = None, signing: "BuildSigning | None" = None) -> list[Cell]:
+         kdir: str | None = None, signing: "BuildSigning | None" = None,
+         flavours: tuple[str, ...] = (GENERIC,)) -> list[Cell]:
+    """Every module x pin x arch x flavour that is locked (a flavour the mirror does not ship for an arch
+    is no cell; `invoke toolchains` lists the ones there are)."""
     build_arch = images.build_arch()
     cells = []
     for m in modules:
@@ -99,11 +114,14 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
                 if a.name not in p.arches:
                     continue
                 require_locked(p)
-                cells.append(Cell(m, p, a, sources, p.kdir(a), image=images.tag(p), signing=signing,
-                                  dkms_conf=conf))
+                for f in flavours:
+                    if f in p.flavours and p.has(a, f):
+                        cells.append(Cell(m, p, a, sources, p.kdir(a, f), f, image=images.tag(p), signing=signing,
+                                          dkms_conf=conf))
     if not cells:
-        raise UserError("nothing to build: no module, kernel and arch combination matches",
-                        "check --module/--kernel/--arch and the modules' `arches`")
+        raise UserError("nothing to build: no module, kernel, flavour and arch combination matches",
+                        "check --module/--kernel/--flavour/--arch and the modules' `arches` "
+                        "(`invoke toolchains` lists the kernels there are)")
     for c in cells:
         c.key = cell_key(c, build_arch)
     return cells
@@ -162,13 +180,12 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         header = f"# reproduce: {' '.join(shown)}\n# image: {cell.image or 'host'}\n"
         refused = images.refused_image(cell.pin, cell.image, res.exit_code, res.output) if cell.pin else ""
         atomic.write_text(log_path, header + (refused + "\n" if refused else res.output))
-        rec = {"module": cell.module.name, "version": cell.module.version, "kernel": cell.kernel,
-               "arch": cell.arch.name, "release": cell.pin.release(cell.arch) if cell.pin else "",
+        rec = {"module": cell.module.name, "version": cell.module.version,
+               "kernel": cell.pin.name if cell.pin else "host", "flavour": cell.flavour, "arch": cell.arch.name,
+               "release": cell.pin.release(cell.arch, cell.flavour) if cell.pin else "",
                "key": cell.key, "inputs": {"sources": cell.sources.files, "kdir": cell.kdir,
-                                           "pin_abi": cell.pin.abi(cell.arch) if cell.pin else "",
-                                           "pin_packages": {p.basename: p.sha256 for p in cell.pin.packages
-                                                            if p.role in images.IMAGE_ROLES}
-                                           if cell.pin else {}},
+                                           "pin_abi": cell.pin.abi(cell.arch, cell.flavour) if cell.pin else "",
+                                           "pin_packages": cell.locked_packages()},
                "image": cell.image, "log": str(log_path.relative_to(dist)),
                "tools": images.tool_versions(cell.pin, cell.arch) if cell.pin else {},
                "seconds": {"container": round(res.seconds, 3)}}
@@ -227,8 +244,8 @@ def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mo
         env.update(KMOD_DKMS_TREE=tree, KMOD_KSOURCEDIR=cell.kdir)
         mounts = ()
     else:
-        release = cell.pin.release(cell.arch)
-        common = f"/usr/src/{cell.pin.package('headers-common', cell.arch).name}"
+        release = cell.pin.release(cell.arch, cell.flavour)
+        common = f"/usr/src/{cell.pin.package('headers-common', cell.arch, cell.flavour).name}"
         src, tree, headers = dkmsbuild.SRC_MOUNT, dkmsbuild.DKMS_TREE, [cell.kdir, common]
         mounts = (Mount(cell.sources.dir, src, True), Mount(ws.dir, tree, False),
                   Mount(dkmsbuild.lib_modules(ws.dir, cell.kdir, common), f"/lib/modules/{release}", True))

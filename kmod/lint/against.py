@@ -45,6 +45,13 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
                                f"each hit holds a kretprobe instance forever. Use a kprobe instead"))
         if t is None:
             continue
+        if kind == "kretprobe" and t.entry_skip:
+            out.append(Finding("kretprobe-entry-refused", "error",
+                               f"kretprobe on {name}: {t.name} starts every function with an ftrace patch site it "
+                               f"cannot probe (no CONFIG_KPROBES_ON_FTRACE), and a kretprobe must attach at the "
+                               f"entry itself, so register_kretprobe() fails with -EINVAL. Use a kprobe (kmod "
+                               f"places it {t.entry_skip:#x} bytes in, after the site), or a kernel with "
+                               f"KPROBES_ON_FTRACE"))
         if t.text is None:
             if name == first:
                 shown = ", ".join(sorted(probed)[:8]) + (f" and {len(probed) - 8} more" if len(probed) > 8 else "")

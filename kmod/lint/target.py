@@ -20,9 +20,10 @@ from pathlib import Path
 from .. import arch as archmod
 from .. import atomic, filelock, paths, pins
 from ..errors import InfraError, UserError
+from ..flavour import GENERIC
 from . import ruledata
 
-FORMAT = 8   # bump when the cached layout changes
+FORMAT = 9   # bump when the cached layout changes
 CLONE_RE = re.compile(r"^(?P<base>[^.]+)\.(?:isra|constprop|part|lto_priv|llvm)(?:\.\d+)*")
 TEXT_TYPES = frozenset("TtWw")
 
@@ -36,6 +37,7 @@ class KernelTarget:
     # name -> (crc, GPL-only?, namespace, owner: "vmlinux" or the in-tree module's path in the tree)
     exports: dict[str, tuple[int | None, bool, str, str]] | None = None
     allow_missing_namespaces: bool = False     # CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS
+    entry_skip: int = 0                         # bytes a probe must skip at a function's entry (arch data)
     text: dict[str, int] | None = None          # System.map text symbols -> address
     blacklist: set[str] = field(default_factory=set)           # NOKPROBE_SYMBOL (_kbl_addr_*)
     ranges: list[tuple[int, int, str]] = field(default_factory=list)  # blacklisted text ranges
@@ -66,6 +68,7 @@ class KernelTarget:
     def to_json(self) -> dict:
         return {"format": FORMAT, "name": self.name, "arch": self.arch, "release": self.release,
                 "vermagic": self.vermagic, "allow_missing_namespaces": self.allow_missing_namespaces,
+                "entry_skip": self.entry_skip,
                 "exports": None if self.exports is None else {k: list(v) for k, v in self.exports.items()},
                 "text": self.text, "blacklist": sorted(self.blacklist), "ranges": self.ranges,
                 "clones": self.clones, "symbols_from": self.symbols_from,
@@ -84,6 +87,7 @@ class KernelTarget:
             return cls(name=str(d["name"]), arch=d["arch"], release=d["release"], vermagic=d["vermagic"],
                        exports=None if exports is None else dict(zip(exports, map(tuple, exports.values()))),
                        allow_missing_namespaces=bool(d["allow_missing_namespaces"]),
+                       entry_skip=int(d["entry_skip"]),
                        text=text, blacklist=set(d["blacklist"]),
                        ranges=[(int(a), int(b), str(n)) for a, b, n in d["ranges"]],
                        clones=clones or {}, symbols_from=d["symbols_from"],
@@ -95,7 +99,8 @@ class KernelTarget:
 
 
 class TargetSpec:
-    """What --target named; resolves to a KernelTarget per module arch (a pin has one per arch)."""
+    """What --target named; resolves to a KernelTarget per module arch (a pin has one per arch; PIN-FLAVOUR,
+    e.g. bookworm-6.1-rt, names a flavour of it)."""
 
     def __init__(self, spec: str):
         self.spec = spec
@@ -109,29 +114,32 @@ class TargetSpec:
             self.key = f"path:{self.path}:{st.st_mtime_ns}:{st.st_size}"
         else:
             self.path = None
-            self.pin = pins.require_locked(pins.get(spec))
+            pin, self.flavour = pins.get_label(spec)
+            self.pin = pins.require_locked(pin)
             self._fixed = None
+            self._arches = [a for a in self.pin.arches if self.pin.has(archmod.get(a), self.flavour)]
             # A probe map made later changes what the probe-target rules can see: part of the key.
-            maps = [_stat_of(str(paths.probe_map_dir(self.pin.package("image", archmod.get(a)).sha256,
-                                                     self.pin.release(archmod.get(a))) / "meta.json"))
-                    for a in self.pin.arches]
+            maps = [_stat_of(str(paths.probe_map_dir(self.pin.package("image", archmod.get(a), self.flavour).sha256,
+                                                     self.pin.release(archmod.get(a), self.flavour)) / "meta.json"))
+                    for a in self._arches]
             # so is whether QEMU is there to make one (without it the check is skipped, with it not)
-            qemu = [shutil.which(archmod.get(a).qemu["binary"]) is not None for a in self.pin.arches]
-            self.key = "pin:" + hashlib.sha256(repr((self.pin.lock_entry(), maps, qemu)).encode()).hexdigest()[:16]
+            qemu = [shutil.which(archmod.get(a).qemu["binary"]) is not None for a in self._arches]
+            self.key = "pin:" + hashlib.sha256(repr((self.flavour, self.pin.lock_entry(), maps, qemu))
+                                               .encode()).hexdigest()[:16]
 
     def arches(self) -> list[str]:
         if self.pin:
-            return list(self.pin.arches)
+            return list(self._arches)
         return [self._fixed.arch] if self._fixed.arch else []
 
     def for_arch(self, arch_name: str | None) -> KernelTarget | None:
         """The target for a module of this arch; None when a pin has no such arch (arch-mismatch)."""
         if self._fixed is not None:
             return self._fixed
-        if arch_name not in self.pin.arches:
+        if arch_name not in self._arches:
             return None
         if arch_name not in self._cache:
-            self._cache[arch_name] = load_pin(self.pin, archmod.get(arch_name))
+            self._cache[arch_name] = load_pin(self.pin, archmod.get(arch_name), self.flavour)
         return self._cache[arch_name]
 
     def with_symbols(self, arch_name: str) -> KernelTarget | None:  # noqa: C901
@@ -143,8 +151,8 @@ class TargetSpec:
         if self.pin is None or t is None:
             return t
         a = archmod.get(arch_name)
-        if t.symbols_deferred and not load_symbols(self.pin, a, t):
-            t = self._cache[arch_name] = load_pin(self.pin, a, symbols=True)
+        if t.symbols_deferred and not load_symbols(self.pin, a, t, self.flavour):
+            t = self._cache[arch_name] = load_pin(self.pin, a, self.flavour, symbols=True)
         if t.text is not None:
             return t
         from ..boot import probemap, qemu
@@ -154,19 +162,20 @@ class TargetSpec:
             qemu.require_binary(a)
         except InfraError:
             t.symbols_unavailable = (f"{a.qemu['binary']} is not installed, so kmod could not boot "
-                                     f"{self.pin.name} once to read its symbols and kprobe blacklist; "
+                                     f"{self.pin.label(self.flavour)} once to read its symbols and kprobe blacklist; "
                                      f"install QEMU (tests/integration/BOOT_REQUIRES.txt) for the check")
             return t
-        dest = probemap.cache_path(self.pin, a)
+        f, label = self.flavour, self.pin.label(self.flavour)
+        dest = probemap.cache_path(self.pin, a, f)
         with filelock.locked(dest.with_name(dest.name + ".lock")):
-            if probemap.load(self.pin, a) is None:
-                log(f"lint: booting {self.pin.name}/{a.name} once to read its symbols and kprobe blacklist "
+            if probemap.load(self.pin, a, f) is None:
+                log(f"lint: booting {label}/{a.name} once to read its symbols and kprobe blacklist "
                     f"(the probe map; cached for later runs)")
                 started = time.monotonic()
-                m = probemap.make(self.pin, a)
-                log(f"lint: probe map of {self.pin.name}/{a.name}: {len(m.functions)} functions, "
+                m = probemap.make(self.pin, a, flavour=f)
+                log(f"lint: probe map of {label}/{a.name}: {len(m.functions)} functions, "
                     f"{len(m.blacklist)} blacklisted ({time.monotonic() - started:.1f}s)")
-        self._cache[arch_name] = load_pin(self.pin, a, symbols=True)
+        self._cache[arch_name] = load_pin(self.pin, a, f, symbols=True)
         return self._cache[arch_name]
 
     def prepare(self, arch_names) -> None:
@@ -252,6 +261,12 @@ def vermagic_from_config(release: str, config: dict[str, str]) -> str:
     return " ".join(words)
 
 
+def _entry_skip(config: dict[str, str]) -> int:
+    """Bytes a kprobe must skip at a function's entry on this kernel (an ftrace site it cannot probe)."""
+    arch = archmod.by_config(config)
+    return arch.ftrace_entry_offset(config) if arch else 0
+
+
 def _arch_from_config(config: dict[str, str]) -> str | None:
     arch = archmod.by_config(config)
     return arch.name if arch else None
@@ -290,6 +305,7 @@ def from_path(path: Path) -> KernelTarget:
     elif maps and maps[-1].name.startswith("System.map-"):
         t.release = maps[-1].name[len("System.map-"):]
     t.arch = _arch_from_config(config)
+    t.entry_skip = _entry_skip(config)
     t.allow_missing_namespaces = config.get("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") == "y"
     if t.release and config:
         t.vermagic = vermagic_from_config(t.release, config)
@@ -320,11 +336,11 @@ def _extract(deb: Path, dest: Path, patterns: list[str]) -> None:
         raise InfraError(f"cannot unpack {deb.name}: {tar.stderr.decode(errors='replace').strip()[:200]}")
 
 
-def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
+def image_tree(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC) -> Path:
     """The whole linux-image package of a pin, unpacked once into the cache (System.map, lib/modules).
     A complete tree is never replaced (other threads and processes read it); the unpacking runs under a
     lock, so two builds that need it at once unpack it once."""
-    pkg = pin.package("image", arch)
+    pkg = pin.package("image", arch, flavour)
     dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
     if (dest / ".complete").exists():
         return dest
@@ -349,9 +365,9 @@ def image_tree(pin: pins.Pin, arch: archmod.Arch) -> Path:
     return dest
 
 
-def headers_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[str, str]:
+def headers_files(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC) -> tuple[str, str]:
     """(Module.symvers, .config) of the pin's linux-headers package for this arch."""
-    pkg = pin.package("headers", arch)
+    pkg = pin.package("headers", arch, flavour)
     from ..archive import fetch
     deb = fetch.fetch(pkg)
     with tempfile.TemporaryDirectory(dir=paths.cache_dir()) as tmp:
@@ -386,7 +402,7 @@ def _first_vermagic(tree: Path) -> str | None:
     return None
 
 
-def _probe_map(pin: pins.Pin, arch: archmod.Arch):
+def _probe_map(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC):
     """The booted kernel's /proc/kallsyms and kprobe blacklist (`invoke probe-map`), when cached.
     Debian's linux-image ships a placeholder System.map (the real one is in the -dbg package), so
     this is where the probe-target rules get their symbols from."""
@@ -395,7 +411,7 @@ def _probe_map(pin: pins.Pin, arch: archmod.Arch):
     except ImportError:
         return None
     try:
-        return probemap.load(pin, arch)
+        return probemap.load(pin, arch, flavour)
     except Exception:   # a damaged map is as good as none: the rules say the targets were not checked
         return None
 
@@ -411,10 +427,10 @@ def _stat_of(path: str | None) -> tuple | None:
 SYMBOL_FIELDS = ("text", "clones", "blacklist", "ranges")
 
 
-def _cache_files(pin: pins.Pin, arch: archmod.Arch) -> tuple[Path, Path]:
-    key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch).sha256}{pin.package('image', arch).sha256}"
-                         .encode()).hexdigest()[:16]
-    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.name}-{arch.name}-{key}.json"
+def _cache_files(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC) -> tuple[Path, Path]:
+    key = hashlib.sha256(f"{FORMAT}{pin.package('headers', arch, flavour).sha256}"
+                         f"{pin.package('image', arch, flavour).sha256}".encode()).hexdigest()[:16]
+    cached = paths.cache_dir() / "lint" / "targets" / f"{pin.label(flavour)}-{arch.name}-{key}.json"
     return cached, cached.with_suffix(".symbols.json")
 
 
@@ -429,10 +445,10 @@ def _symbols_json(path: Path) -> dict:
             "ranges": [(int(a), int(b), str(n)) for a, b, n in more["ranges"]]}
 
 
-def load_symbols(pin: pins.Pin, arch: archmod.Arch, t: KernelTarget) -> bool:
+def load_symbols(pin: pins.Pin, arch: archmod.Arch, t: KernelTarget, flavour: str = GENERIC) -> bool:
     """Fill in a deferred target's symbols from their cache file; False when it is missing or damaged."""
     try:
-        for k, v in _symbols_json(_cache_files(pin, arch)[1]).items():
+        for k, v in _symbols_json(_cache_files(pin, arch, flavour)[1]).items():
             setattr(t, k, v)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
@@ -440,16 +456,16 @@ def load_symbols(pin: pins.Pin, arch: archmod.Arch, t: KernelTarget) -> bool:
     return True
 
 
-def load_pin(pin: pins.Pin, arch: archmod.Arch, symbols: bool = False) -> KernelTarget:
-    """The target of a pin and arch, from the cache when it is there. The kernel's symbols (what only
-    the probe-target rules read) are a second file, read only when `symbols` is asked for: most lints
+def load_pin(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC, symbols: bool = False) -> KernelTarget:
+    """The target of a pin, arch and flavour, from the cache when it is there. The kernel's symbols (what
+    only the probe-target rules read) are a second file, read only when `symbols` is asked for: most lints
     (a package, a module without probes) need the exports and vermagic alone."""
-    cached, cached_symbols = _cache_files(pin, arch)
+    cached, cached_symbols = _cache_files(pin, arch, flavour)
     if cached.exists():
         try:
             t = KernelTarget.from_json(json.loads(cached.read_bytes()))
             t.symbols_deferred = True
-            if symbols and not load_symbols(pin, arch, t):
+            if symbols and not load_symbols(pin, arch, t, flavour):
                 raise ValueError("damaged symbols")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             t = None   # a damaged cache entry is rebuilt, never trusted
@@ -457,18 +473,19 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch, symbols: bool = False) -> Kernel
         # boot package, which costs more than the whole lint of a small module)
         if t is not None and t.probe_map_file and _stat_of(t.probe_map_file) == t.probe_map_stat:
             return t
-        if t is not None and not t.probe_map_file and _probe_map(pin, arch) is None:
+        if t is not None and not t.probe_map_file and _probe_map(pin, arch, flavour) is None:
             return t
-    pm = _probe_map(pin, arch)
-    release = pin.release(arch)
-    t = KernelTarget(name=f"{pin.name} ({release})", arch=arch.name, release=release,
-                     how_to_get_symbols=f"run `invoke probe-map --kernel {pin.name} --arch {arch.name}` once")
-    symvers, config = headers_files(pin, arch)
+    pm = _probe_map(pin, arch, flavour)
+    release = pin.release(arch, flavour)
+    t = KernelTarget(name=f"{pin.label(flavour)} ({release})", arch=arch.name, release=release,
+                     how_to_get_symbols=f"run `invoke probe-map --kernel {pin.name} --arch {arch.name} "
+                                        f"--flavour {flavour}` once")
+    symvers, config = headers_files(pin, arch, flavour)
     t.exports = parse_symvers(symvers)
-    tree = image_tree(pin, arch)
+    tree = image_tree(pin, arch, flavour)
     maps = sorted((tree / "boot").glob("System.map-*"))
     if not maps:
-        raise InfraError(f"{pin.package('image', arch).basename} has no boot/System.map-*")
+        raise InfraError(f"{pin.package('image', arch, flavour).basename} has no boot/System.map-*")
     parse_system_map(maps[0].read_text(errors="replace"), t)
     if pm is not None:
         t.probe_map_file = str(pm.kallsyms_path)
@@ -482,6 +499,7 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch, symbols: bool = False) -> Kernel
         t.symbols_from = None
     t.vermagic = _first_vermagic(tree) or vermagic_from_config(release, _config(config))
     t.allow_missing_namespaces = _config(config).get("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") == "y"
+    t.entry_skip = arch.ftrace_entry_offset(_config(config))
     full = t.to_json()
     atomic.write_text(cached_symbols, json.dumps({"format": FORMAT, **{k: full[k] for k in SYMBOL_FIELDS}},
                                                  separators=(",", ":")))

@@ -5,6 +5,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import arch as archmod
 from .. import atomic, render
 from . import tools
 from .payload import Payload, write_tree
@@ -19,6 +20,12 @@ def literal(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def rpm_arches(module) -> list[str]:
+    """The RPM names (= `uname -m`) of the arches a module is limited to; [] for every arch. The package
+    itself is noarch source (ExclusiveArch would refuse to build it on any other host)."""
+    return sorted({archmod.get(a).uname_machine for a in module.arches})
+
+
 def spec_text(p: Payload) -> str:
     top = "usr/src"
     dirs = [f"/{d}" for d in p.dirs(top) if d != top]
@@ -27,7 +34,7 @@ def spec_text(p: Payload) -> str:
         description=literal(p.description), license=p.licenses[0], homepage=literal(p.options.homepage),
         dkms_name=p.dkms_name, module_version=p.module_version, kprobes=p.kprobes,
         modules=[k["name"] for k in p.kos], dirs=dirs, files={f: mode for f, (_, mode) in p.files.items()}, maintainer=literal(p.options.maintainer),
-        spec_file=literal(p.spec_file),
+        spec_file=literal(p.spec_file), rpm_arches=rpm_arches(p.module),
         rpm_date=time.strftime("%a %b %d %Y", time.gmtime(p.epoch)))
 
 

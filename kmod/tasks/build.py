@@ -6,9 +6,10 @@ from pathlib import Path
 from invoke.exceptions import Exit
 
 from .args import task
-from .common import COMMON_HELP, cli_errors, command_line, count, output_folder
+from .common import COMMON_HELP, FLAVOUR_HELP, cli_errors, command_line, count, output_folder
 
 @task(help={**COMMON_HELP,
+            "flavour": FLAVOUR_HELP,
             "symbol": "probe these symbols instead of the spec's (comma list; NAME or NAME+OFFSET)",
             "runtime": "docker (default) or host (local tools; needs --kdir)",
             "kdir": "kernel build tree for --runtime host (e.g. /lib/modules/$(uname -r)/build)",
@@ -18,11 +19,12 @@ from .common import COMMON_HELP, cli_errors, command_line, count, output_folder
             "sign_cert": "the PEM certificate of --sign-key (recorded by its sha256 in the manifest)",
             "boot_test": "boot-test every built cell in QEMU afterwards"})
 @cli_errors
-def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="docker", kdir="", jobs="",
-          no_lint=False, boot_test=False, sign_key="", sign_cert=""):
+def build(c, arch="all", kernel="all", flavour="generic", module="", symbol="", spec="", runtime="docker", kdir="",
+          jobs="", no_lint=False, boot_test=False, sign_key="", sign_cert=""):
     """Render, build (and lint) modules for pinned kernels and arches; artifacts in dist/."""
     from .. import arch as archmod
     from .. import build as buildmod
+    from .. import flavour as flavourmod
     from .. import pins as pinsmod
     from .. import spec as specmod
     from ..build import runtime as runtimes
@@ -45,10 +47,11 @@ def build(c, arch="all", kernel="all", module="", symbol="", spec="", runtime="d
     signing = None if runtime == "host" else BuildSigning.from_flags(sign_key, sign_cert)
     arches = archmod.select(arch)
     pins = [] if runtime == "host" else pinsmod.select(kernel)
+    flavours = tuple(f.name for f in flavourmod.select(flavour))
     project = specmod.load(specmod.find(spec or None))
     modules = [specmod.with_overrides(m, symbol) for m in project.select(module or None)]
     output_folder(project)
-    cells = buildmod.plan(project, modules, pins, arches, kdir=kdir or None, signing=signing)
+    cells = buildmod.plan(project, modules, pins, arches, kdir=kdir or None, signing=signing, flavours=flavours)
     _warn_skipped({c.module.name: c.sources for c in cells}.values())
     hook = None if no_lint else _lint_hook(project)
     outcome = buildmod.run(project, cells, runtime, jobs, command_line(), after_build=hook)
@@ -73,7 +76,7 @@ def _lint_hook(project):
         # every .ko of the cell at once: a sibling's exports resolve the others' symbols, as modprobe
         # would load it first
         kos = [project.dist / k["ko"] for k in (rec.get("kos") or [{"ko": rec["ko"]}])]
-        report = lint.lint_paths(kos, target=cell.pin.name if cell.pin else None,
+        report = lint.lint_paths(kos, target=cell.pin.label(cell.flavour) if cell.pin else None,
                                  jobs=1, probes=[str(p) for p in cell.module.probes] or None)
         rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message,
                         **({"ko": str(Path(m.path).relative_to(project.dist))} if len(kos) > 1 else {})}

@@ -1,4 +1,5 @@
-"""The build against real toolchain images: every pinned kernel and arch, real compilers, real headers."""
+"""The build against real toolchain images: every pinned kernel, flavour and arch, real compilers, real
+headers."""
 import hashlib
 import json
 import os
@@ -15,7 +16,19 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 GOLDEN = ROOT / "tests" / "golden"
-MACHINES = {"x86_64": "EM_X86_64", "arm64": "EM_AARCH64"}
+MODULES = ("clone_probe", "multi_kprobe", "openat_ret", "plain_ret")
+
+
+def generic_cells() -> list[str]:
+    """PIN/ARCH of every generic kernel the lock has."""
+    return [f"{p.name}/{a.name}" for p in pins.all_pins().values() for a, f in p.planned()
+            if f.is_generic and p.has(a)]
+
+
+def flavour_cells() -> list[tuple]:
+    """(pin, arch, flavour) of every other locked flavour."""
+    return [(p, a, f.name) for p in pins.all_pins().values() for a, f in p.planned()
+            if not f.is_generic and p.has(a, f.name)]
 
 
 def kmod(*args, cwd, env=None, timeout=900):
@@ -35,43 +48,62 @@ def modinfo(ko: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory, docker_client):
-    """Every golden module (kprobe, kretprobe, offsets, args, clones) on all six KDIRs, one invocation."""
+    """Every golden module (kprobe, kretprobe, offsets, args, clones) on every generic KDIR of every arch,
+    one invocation; then the default module on every cloud and rt KDIR, a second one."""
     work = tmp_path_factory.mktemp("matrix")
     shutil.copy(GOLDEN / "kmod.toml", work / "kmod.toml")
     proc = kmod("build", "--arch", "all", "--kernel", "all", "--module", "all", "--no-lint", cwd=work)
-    return work, proc
+    flavours = kmod("build", "--arch", "all", "--kernel", "all", "--flavour", "cloud,rt", "--module", "clone_probe",
+                    "--no-lint", cwd=work)
+    return work, proc, flavours
 
 
-def test_all_six_kdirs_build(matrix):
-    work, proc = matrix
+def test_every_generic_kdir_of_every_arch_builds(matrix):
+    work, proc, _ = matrix
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((work / "dist/manifest.json").read_text())
-    expected = {f"{m}/{p}/{a}" for m in ("clone_probe", "multi_kprobe", "openat_ret", "plain_ret")
-                for p in pins.names() for a in ("x86_64", "arm64")}
-    assert set(manifest["cells"]) == expected
-    assert manifest["runs"][-1]["status"] == "ok"
-    for cell_id, cell in manifest["cells"].items():
+    expected = {f"{m}/{c}" for m in MODULES for c in generic_cells()}
+    assert {a for c in generic_cells() for a in [c.split("/")[1]]} == set(arch.names())
+    assert expected <= set(manifest["cells"])
+    assert manifest["runs"][0]["status"] == "ok"
+    for cell_id in expected:
+        cell = manifest["cells"][cell_id]
         module, pin_name, arch_name = cell_id.split("/")
-        pin = pins.get(pin_name)
+        pin, a = pins.get(pin_name), arch.get(arch_name)
         ko = work / "dist" / cell["ko"]
         assert ko == work / "dist" / module / pin_name / arch_name / f"{module}.ko"
         assert hashlib.sha256(ko.read_bytes()).hexdigest() == cell["ko_sha256"]
         info = modinfo(ko)
-        assert info["machine"] == MACHINES[arch_name]
-        release = pin.release(arch.get(arch_name))
+        assert info["machine"] == a.elf_machine
+        release = pin.release(a)
         assert info["vermagic"].split()[0] == release, info["vermagic"]
-        if arch_name == "arm64":
-            assert info["vermagic"].split()[-1] == "aarch64"
+        always = [w for w, cond in a.vermagic_words if not cond]   # aarch64, riscv: the arch's own word
+        if always:
+            assert info["vermagic"].split()[-len(always):] == always, info["vermagic"]
         assert info["license"] and info["name"] == module
         assert cell["compiler"].startswith(pin.compiler) and cell["image_id"].startswith("sha256:")
         assert cell["release"] == release and cell["seconds"]["total"] > 0
         assert os.stat(ko).st_uid == os.getuid()
 
 
+def test_every_cloud_and_rt_kdir_builds_with_its_own_vermagic(matrix):
+    work, _, proc = matrix
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = json.loads((work / "dist/manifest.json").read_text())["cells"]
+    wanted = flavour_cells()
+    assert {f for _, _, f in wanted} == {"cloud", "rt"}
+    for p, a, f in wanted:
+        cell = cells[f"clone_probe/{p.label(f)}/{a.name}"]
+        assert cell["flavour"] == f and cell["kernel"] == p.name and cell["release"] == p.release(a, f)
+        vermagic = modinfo(work / "dist" / cell["ko"])["vermagic"].split()
+        assert vermagic[0] == p.release(a, f) and f"-{f}-" in vermagic[0]
+        assert ("preempt_rt" in vermagic) == (f == "rt"), vermagic
+
+
 @pytest.mark.parametrize("pin_name", ["bullseye-5.10", "trixie-6.12"])
 def test_hit_counters_are_sysfs_params(matrix, pin_name):
     """`hits` and `symbols` are module parameters (read-only, checked at runtime by the boot test)."""
-    work, _ = matrix
+    work, _, _ = matrix
     with open(work / f"dist/multi_kprobe/{pin_name}/arm64/multi_kprobe.ko", "rb") as f:
         modinfo_items = ELFFile(f).get_section_by_name(".modinfo").data().split(b"\0")
     assert b"parm=hits:times each probe fired, comma-separated in probe order" in modinfo_items
@@ -80,15 +112,16 @@ def test_hit_counters_are_sysfs_params(matrix, pin_name):
 
 def test_unchanged_rebuild_starts_no_container(matrix):
     """A cache hit must not even talk to Docker: point it at a dead socket and it still succeeds."""
-    work, _ = matrix
+    work, _, _ = matrix
     proc = kmod("build", "--arch", "all", "--kernel", "all", "--module", "all", "--no-lint", cwd=work,
                 env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert proc.returncode == 0, proc.stderr
-    assert "24/24 built (24 cached)" in proc.stdout
+    n = len(MODULES) * len(generic_cells())
+    assert f"{n}/{n} built ({n} cached)" in proc.stdout
 
 
 def test_changed_symbol_rebuilds_only_that_module(matrix):
-    work, _ = matrix
+    work, _, _ = matrix
     proc = kmod("build", "--arch", "arm64", "--kernel", "bookworm-6.1", "--module", "clone_probe",
                 "--symbol", "kernel_clone,do_exit", "--no-lint", cwd=work)
     assert proc.returncode == 0, proc.stderr

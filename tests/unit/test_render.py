@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from kmod import arch as archmod
 from kmod import render, spec
+from tests.conftest import need_tool
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PROJECT = spec.load(GOLDEN / "kmod.toml")
@@ -67,3 +69,45 @@ def test_offsets_render_as_offsets(tmp_path):
     (tmp_path / "kmod.toml").write_text('[[module]]\nname = "off"\nsymbols = ["do_sys_openat2+0x4", "vfs_read+12"]\n')
     c = render.module_files(spec.load(tmp_path / "kmod.toml").modules["off"])["off.c"]
     assert '.symbol_name = "do_sys_openat2", .offset = 0x4' in c and '.symbol_name = "vfs_read", .offset = 0xc' in c
+
+
+def _arch_view(source: str, config: dict[str, str]) -> str:
+    """The source as one arch's kernel compiles it: every #if on a CONFIG_ symbol resolved against that
+    kernel's .config by unifdef (the rest, kernel headers and version tests, left as written)."""
+    import re
+    import subprocess
+    args = []
+    for sym in sorted(set(re.findall(r"\bCONFIG_\w+", source))):
+        args.append(f"-D{sym}=1" if config.get(sym) in ("y", "m") else f"-U{sym}")
+    proc = subprocess.run([need_tool("unifdef"), "-b", *args], input=source, text=True,
+                          capture_output=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("arch_name", sorted(archmod.names()))
+@pytest.mark.parametrize("name", ["clone_probe", "openat_ret"])
+def test_golden_per_arch(name, arch_name):
+    """One source for every arch; what each arch's newest pinned kernel makes of it (the source's CONFIG_
+    conditionals resolved with that kernel's real .config) is a golden diff of its own against the
+    portable source (tests/golden/arch/ARCH/MODULE.c.diff)."""
+    import difflib
+    from kmod import pins
+    from kmod.lint.target import _config, headers_files
+    a = archmod.get(arch_name)
+    pin = [p for p in pins.all_pins().values() if p.has(a) and not p.base][-1]
+    config = _config(headers_files(pin, a)[1])
+    m = PROJECT.modules[name]
+    source = render.module_files(m)[f"{m.name}.c"]
+    view = _arch_view(source, config)
+    got = "".join(difflib.unified_diff(source.splitlines(True), view.splitlines(True), f"{m.name}.c",
+                                       f"{m.name}.c on {arch_name} ({pin.name})", n=1))
+    golden = GOLDEN / "arch" / arch_name / f"{m.name}.c.diff"
+    if REGENERATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(got)
+    assert golden.exists(), f"no golden file {golden}; run with KMOD_GOLDEN_RENDER=1"
+    assert got == golden.read_text(), f"{golden} differs; regenerate with KMOD_GOLDEN_RENDER=1 and review"
+    assert "#error" not in view      # every arch has what the source needs (the argument access)
+    entry = a.ftrace_entry_offset(config)
+    assert f"#define KMOD_ENTRY {entry:#x}" in view if entry else "#define KMOD_ENTRY 0\n" in view

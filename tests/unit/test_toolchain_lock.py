@@ -53,7 +53,9 @@ def test_tool_names_follow_from_the_pin_and_the_arch_files():
 
 
 def test_lock_is_the_closure_at_exact_versions(catalogue):
-    pin = pins.get("bookworm-6.1")
+    import dataclasses
+    # the small archive holds the arm64 cross tools only: the pin's other foreign arches left out
+    pin = dataclasses.replace(pins.get("bookworm-6.1"), arches=("x86_64", "arm64"))
     locked = {p.name: p for p in toolchain.lock(catalogue, pin, [], "amd64")}
     base = {n for n, p in locked.items() if p.role == "base"}
     assert base == {"libc6", "dash", "init-system-helpers", "usr-is-merged", "apt", "gpgv2"}

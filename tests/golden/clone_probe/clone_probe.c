@@ -18,6 +18,17 @@
 
 #define KMOD_NPROBES 1
 
+/*
+ * Where a probe "at function entry" goes. Some arches start every function with an ftrace patch site
+ * that kprobes refuse (-EINVAL) unless the kernel can probe on ftrace: there the probe goes right after
+ * the site, where the arguments are still in place (toolchains/arch/*.toml, [kprobes]).
+ */
+#if defined(CONFIG_RISCV) && defined(CONFIG_64BIT) && defined(CONFIG_DYNAMIC_FTRACE) && !defined(CONFIG_KPROBES_ON_FTRACE)
+#define KMOD_ENTRY 0x8
+#else
+#define KMOD_ENTRY 0
+#endif
+
 static const char *const kmod_symbols[KMOD_NPROBES] = {
 	"kernel_clone",
 };
@@ -88,24 +99,18 @@ static const char *kmod_strerror(int err)
 }
 
 /*
- * Argument N of the probed function, valid at function entry (offset 0). regs_get_kernel_argument()
- * knows each arch's calling convention; before it existed we read the registers ourselves.
+ * Argument N of the probed function, valid at function entry. regs_get_kernel_argument() knows each
+ * arch's calling convention; every arch that has it says so with CONFIG_HAVE_FUNCTION_ARG_ACCESS_API.
+ * Where a module cannot link it, the registers are read from pt_regs (toolchains/arch/*.toml, [kprobes]).
  */
 static unsigned long kmod_arg(struct pt_regs *regs, unsigned int n)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 2, 0) && (defined(CONFIG_X86_64) || defined(CONFIG_ARM64))
+#if defined(CONFIG_S390) && defined(CONFIG_64BIT)
+	return n < 5 ? regs->gprs[2 + n] : 0;
+#elif defined(CONFIG_HAVE_FUNCTION_ARG_ACCESS_API)
 	return regs_get_kernel_argument(regs, n);
-#elif defined(CONFIG_X86_64)
-	static const size_t offs[] = {
-		offsetof(struct pt_regs, di), offsetof(struct pt_regs, si),
-		offsetof(struct pt_regs, dx), offsetof(struct pt_regs, cx),
-		offsetof(struct pt_regs, r8), offsetof(struct pt_regs, r9),
-	};
-	return n < ARRAY_SIZE(offs) ? *(unsigned long *)((char *)regs + offs[n]) : 0;
-#elif defined(CONFIG_ARM64)
-	return n < 8 ? regs->regs[n] : 0;
 #else
-#error "kmod: record_args is not implemented for this architecture"
+#error "kmod: record_args needs regs_get_kernel_argument(), which this kernel's architecture does not provide (no CONFIG_HAVE_FUNCTION_ARG_ACCESS_API): set record_args = 0 for it"
 #endif
 }
 
@@ -125,7 +130,7 @@ static int kmod_pre(struct kprobe *p, struct pt_regs *regs)
 }
 
 static struct kprobe kmod_probes[KMOD_NPROBES] = {
-	{ .symbol_name = "kernel_clone", .offset = 0x0, .pre_handler = kmod_pre },
+	{ .symbol_name = "kernel_clone", .offset = KMOD_ENTRY, .pre_handler = kmod_pre },
 };
 
 static int __init kmod_init(void)

@@ -18,6 +18,17 @@
 
 #define KMOD_NPROBES 2
 
+/*
+ * Where a probe "at function entry" goes. Some arches start every function with an ftrace patch site
+ * that kprobes refuse (-EINVAL) unless the kernel can probe on ftrace: there the probe goes right after
+ * the site, where the arguments are still in place (toolchains/arch/*.toml, [kprobes]).
+ */
+#if defined(CONFIG_RISCV) && defined(CONFIG_64BIT) && defined(CONFIG_DYNAMIC_FTRACE) && !defined(CONFIG_KPROBES_ON_FTRACE)
+#define KMOD_ENTRY 0x8
+#else
+#define KMOD_ENTRY 0
+#endif
+
 static const char *const kmod_symbols[KMOD_NPROBES] = {
 	"vfs_read",
 	"tcp_v4_connect.isra.0",

@@ -71,10 +71,10 @@ def test_planted_pickle_as_a_target_cache_runs_nothing(cache, tmp_path, monkeypa
     tree = tmp_path / "image"
     (tree / "boot").mkdir(parents=True)
     (tree / "boot" / "System.map-6.1.0-56-amd64").write_text("ffffffff81000000 T _stext\n")
-    monkeypatch.setattr(target, "headers_files", lambda p, a: (
+    monkeypatch.setattr(target, "headers_files", lambda p, a, *flavour: (
         "0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n",
         "CONFIG_X86_64=y\nCONFIG_SMP=y\nCONFIG_MODVERSIONS=y\n"))
-    monkeypatch.setattr(target, "image_tree", lambda p, a: tree)
+    monkeypatch.setattr(target, "image_tree", lambda p, a, *flavour: tree)
     built = target.load_pin(pin, arch)
     files = sorted((cache / "lint" / "targets").glob("*.json"))
     assert len(files) == 2      # the exports and vermagic; the symbols, read only when probes need them

@@ -1,5 +1,6 @@
 """dkms.conf generation and the escaping that makes a value reach dkms exactly as written."""
 import re
+from pathlib import Path
 import subprocess
 
 import pytest
@@ -167,3 +168,14 @@ def test_signing_config_names_paths_only(tmp_path):
     assert 'mok_signing_key="/var/lib/shim-signed/mok/MOK.priv"' in text
     assert 'mok_certificate="/var/lib/shim-signed/mok/MOK.der"' in text
     assert dkms.Signing.from_flags("", "") is None
+
+
+@pytest.mark.parametrize("arches,expected", [(("ppc64el",), "^(ppc64le)$"), (("ppc64le", "x86_64"), "^(ppc64le|x86_64)$"),
+                                             (("s390x", "riscv64", "arm64"), "^(aarch64|riscv64|s390x)$")])
+def test_exclusive_arch_is_uname_m_of_every_arch(arches, expected):
+    """dkms compares BUILD_EXCLUSIVE_ARCH with `uname -m`: ppc64le, not the triplet's powerpc64le."""
+    from kmod.package import rpm
+    from kmod.spec import _module
+    m = _module({"name": "m", "symbols": ["kernel_clone"], "arches": list(arches)}, Path("."))
+    assert dkms.exclusive_arch(m) == expected
+    assert rpm.rpm_arches(m) == expected[2:-2].split("|")
