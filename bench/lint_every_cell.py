@@ -13,7 +13,6 @@ arches and flavours".
 import argparse
 import os
 import platform
-import re
 import sys
 import time
 from collections import Counter
@@ -21,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import update_section  # noqa: E402
 
 from kmod import pins, support  # noqa: E402
 from kmod.lint import lint_paths  # noqa: E402
@@ -58,15 +60,6 @@ def lint_cell(c: support.Cell, jobs: int) -> dict:
             "arches": {m.arch for m in report.modules}}
 
 
-def write_section(text: str) -> None:
-    doc = ROOT / "docs" / "benchmarks.md"
-    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"## {SECTION}\n\n{text.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: block + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + block
-    doc.write_text(new)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", default="", help="PIN[-FLAVOUR]/ARCH, comma list (default: every new cell)")
@@ -99,7 +92,7 @@ exports) and what the analysis could not follow.
 """
     print(text)
     if not args.no_write:
-        write_section(text)
+        update_section(SECTION, text)
     return 0 if total == 0 else 2
 
 
