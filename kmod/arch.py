@@ -74,7 +74,8 @@ class Arch:
     ftrace_entry_bytes: int = 0
     ftrace_entry_when: str = ""
     ftrace_entry_unless: str = ""
-    argument_expression: str = ""              # C for argument n where regs_get_kernel_argument() cannot link
+    argument_expression: str = ""              # C for argument n where regs_get_kernel_argument() is not to be had
+    argument_api_links: bool = True            # False: the kernel has it, but a module cannot link it
     qemu: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -174,6 +175,7 @@ def _build(d: dict, _path) -> Arch:
         lint=_lint(d["lint"]), ftrace_entry_bytes=kp.get("ftrace_entry_bytes", 0),
         ftrace_entry_when=kp.get("ftrace_entry_when", ""), ftrace_entry_unless=kp.get("ftrace_entry_unless", ""),
         argument_expression=kp.get("argument_expression", ""),
+        argument_api_links=kp.get("argument_api_links", True),
         qemu=d["qemu"])
 
 

@@ -80,9 +80,11 @@ def entry_skips() -> tuple[dict, ...]:
 
 @cache
 def argument_fallbacks() -> tuple[dict, ...]:
-    """The arches where regs_get_kernel_argument() cannot be linked from a module, with the C that reads
-    argument n instead and how many register arguments there are (arch data)."""
-    return tuple({"config": a.kernel_config, "expression": a.argument_expression, "count": len(a.argument_registers)}
+    """The arches that say how to read argument n from pt_regs where regs_get_kernel_argument() is not to
+    be had (older kernels of the arch, or an arch whose modules cannot link it: `links` false), with how
+    many register arguments there are (arch data)."""
+    return tuple({"config": a.kernel_config, "expression": a.argument_expression, "count": len(a.argument_registers),
+                  "links": a.argument_api_links}
                  for a in archmod.all_arches().values() if a.argument_expression)
 
 

@@ -85,24 +85,29 @@ def _arch_view(source: str, config: dict[str, str]) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("arch_name", sorted(archmod.names()))
+def _generic_cells() -> list[tuple[str, str]]:
+    from kmod import pins
+    return [(p.name, a.name) for p in pins.all_pins().values() if not p.base
+            for a, f in p.planned() if f.is_generic and p.has(a)]
+
+
+@pytest.mark.parametrize("pin_name,arch_name", _generic_cells())
 @pytest.mark.parametrize("name", ["clone_probe", "openat_ret"])
-def test_golden_per_arch(name, arch_name):
-    """One source for every arch; what each arch's newest pinned kernel makes of it (the source's CONFIG_
+def test_golden_per_arch(name, pin_name, arch_name):
+    """One source for every arch; what each pinned kernel of each arch makes of it (the source's CONFIG_
     conditionals resolved with that kernel's real .config) is a golden diff of its own against the
-    portable source (tests/golden/arch/ARCH/MODULE.c.diff)."""
+    portable source (tests/golden/arch/ARCH/PIN/MODULE.c.diff)."""
     import difflib
     from kmod import pins
     from kmod.lint.target import _config, headers_files
-    a = archmod.get(arch_name)
-    pin = [p for p in pins.all_pins().values() if p.has(a) and not p.base][-1]
+    a, pin = archmod.get(arch_name), pins.get(pin_name)
     config = _config(headers_files(pin, a)[1])
     m = PROJECT.modules[name]
     source = render.module_files(m)[f"{m.name}.c"]
     view = _arch_view(source, config)
     got = "".join(difflib.unified_diff(source.splitlines(True), view.splitlines(True), f"{m.name}.c",
                                        f"{m.name}.c on {arch_name} ({pin.name})", n=1))
-    golden = GOLDEN / "arch" / arch_name / f"{m.name}.c.diff"
+    golden = GOLDEN / "arch" / arch_name / pin_name / f"{m.name}.c.diff"
     if REGENERATE:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(got)

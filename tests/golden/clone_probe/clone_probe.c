@@ -101,14 +101,17 @@ static const char *kmod_strerror(int err)
 /*
  * Argument N of the probed function, valid at function entry. regs_get_kernel_argument() knows each
  * arch's calling convention; every arch that has it says so with CONFIG_HAVE_FUNCTION_ARG_ACCESS_API.
- * Where a module cannot link it, the registers are read from pt_regs (toolchains/arch/*.toml, [kprobes]).
+ * Where a kernel has none (or a module cannot link it), the registers are read from pt_regs as the arch
+ * file says (toolchains/arch/*.toml, [kprobes]).
  */
 static unsigned long kmod_arg(struct pt_regs *regs, unsigned int n)
 {
-#if defined(CONFIG_S390) && defined(CONFIG_64BIT)
-	return n < 5 ? regs->gprs[2 + n] : 0;
-#elif defined(CONFIG_HAVE_FUNCTION_ARG_ACCESS_API)
+#if defined(CONFIG_HAVE_FUNCTION_ARG_ACCESS_API) && !(defined(CONFIG_S390) && defined(CONFIG_64BIT))
 	return regs_get_kernel_argument(regs, n);
+#elif defined(CONFIG_PPC64) && defined(CONFIG_CPU_LITTLE_ENDIAN)
+	return n < 8 ? regs->gpr[3 + n] : 0;
+#elif defined(CONFIG_S390) && defined(CONFIG_64BIT)
+	return n < 5 ? regs->gprs[2 + n] : 0;
 #else
 #error "kmod: record_args needs regs_get_kernel_argument(), which this kernel's architecture does not provide (no CONFIG_HAVE_FUNCTION_ARG_ACCESS_API): set record_args = 0 for it"
 #endif

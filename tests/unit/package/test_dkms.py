@@ -175,7 +175,7 @@ def test_signing_config_names_paths_only(tmp_path):
 def test_exclusive_arch_is_uname_m_of_every_arch(arches, expected):
     """dkms compares BUILD_EXCLUSIVE_ARCH with `uname -m`: ppc64le, not the triplet's powerpc64le."""
     from kmod.package import rpm
-    from kmod.spec import _module
-    m = _module({"name": "m", "symbols": ["kernel_clone"], "arches": list(arches)}, Path("."))
+    from kmod.spec import parse_module
+    m = parse_module({"name": "m", "symbols": ["kernel_clone"], "arches": list(arches)}, Path("."), "kmod.toml")
     assert dkms.exclusive_arch(m) == expected
     assert rpm.rpm_arches(m) == expected[2:-2].split("|")
