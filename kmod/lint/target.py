@@ -247,10 +247,12 @@ def vermagic_from_config(release: str, config: dict[str, str]) -> str:
     words = [release]
     if config.get("CONFIG_SMP") == "y":
         words.append("SMP")
-    if config.get("CONFIG_PREEMPT_RT") == "y":
-        words.append("preempt_rt")
-    elif config.get("CONFIG_PREEMPT_BUILD") == "y" or config.get("CONFIG_PREEMPT") == "y":
+    # include/linux/vermagic.h tests PREEMPT_BUILD (PREEMPT before 5.14) first: an rt kernel that also
+    # sets it (6.12) says "preempt", one that does not (5.10, 6.1) "preempt_rt"
+    if config.get("CONFIG_PREEMPT_BUILD") == "y" or config.get("CONFIG_PREEMPT") == "y":
         words.append("preempt")
+    elif config.get("CONFIG_PREEMPT_RT") == "y":
+        words.append("preempt_rt")
     if config.get("CONFIG_MODULE_UNLOAD") == "y":
         words.append("mod_unload")
     if config.get("CONFIG_MODVERSIONS") == "y":

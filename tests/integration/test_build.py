@@ -12,6 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from kmod import arch, pins
+from kmod.lint import target
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,11 @@ def test_every_cloud_and_rt_kdir_builds_with_its_own_vermagic(matrix):
         assert cell["flavour"] == f and cell["kernel"] == p.name and cell["release"] == p.release(a, f)
         vermagic = modinfo(work / "dist" / cell["ko"])["vermagic"].split()
         assert vermagic[0] == p.release(a, f) and f"-{f}-" in vermagic[0]
-        assert ("preempt_rt" in vermagic) == (f == "rt"), vermagic
+        # what that flavour's own .config makes of vermagic.h (rt: preempt_rt, or preempt where 6.12's
+        # PREEMPT_RT also sets PREEMPT_BUILD)
+        config = target._config(target.headers_files(p, a, f)[1])
+        assert vermagic == target.vermagic_from_config(p.release(a, f), config).split(), vermagic
+        assert (config.get("CONFIG_PREEMPT_RT") == "y") == (f == "rt")
 
 
 @pytest.mark.parametrize("pin_name", ["bullseye-5.10", "trixie-6.12"])

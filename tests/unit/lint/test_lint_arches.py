@@ -28,6 +28,9 @@ def test_arch_and_vermagic_from_a_config(arch_name):
     release = f"1.2.3-{archmod.get(arch_name).kernel_flavour}"
     assert vermagic_from_config(release, config) == f"{release} SMP mod_unload modversions{words}"
     assert vermagic_from_config(release, {**config, "CONFIG_PREEMPT_RT": "y"}).split()[2] == "preempt_rt"
+    # 6.12's rt kernels also set PREEMPT_BUILD, which vermagic.h tests first
+    assert vermagic_from_config(release, {**config, "CONFIG_PREEMPT_RT": "y", "CONFIG_PREEMPT_BUILD": "y"}
+                                ).split()[2] == "preempt"
 
 
 def riscv_tree(root, ftrace_probes: bool):
