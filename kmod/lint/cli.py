@@ -1,4 +1,4 @@
-"""`python -m kmod.lint PATH... [--target PIN] [--format text|json|sarif] [--fail-on error|warning]`,
+"""`python -m kmod.lint PATH... [--target PIN] [--cert CERT] [--format text|json|sarif] [--fail-on error|warning]`,
 and `run()`, which the Invoke task calls: print the report, return the exit code (0 clean, 2 a finding
 reached --fail-on, 1 usage or environment error, with one line on stderr and no traceback)."""
 import argparse
@@ -10,7 +10,7 @@ from .report import format_report
 
 
 def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str = "error",
-        jobs: int | None = None, probes: list[str] | None = None, out=None, err=None) -> int:
+        jobs: int | None = None, probes: list[str] | None = None, out=None, err=None, cert: str | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
         if fmt not in ("text", "json", "sarif"):
@@ -19,7 +19,8 @@ def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str 
             raise KmodError(f"unknown --fail-on level {fail_on!r}", "choose error, warning or info")
         if not paths:
             raise KmodError("nothing to lint", "give one or more .ko files or directories")
-        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes, progress=True)
+        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes, progress=True,
+                            cert=cert)
         out.write(format_report(report, fmt))
         return report.exit_code(fail_on)
     except KmodError as e:
@@ -38,5 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fail-on", default="error", help="error, warning or info")
     ap.add_argument("--jobs", type=int, default=None, help="processes (default: the cores)")
     ap.add_argument("--probe", action="append", help="a symbol the module probes (repeatable)")
+    ap.add_argument("--cert", help="an X.509 certificate (PEM or DER) the signatures must verify against")
     args = ap.parse_args(argv)
-    return run(args.paths, args.target, args.format, args.fail_on, args.jobs, args.probe)
+    return run(args.paths, args.target, args.format, args.fail_on, args.jobs, args.probe, cert=args.cert)

@@ -17,14 +17,14 @@ def invalid(path: str, reason: str) -> ModuleResult:
 
 
 def lint_bytes(data: bytes, path: str, target=None, probe_names: list[str] | None = None,
-               strict: bool = False) -> ModuleResult:
+               strict: bool = False, cert: signature.Cert | None = None) -> ModuleResult:
     try:
-        return _lint(data, path, target, probe_names, strict)
+        return _lint(data, path, target, probe_names, strict, cert)
     except BadElf as e:
         return invalid(path, str(e))
 
 
-def _lint(data, path, target, probe_names, strict) -> ModuleResult:
+def _lint(data, path, target, probe_names, strict, cert) -> ModuleResult:
     elf = parse(data)
     arch = archmod.by_elf_machine(elf.machine)
     if arch is None:
@@ -55,7 +55,7 @@ def _lint(data, path, target, probe_names, strict) -> ModuleResult:
         out += run("sleep-in-probe-handler", sleep.check, g, found.handlers, default=[])
     out += run("softfloat-helper", symbols.softfloat, elf, default=[])
     out += run("no-module-exit", shape.check, elf, default=[])
-    out += run("module-signature", signature.check, data, default=[])
+    out += run("signature", signature.check, data, cert, default=[])
 
     t = None
     if target is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..errors import KmodError
-from . import deps, engine, files, ruledata
+from . import deps, engine, files, ruledata, signature
 from ..progress import Counter
 from .findings import RANK, Finding, ModuleResult, Report
 from .target import TargetSpec
@@ -36,6 +36,7 @@ class Run:
     """What every file of one lint run is linted with."""
     target: TargetSpec | None
     probes: list[str] | None
+    cert: signature.Cert | None
     context: str           # the cache key's part that is not the file: target, rule data, probes
     results_dir: str
 
@@ -100,19 +101,20 @@ def _cached_result(run: Run, key: str) -> dict | None:
 
 
 def lint_file(path: Path, target: TargetSpec | None = None, probes: list[str] | None = None,
-              strict: bool = False, raw: bytes | None = None) -> ModuleResult:
+              strict: bool = False, raw: bytes | None = None, cert: signature.Cert | None = None) -> ModuleResult:
     """Lint one file in this process, no cache (its symbols resolved against the target alone)."""
-    r = _lint_one(Path(path), target, probes, strict, raw)
+    r = _lint_one(Path(path), target, probes, strict, raw, cert)
     resolve_set([r], target)
     return r
 
 
-def _lint_one(path: Path, target, probes, strict: bool = False, raw: bytes | None = None) -> ModuleResult:
+def _lint_one(path: Path, target, probes, strict: bool = False, raw: bytes | None = None,
+              cert: signature.Cert | None = None) -> ModuleResult:
     try:
         data = files.read_module(Path(path), raw)
     except files.Unreadable as e:
         return engine.invalid(str(path), str(e))
-    return engine.lint_bytes(data, str(path), target, probes, strict=strict)
+    return engine.lint_bytes(data, str(path), target, probes, strict=strict, cert=cert)
 
 
 SIBLINGS_MAX = 64   # modules beside a named file that may provide its symbols (a package's folder)
@@ -178,7 +180,7 @@ def _work(run: Run, item: tuple[str, str | None]) -> tuple[str, dict, str | None
         hit = _cached_result(run, key)
         if hit is not None:
             return path, hit, sha, True
-    r = _lint_one(Path(path), run.target, run.probes, raw=raw)
+    r = _lint_one(Path(path), run.target, run.probes, raw=raw, cert=run.cert)
     d = _to_json(r)
     if key:
         try:
@@ -227,12 +229,15 @@ def _chunks(items: list, workers: int) -> list[list]:
 
 
 def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = None,
-               probes: list[str] | None = None, use_cache: bool = True, progress: bool = False) -> Report:
+               probes: list[str] | None = None, use_cache: bool = True, progress: bool = False,
+               cert: str | None = None) -> Report:
+    """Lint files and folders; `cert`: the X.509 certificate (PEM or DER) their signatures must verify against."""
+    crt = signature.Cert.load(cert) if cert else None     # a bad certificate stops the run before any work
     targets = files.expand(paths_in)
     spec = TargetSpec(target) if target else None
     probe_key = ",".join(probes) if probes is not None else "-"
-    context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), probe_key])
-    run = Run(spec, probes, context, str(cache_root() / "results"))   # cache_dir() once: it makes folders
+    context = "|".join([spec.key if spec else "-", ruledata.fingerprint(), probe_key, crt.sha256 if crt else "-"])
+    run = Run(spec, probes, crt, context, str(cache_root() / "results"))   # cache_dir() once: it makes folders
 
     index = _load_index() if use_cache else {}
     new_index = {}

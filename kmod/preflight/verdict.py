@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..archive.debversion import compare
-from ..lint import against, license, ruledata
+from ..lint import against, license, ruledata, signature
 from ..lint.elf import Elf
 from ..spec import Module
 from .facts import Facts, rules
@@ -21,7 +21,6 @@ from .kernels import DEBIAN, Kernel
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 RANK = {PASS: 0, WARN: 1, FAIL: 2}
-SIGNATURE_MAGIC = b"~Module signature appended~\n"
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Verdict:
 
 
 def is_signed(data: bytes) -> bool:
-    return data.endswith(SIGNATURE_MAGIC)
+    return signature.read(data) is not None
 
 
 def enforcement(f: Facts) -> str:

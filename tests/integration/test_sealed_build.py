@@ -198,7 +198,7 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
         cell = manifest["cells"][f"clone_probe/{PIN}/{a}"]
         ko = (tmp_path / "proj/dist" / cell["ko"]).read_bytes()
         assert ko.endswith(signature.MAGIC) and cell["signature"]["state"] == "verifies"
-        assert any(f["rule"] == "module-signature" and "present" in f["message"] for f in cell["lint"])
+        assert any(f["rule"] == "signature-present" and "kmod-test-signing" in f["message"] for f in cell["lint"])
     outputs = [*every_byte(tmp_path / "proj/dist"), ("stdout", proc.stdout.encode()), ("stderr", proc.stderr.encode())]
     assert [str(p) for p, data in outputs for n in needles if n in data] == []
     assert docker_client.images.get(image.id).id == image.id and images.find(docker_client, images.tag(pinsmod.get(PIN)))
