@@ -47,6 +47,11 @@ class Interrupted(KeyboardInterrupt):
         return SIGNALS.get(self.signum, 130)
 
 
+def interruption(e: KeyboardInterrupt) -> tuple[str, int]:
+    """The one line and the exit code for a run that Ctrl-C (130), SIGTERM (143) or SIGHUP (129) stopped."""
+    return (f"interrupted ({e})" if str(e) else "interrupted"), getattr(e, "exit_code", 130)
+
+
 class _Liveness:
     """The lock file this process holds for its lifetime, taken the first time something needs it."""
 
@@ -218,6 +223,36 @@ def signals():
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Pending:
+    """The signal that arrived inside deferred_signals(), raised when the caller asks."""
+    signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+@contextmanager
+def deferred_signals():
+    """Inside, SIGINT, SIGTERM and SIGHUP only take note; `check()` raises Interrupted where the caller
+    chooses. For waits on library code holding locks (a process pool's futures): an exception landing at
+    a random point there can leave a lock held and hang the process at exit."""
+    pending = Pending()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+
+    def handler(signum, frame):
+        pending.signum = pending.signum or signum
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield pending
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

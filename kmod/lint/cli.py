@@ -11,24 +11,27 @@ from .report import format_report
 
 def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str = "error",
         jobs: int | None = None, probes: list[str] | None = None, out=None, err=None, cert: str | None = None) -> int:
+    from .. import run as runmod
     out, err = out or sys.stdout, err or sys.stderr
     try:
-        if fmt not in ("text", "json", "sarif"):
-            raise KmodError(f"unknown format {fmt!r}", "choose text, json or sarif")
-        if fail_on not in ("error", "warning", "info"):
-            raise KmodError(f"unknown --fail-on level {fail_on!r}", "choose error, warning or info")
-        if not paths:
-            raise KmodError("nothing to lint", "give one or more .ko files or directories")
-        report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes, progress=True,
-                            cert=cert)
-        out.write(format_report(report, fmt))
-        return report.exit_code(fail_on)
+        with runmod.signals():   # SIGTERM and SIGHUP stop a lint as Ctrl-C does, with their own exit codes
+            if fmt not in ("text", "json", "sarif"):
+                raise KmodError(f"unknown format {fmt!r}", "choose text, json or sarif")
+            if fail_on not in ("error", "warning", "info"):
+                raise KmodError(f"unknown --fail-on level {fail_on!r}", "choose error, warning or info")
+            if not paths:
+                raise KmodError("nothing to lint", "give one or more .ko files or directories")
+            report = lint_paths(list(paths), target=target, jobs=jobs, probes=probes, progress=True,
+                                cert=cert)
+            out.write(format_report(report, fmt))
+            return report.exit_code(fail_on)
     except KmodError as e:
         print(e.line(), file=err)
         return e.exit_code if e.exit_code != 2 else 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=err)
-        return 1
+    except KeyboardInterrupt as e:
+        line, code = runmod.interruption(e)
+        print(line, file=err)
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,12 @@ import multiprocessing
 import os
 import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic, paths
+from .. import run as runmod
 from ..errors import KmodError
 from . import deps, engine, files, ruledata, signature
 from ..progress import Counter
@@ -209,8 +210,10 @@ _worker_run: Run | None = None
 def _worker_init(run: Run) -> None:
     global _worker_run
     _worker_run = run
-    # Ctrl-C reaches the whole process group: the parent decides and stops the workers itself
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C (or a SIGTERM/SIGHUP to the group) reaches every process: the parent decides and stops the
+    # workers itself
+    for s in runmod.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _work_many(items: list) -> list:
@@ -326,17 +329,26 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(run,))
     try:
         futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
-        for fut in as_completed(futures):
-            try:
-                done = fut.result()
-            except KmodError:
-                raise
-            except Exception:   # a worker died (BrokenProcessPool): redo its files here
-                done = [_work_safely(run, i) for i in futures[fut]]
-            collect(done)
+        pending = set(futures)
+        # a signal only takes note while the pool's locks are in play (an exception landing inside them
+        # would leave one held and hang the exit); it is raised here, between waits
+        with runmod.deferred_signals() as signals:
+            while pending:
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                signals.check()
+                for fut in finished:
+                    try:
+                        done = fut.result()
+                    except KmodError:
+                        raise
+                    except Exception:   # a worker died (BrokenProcessPool): redo its files here
+                        done = [_work_safely(run, i) for i in futures[fut]]
+                    collect(done)
     except BaseException:
         _kill_workers(pool)
-        pool.shutdown(wait=False, cancel_futures=True)
+        # wait for the pool's own thread to see its workers gone: one still closing its pipe as the
+        # interpreter exits prints "Exception ignored ... Bad file descriptor" after our one line
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
 

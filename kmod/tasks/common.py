@@ -95,7 +95,7 @@ def cli_errors(fn):
         except KmodError as e:
             fail(e.line(), e.exit_code)
         except KeyboardInterrupt as e:
-            fail(f"interrupted ({e})" if str(e) else "interrupted", getattr(e, "exit_code", 130))
+            fail(*runmod.interruption(e))
         except OSError as e:
             fail(os_error(e).line(), 1)
         except (Exit, SystemExit):
