@@ -5,7 +5,9 @@ A module's undefined symbol is provided by the target kernel (vmlinux, or one of
 Module.symvers says which) or by another module of the same set (the same lint run, the modules beside
 a linted file, the .ko files of one build cell or package). A provider's namespace must be imported
 (MODULE_IMPORT_NS) and a GPL-only export needs a GPL-compatible license, as modpost and the loader
-(kernel/module/main.c: resolve_symbol, verify_namespace_is_imported) check.
+(kernel/module/main.c: resolve_symbol, verify_namespace_is_imported) check. With MODVERSIONS on both
+sides, the CRC a module expects (__versions) must be the one its sibling provider exports (__crc_SYM),
+as check_version() checks at load.
 
     facts(elf)                  what one module exports, needs and imports (JSON-able, cached per file)
     resolve(...)                provider of every undefined symbol, and the findings for the rest
@@ -19,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import ruledata
-from .elf import Elf, SHN_UNDEF
+from .elf import Elf, SHN_ABS, SHN_UNDEF
 from .findings import Finding
 
 # Defined by the final link of a .ko (the .mod.c part) on every arch; each arch adds its own
@@ -29,16 +31,22 @@ VMLINUX = "vmlinux"
 
 
 def facts(elf: Elf, path: str) -> dict:
-    """{"name", "exports": {sym: [gpl, namespace]}, "needs": [sym], "import_ns": [ns], "gpl": bool}."""
+    """{"name", "exports": {sym: [gpl, namespace]}, "needs": [sym], "import_ns": [ns], "gpl": bool,
+    "versions": {needed sym: the CRC it expects}, "crcs": {exported sym: its CRC}} (the last two empty
+    without MODVERSIONS)."""
     from .. import arch as archmod
     a = archmod.by_elf_machine(elf.machine)
     linked = ruledata.GlobSet(a.lint.linker_provided) if a is not None else ()
     names = elf.modinfo_values("name")
     licenses = elf.modinfo_values("license")
     ok = ruledata.gpl_compatible()
+    needs = [n for n in elf.undefined if n not in LINKER_PROVIDED and n not in linked]
+    versions = elf.versions
     return {"name": names[0] if names else module_name(path),
             "exports": exports_of(elf),
-            "needs": [n for n in elf.undefined if n not in LINKER_PROVIDED and n not in linked],
+            "needs": needs,
+            "versions": {n: versions[n] for n in needs if n in versions},
+            "crcs": export_crcs(elf),
             "import_ns": sorted(set(elf.modinfo_values("import_ns"))),
             "gpl": bool(licenses) and all(lic in ok for lic in licenses)}
 
@@ -90,6 +98,31 @@ def exports_of(elf: Elf) -> dict[str, list]:
     return out
 
 
+_CRC_NAMES = re.compile(rb"__crc_")
+
+
+def export_crcs(elf: Elf) -> dict[str, int]:
+    """sym -> the CRC a MODVERSIONS module exports it with: `__crc_SYM`, an absolute symbol whose value
+    is the CRC (Linux < 5.19), or a u32 at the symbol in __kcrctab (the .mod.c of later kernels)."""
+    strtab = elf._strtab
+    starts = {m.start() for m in _CRC_NAMES.finditer(strtab)}
+    out: dict[str, int] = {}
+    if not starts:
+        return out
+    secs = elf.sections
+    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
+        if name_off not in starts or shndx == SHN_UNDEF:
+            continue
+        name = strtab[name_off:strtab.find(b"\0", name_off)].decode("utf-8", "replace")[len("__crc_"):]
+        if shndx == SHN_ABS:
+            out[name] = value & 0xFFFFFFFF
+        elif shndx < len(secs):
+            raw = elf.section_bytes(secs[shndx])
+            if value + 4 <= len(raw):
+                out[name] = int.from_bytes(raw[value:value + 4], "little" if elf.order == "<" else "big")
+    return out
+
+
 @dataclass
 class Resolution:
     """The outcome for one module of a set."""
@@ -124,7 +157,8 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         set_exports = by_arch.get(arch, {})
         res = out[path] = Resolution()
         sf = ruledata.softfloat(arch or "")
-        unknown, ns_missing, gpl_used, only_for = [], {}, [], {}
+        unknown, ns_missing, gpl_used, only_for, crc_off = [], {}, [], {}, {}
+        expects = f.get("versions") or {}
         for sym in f["needs"]:
             entry = kernel.get(sym) if kernel is not None else None
             if entry is not None and _entry(entry)[3] not in (VMLINUX, None, "") and any(
@@ -143,6 +177,9 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
                     continue
                 gpl, space = modules[owners[0]]["exports"][sym]
                 res.provided[sym] = owners[0]
+                theirs = (modules[owners[0]].get("crcs") or {}).get(sym)
+                if sym in expects and theirs is not None and theirs != expects[sym]:
+                    crc_off.setdefault(owners[0], []).append((sym, expects[sym], theirs))
                 if owners[0] not in res.depends:
                     res.depends.append(owners[0])
                 if gpl and not f["gpl"]:
@@ -177,6 +214,14 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
                 "namespace-not-imported", "error",
                 f"uses {', '.join(sorted(syms)[:6])}, exported only for module(s) {allowed}: the loader refuses "
                 f"it ('module ... uses symbol ..., which is exported only for module ...', -EINVAL)"))
+        for owner, bad in sorted(crc_off.items()):
+            shown = "; ".join(f"CRC {mine:#010x} for {sym}, {Path(owner).name} exports {theirs:#010x}"
+                              for sym, mine, theirs in sorted(bad)[:4]) + (
+                f" (and {len(bad) - 4} more)" if len(bad) > 4 else "")
+            res.findings.append(Finding(
+                "crc-mismatch-sibling", "error",
+                f"{Path(path).name} expects {shown}: insmod fails with 'disagrees about version of symbol'. "
+                f"They were built from different sources or configs: rebuild both together", section="__versions"))
         if gpl_used:
             shown = ", ".join(sorted(gpl_used)[:6])
             res.findings.append(Finding(

@@ -85,7 +85,10 @@ def _from_json(path: str, d: dict) -> ModuleResult:
     facts = d.get("facts")
     if facts is not None and not (isinstance(facts, dict) and isinstance(facts.get("exports"), dict)
                                   and isinstance(facts.get("needs"), list)
-                                  and isinstance(facts.get("import_ns"), list)):
+                                  and isinstance(facts.get("import_ns"), list)
+                                  and all(isinstance(facts.get(k, {}), dict) and all(
+                                      isinstance(v, int) for v in facts.get(k, {}).values())
+                                      for k in ("versions", "crcs"))):
         raise ValueError("damaged facts")
     return ModuleResult(path, d["arch"], [Finding.from_dict(f) for f in d["findings"]], facts)
 

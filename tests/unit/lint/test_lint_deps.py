@@ -186,3 +186,32 @@ def test_an_export_for_named_modules_only(build, kernel, tmp_path, user_name, ex
                  name="o")
     folder, _ = package(tmp_path, ("o", only), (user_name, user(build, "o_fn", name=user_name)))
     assert rules_of(by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))[f"{user_name}.ko"]) == expected
+
+
+CRC_KCRCTAB = 'static const unsigned int __crc_a_fn __attribute__((used, section("___kcrctab_gpl+a_fn"))) = %#x;'
+CRC_ABSOLUTE = 'asm(".globl __crc_a_fn\\n.set __crc_a_fn, %#x");'
+
+
+@pytest.mark.parametrize("form", [CRC_KCRCTAB, CRC_ABSOLUTE], ids=["kcrctab (>= 5.19)", "absolute (5.10)"])
+def test_a_sibling_that_exports_another_crc_is_an_error(build, kernel, tmp_path, form):
+    """Both built with MODVERSIONS: the CRC b.ko expects for a_fn (__versions) must be the one a.ko
+    exports, or the loader refuses b.ko ('disagrees about version of symbol a_fn')."""
+    exporter = build("x86_64", EXPORTER + form % 0x1234ABCD, name="a")
+    consumer = USER % {"sym": "a_fn", "imports": ""}
+    good = build("x86_64", consumer, name="b", versions={"a_fn": 0x1234ABCD, "_printk": 0x11111111})
+    bad = build("x86_64", consumer, name="c", versions={"a_fn": 0xDEADBEEF, "_printk": 0x11111111})
+    unversioned = build("x86_64", consumer, name="d")
+    folder, (a, b, c, d) = package(tmp_path, ("a", exporter), ("b", good), ("c", bad), ("d", unversioned))
+    mods = by_name(lint_paths([folder], target=str(kernel), jobs=1, use_cache=False))
+    assert rules_of(mods["b.ko"]) == [] and rules_of(mods["d.ko"]) == []   # same CRC; no MODVERSIONS on one side
+    assert rules_of(mods["c.ko"]) == [("crc-mismatch-sibling", "error")]
+    [f] = mods["c.ko"].findings
+    assert "c.ko expects CRC 0xdeadbeef for a_fn, a.ko exports 0x1234abcd" in f.message, f.message
+    assert "rebuild both together" in f.message
+    # an exporter without CRCs (built without MODVERSIONS) is not compared against
+    other = tmp_path / "plain"
+    other.mkdir()
+    shutil.copy(bad, other / "c.ko")
+    shutil.copy(build("x86_64", EXPORTER, name="a"), other / "a.ko")
+    plain = by_name(lint_paths([other], target=str(kernel), jobs=1, use_cache=False))
+    assert rules_of(plain["c.ko"]) == [] and plain["c.ko"].provided == {"a_fn": str(other / "a.ko")}
