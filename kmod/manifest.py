@@ -42,6 +42,8 @@ def _shape_error(data) -> str | None:
         return "`runs` is not a list of records"
     if not isinstance(data.get("packages", {}), dict):
         return "`packages` is not an object"
+    if not isinstance(data.get("preflight", {}), dict):
+        return "`preflight` is not an object"
     return None
 
 
@@ -134,6 +136,14 @@ class Manifest:
     def set_package(self, module: str, record: dict) -> None:
         self._apply(("package", module, dict(record), None))
 
+    @property
+    def preflight(self) -> dict:
+        """host -> what its last preflight said (kernel, verdict per module, error)."""
+        return self.data.setdefault("preflight", {})
+
+    def set_preflight(self, host: str, record: dict) -> None:
+        self._apply(("preflight", host, dict(record), None))
+
     def _apply(self, op: tuple) -> None:
         with self._lock:
             _apply(self.data, op)
@@ -207,8 +217,8 @@ def _apply(data: dict, op: tuple) -> None:
         data["runs"] = [r for r in data["runs"] if r.get("id") != entry["id"]] + [dict(entry)]
         return
     kind, cid, fields, when = op
-    if kind == "package":
-        data.setdefault("packages", {})[cid] = dict(fields)
+    if kind in ("package", "preflight"):
+        data.setdefault("packages" if kind == "package" else "preflight", {})[cid] = dict(fields)
     elif kind == "set":
         data["cells"][cid] = dict(fields)
     elif _matches(data["cells"].get(cid), when):

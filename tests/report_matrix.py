@@ -36,6 +36,31 @@ PACKAGES = {
                     "at": 1795650101.0, "formats": {}},
 }
 
+# What each host's last preflight said (the manifest's `preflight` section, kmod/preflight/report.py:
+# manifest_record): a cell's preflight state is the worst verdict of the hosts that chose it.
+PREFLIGHT = {
+    "vm-a": {"host": "vm-a", "address": "root@10.0.0.1:22", "verdict": "pass", "error": "", "attention": "",
+             "release": "6.1.0-56-amd64", "pin": "bookworm-6.1", "kernel_kind": "pinned", "at": 1795650200.0,
+             "seconds": 0.4, "modules": [
+                 {"module": "clone_probe", "verdict": "pass", "cell": "clone_probe/bookworm-6.1/x86_64",
+                  "reason": "the built cell clone_probe/bookworm-6.1/x86_64 loads as is", "installed": False}]},
+    "vm-b": {"host": "vm-b", "address": "root@10.0.0.2:22", "verdict": "warn", "error": "", "attention": "",
+             "release": "6.1.0-56-amd64", "pin": "bookworm-6.1", "kernel_kind": "pinned", "at": 1795650200.0,
+             "seconds": 0.5, "modules": [
+                 {"module": "clone_probe", "verdict": "warn", "cell": "clone_probe/bookworm-6.1/x86_64",
+                  "reason": "kptr_restrict=2 hides kallsyms: the probe targets were not checked", "installed": False},
+                 {"module": "seed_kprobe", "verdict": "fail", "cell": "",
+                  "reason": "no built cell matches 6.1.0-56-amd64", "installed": False}]},
+    "vm-arm": {"host": "vm-arm", "address": "root@10.0.0.3:22", "verdict": "fail", "error": "", "attention": "",
+               "release": "6.1.0-56-arm64", "pin": "bookworm-6.1", "kernel_kind": "pinned", "at": 1795650201.0,
+               "seconds": 0.6, "modules": [
+                   {"module": "clone_probe", "verdict": "fail", "cell": "clone_probe/bookworm-6.1/arm64",
+                    "reason": "module.sig_enforce=1 and the built cell is unsigned", "installed": False}]},
+    "vm-down": {"host": "vm-down", "address": "", "verdict": "error", "attention": "", "release": "", "pin": "",
+                "error": "cannot connect to vm-down:22 (Connection refused)", "kernel_kind": "", "at": 1795650202.0,
+                "seconds": 3.0, "modules": []},
+}
+
 
 def record(cell_id: str) -> dict:
     result, lint, boot, extra = CELLS[cell_id]
@@ -71,7 +96,7 @@ def write(root: Path) -> Path:
             if rel:
                 (dist / rel).parent.mkdir(parents=True, exist_ok=True)
                 (dist / rel).write_text(f"# reproduce: make ...\nlog of {rel}\n")
-    manifest = {"format": 1, "cells": cells, "packages": PACKAGES,
+    manifest = {"format": 1, "cells": cells, "packages": PACKAGES, "preflight": PREFLIGHT,
                 "runs": [{"command": "invoke build --arch all", "started": time.time() - 5, "status": "running"}]}
     (dist / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dist / "manifest.json"

@@ -110,6 +110,21 @@ class Run:
                     r.notes.append(f"CRCs not checked: the pin's headers could not be read ({e.message})")
             return self.exports[key]
 
+    def record(self) -> None:
+        """Each host's verdicts into dist/manifest.json, by the locked merge every stage uses (other runs'
+        records survive), then dist/report.html."""
+        from .. import report as matrix
+        from ..manifest import Manifest
+        with self.lock:
+            records = [report.manifest_record(x) for x in self.results]
+        if not records:
+            return
+        m = Manifest(self.project.dist / "manifest.json")
+        for rec in records:
+            m.set_preflight(rec["host"], rec)
+        m.save()
+        matrix.write(self.project)
+
     def save(self) -> None:
         with self.lock:
             data = report.to_json(list(self.results))
@@ -282,12 +297,14 @@ def run(project, hosts: list[Host], selected: list, options: Options) -> list[Ho
                 install_all(r)
     except KeyboardInterrupt:
         r.save()   # which hosts were left changed, if any, for whoever looks next
+        r.record()
         from ..progress import log
         for x in r.results:
             if x.attention:
                 log(f"NEEDS ATTENTION {x.host}: {x.attention}")
         raise
     r.save()
+    r.record()
     return r.results
 
 

@@ -115,6 +115,22 @@ def summary(results: list[HostResult]) -> str:
     return text + (f", {attention} NEED ATTENTION" if attention else "")
 
 
+def manifest_record(r: HostResult) -> dict:
+    """What dist/manifest.json keeps of a host (its `preflight` section; dist/preflight.json has it all):
+    the kernel it runs, the verdict and reason per module (--install's trial when there was one)."""
+    k = r.kernel
+    trials = {t.module: t for t in r.trials}
+    modules = []
+    for v in r.verdicts:
+        t = trials.get(v.module)
+        modules.append({"module": v.module, "verdict": t.status if t else v.status,
+                        "reason": t.reason if t else v.reason, "cell": v.cell, "installed": t is not None})
+    return {"host": r.host.name, "address": r.label, "verdict": r.worst, "error": r.error, "attention": r.attention,
+            "release": r.facts.release if r.facts is not None else "", "pin": k.pin.name if k is not None and k.pin else "",
+            "kernel_kind": k.kind if k is not None else "", "at": round(r.started, 3), "seconds": round(r.seconds, 3),
+            "modules": modules}
+
+
 def to_json(results: list[HostResult]) -> dict:
     return {"format": 1, "hosts": [r.record() for r in results], "summary": summary(results)}
 

@@ -10,7 +10,7 @@ from .. import render
 from . import cells
 
 TEMPLATE = "report/report.html.j2"
-LETTERS = {"build": "B", "lint": "L", "package": "P", "boot": "T"}  # T: boot *test*; B is taken
+LETTERS = {"build": "B", "lint": "L", "package": "P", "boot": "T", "preflight": "H"}  # T: boot *test*, H: hosts
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
@@ -75,6 +75,7 @@ def detail(r: cells.Row) -> dict:
         "lint": lint,
         "linted": rec.get("lint") is not None,
         "boot": _boot(r),
+        "preflight": [{"host": h, "state": st, "reason": why} for h, st, why in r.preflight],
         "package": ({"state": r.states["package"], "reason": _text(r.package.get("reason")), "files": _files(r.package),
                      "at": _when(r.package.get("at"))} if r.states["package"] != cells.NONE else None),
     }
@@ -123,6 +124,14 @@ def _package_figures(manifest: dict) -> list[dict]:
             for m, p in sorted(cells.as_dict(manifest.get("packages")).items()) if isinstance(p, dict)]
 
 
+def _preflight_figures(manifest: dict) -> dict:
+    hosts = cells.preflight_hosts(manifest)
+    for h in hosts:
+        h["at"] = _when(h["at"])
+    states = [h["state"] for h in hosts]
+    return {"hosts": hosts, "counts": {s: states.count(s) for s in cells.STATES if s in states}}
+
+
 def context(manifest: dict, title: str, now: float | None = None) -> dict:
     rows = cells.rows(manifest)
     columns = sorted({(r.kernel, r.flavour, r.arch) for r in rows}, key=lambda c: (cells.kernel_key(c[0]), c[1], c[2]))
@@ -142,6 +151,7 @@ def context(manifest: dict, title: str, now: float | None = None) -> dict:
         "build": _build_figures(rows), "lint": _lint_figures(rows), "boot": _boot_figures(rows),
         "linted": sum(r.states["lint"] != cells.NONE for r in rows),
         "packages": _package_figures(manifest),
+        "preflight": _preflight_figures(manifest),
     }
 
 

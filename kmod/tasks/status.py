@@ -4,11 +4,17 @@ from .args import task
 from .common import COMMON_HELP, cli_errors
 
 
-@task(help={"spec": COMMON_HELP["spec"], "format": "text (default) or json (for scripts)"})
+@task(help={"spec": COMMON_HELP["spec"], "format": "text (default) or json (for scripts)",
+            "module": "only these modules (a comma list; default: all)",
+            "kernel": "only these kernels: a pin (bookworm-6.1) or a word of one (6.1, bookworm), a comma list",
+            "arch": "only these arches (a comma list; Debian and `uname -m` names work too)",
+            "state": "only cells with a stage in this state: failed, ok, ... or STAGE:STATE (boot:failed), "
+                     "a comma list; not-run for a stage that did not run"})
 @cli_errors
-def status(c, spec="", format="text"):
-    """The matrix (module x kernel x flavour x arch): build, lint, package and boot state, the first finding
-    or failure reason and the log to open. The same matrix as a page: dist/report.html."""
+def status(c, spec="", format="text", module="", kernel="", arch="", state=""):
+    """The matrix (module x kernel x flavour x arch): build, lint, package, boot and preflight state, the
+    first finding or failure reason and the log to open; then what each host's last preflight said. The
+    same as a page: dist/report.html."""
     import json
     import sys
 
@@ -29,7 +35,24 @@ def status(c, spec="", format="text"):
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a kmod manifest (not a JSON object)", "rebuild it with `invoke build`")
     rows = cells.rows(data)
+    hosts = cells.preflight_hosts(data)
+    words = {flag: [w.strip() for w in value.split(",") if w.strip()]
+             for flag, value in (("module", module), ("kernel", kernel), ("arch", arch), ("state", state))}
+    known = {r.module for r in rows} | set(project.modules)
+    for name in words["module"]:
+        if name.replace("-", "_") not in {k.replace("-", "_") for k in known}:
+            raise UserError(f"--module {name!r}: no such module in {path} or the spec",
+                            f"modules: {', '.join(sorted(known)) or 'none yet (run `invoke build`)'}")
+    from .. import arch as archmod
+    arches = {archmod.get(a).name for a in words["arch"]}
+    picked = cells.select(rows, words["module"], words["kernel"], arches, cells.states_filter(words["state"], rows))
+    if words["module"]:
+        hosts = cells.hosts_of(hosts, words["module"])
     if format == "json":
-        sys.stdout.write(statusmod.as_json(rows))
+        sys.stdout.write(statusmod.as_json(picked, hosts))
+        return
+    if not picked and rows:
+        print(f"no cell of {path} matches ({len(rows)} cell(s) in all)")
     else:
-        statusmod.print_table(rows)
+        statusmod.print_table(picked)
+    statusmod.print_hosts(hosts)

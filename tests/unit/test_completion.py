@@ -18,7 +18,7 @@ CASES = [
     ("build --module ", "", {"clone_probe", "all"}, set()),
     ("lint ", "", set(), {"build", "status"}),       # nothing: the shell offers files
     ("lint dist/", "dist/", set(), {"build"}),
-    ("status --", "--", {"--format", "--spec"}, {"--arch"}),
+    ("status --", "--", {"--format", "--spec", "--module", "--arch", "--state"}, {"--jobs"}),
 ]
 
 

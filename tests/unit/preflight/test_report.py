@@ -49,3 +49,33 @@ def test_json_and_junit():
     failure = suite.find("testcase[@classname='preflight.h1']/failure")
     assert failure.get("message") == "reason 1"
     assert suite.find("testcase[@classname='preflight.down']/error").get("message").startswith("connection refused")
+
+
+def test_hosts_go_into_the_manifest_and_the_report(tmp_path):
+    """preflight records each host's verdicts in the manifest's `preflight` section through the locked
+    merge (what another run wrote meanwhile survives), and dist/report.html shows them."""
+    from kmod import spec as specmod
+    from kmod.manifest import Manifest
+    from kmod.preflight import Run, Options
+    from kmod.report import cells
+    from tests import report_matrix
+    report_matrix.write(tmp_path)
+    project = specmod.load(tmp_path / "kmod.toml")
+    other = Manifest(project.dist / "manifest.json")          # another run, holding older data
+    rs = results(PASS, FAIL, error=True)
+    rs[0].verdicts[0] = Verdict("clone_probe", PASS, "loads as is", "prebuilt", "clone_probe/bookworm-6.1/x86_64")
+    run = Run(project, [], Options())
+    run.results = rs
+    run.record()
+    other.set_cell("clone_probe/bullseye-5.10/x86_64", {**other.cell("clone_probe/bullseye-5.10/x86_64"), "note": 1})
+    other.save()
+    data = json.loads((project.dist / "manifest.json").read_text())
+    assert data["cells"]["clone_probe/bullseye-5.10/x86_64"]["note"] == 1
+    assert {"h0", "h1", "down"} <= set(data["preflight"]) and set(report_matrix.PREFLIGHT) <= set(data["preflight"])
+    assert data["preflight"]["h0"]["modules"][0] == {"module": "clone_probe", "verdict": PASS, "reason": "loads as is",
+                                                     "cell": "clone_probe/bookworm-6.1/x86_64", "installed": False}
+    assert data["preflight"]["h0"]["release"] == "6.1.0-56-amd64" and data["preflight"]["down"]["verdict"] == "error"
+    page = (project.dist / "report.html").read_text()
+    assert 'data-host="h1"' in page and "connection refused by down:22" in page
+    row = next(r for r in cells.rows(data) if r.id == "clone_probe/bookworm-6.1/x86_64")
+    assert ("h0", "ok", "loads as is") in row.preflight

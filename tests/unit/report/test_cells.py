@@ -11,13 +11,13 @@ from tests import report_matrix
 # What each cell of the known matrix must show (build, lint, package, boot), and where its reason and
 # log come from.
 EXPECTED = {
-    "clone_probe/bookworm-6.1/x86_64": ("ok", "ok", "ok", "ok"),
-    "clone_probe/bookworm-6.1/arm64": ("ok", "warning", "ok", "failed"),
-    "clone_probe/trixie-6.12/x86_64": ("failed", "-", "ok", "-"),
-    "clone_probe/bullseye-5.10/x86_64": ("failed", "failed", "ok", "-"),
-    "seed_kprobe/bookworm-6.1/x86_64": ("interrupted", "-", "failed", "-"),
-    "seed_kprobe/bookworm-6.1/rt/arm64": ("excluded", "-", "-", "-"),
-    "seed_kprobe/trixie-6.12/arm64": ("running", "-", "failed", "-"),  # pending while its run is running
+    "clone_probe/bookworm-6.1/x86_64": ("ok", "ok", "ok", "ok", "warning"),   # vm-a pass, vm-b warn
+    "clone_probe/bookworm-6.1/arm64": ("ok", "warning", "ok", "failed", "failed"),
+    "clone_probe/trixie-6.12/x86_64": ("failed", "-", "ok", "-", "-"),
+    "clone_probe/bullseye-5.10/x86_64": ("failed", "failed", "ok", "-", "-"),
+    "seed_kprobe/bookworm-6.1/x86_64": ("interrupted", "-", "failed", "-", "-"),
+    "seed_kprobe/bookworm-6.1/rt/arm64": ("excluded", "-", "-", "-", "-"),
+    "seed_kprobe/trixie-6.12/arm64": ("running", "-", "failed", "-", "-"),  # pending while its run is running
 }
 
 
@@ -59,7 +59,8 @@ def test_first_reason_and_log_to_open(manifest):
     assert rows["seed_kprobe/bookworm-6.1/rt/arm64"].reason == report_matrix.CELLS[
         "seed_kprobe/bookworm-6.1/rt/arm64"][3]["reason"]
     assert rows["seed_kprobe/trixie-6.12/arm64"].reason.startswith("package: lintian rejects")
-    assert rows["clone_probe/bookworm-6.1/x86_64"].reason == ""
+    assert rows["clone_probe/bookworm-6.1/x86_64"].reason == "preflight vm-b: " + report_matrix.PREFLIGHT[
+        "vm-b"]["modules"][0]["reason"]
 
 
 def test_kernels_sort_by_series_not_by_name(manifest):
@@ -118,3 +119,38 @@ def test_any_record_of_any_shape_renders(rec, boot, pkg, runs):
     manifest = {"cells": {"m/k/a": rec}, "packages": {"m": pkg, str(rec.get("module")): pkg}, "runs": runs}
     status.as_json(cells.rows(manifest))
     html.page(manifest, "t")
+
+
+def test_preflight_hosts_and_their_cells(manifest):
+    hosts = {h["host"]: h for h in cells.preflight_hosts(manifest)}
+    assert sorted(hosts) == sorted(report_matrix.PREFLIGHT)
+    assert {h: x["state"] for h, x in hosts.items()} == {"vm-a": "ok", "vm-b": "warning", "vm-arm": "failed",
+                                                        "vm-down": "error"}
+    assert hosts["vm-down"]["error"].startswith("cannot connect")
+    row = next(r for r in cells.rows(manifest) if r.id == "clone_probe/bookworm-6.1/x86_64")
+    assert sorted(h for h, _, _ in row.preflight) == ["vm-a", "vm-b"]
+    assert [h["host"] for h in cells.hosts_of(cells.preflight_hosts(manifest), ["seed-kprobe"])] == ["vm-b", "vm-down"]
+
+
+@pytest.mark.parametrize("kw,want", [
+    ({"modules": ["seed_kprobe"]}, {c for c in EXPECTED if c.startswith("seed_kprobe/")}),
+    ({"arches": {"arm64"}}, {c for c in EXPECTED if c.endswith("/arm64")}),
+    ({"kernels": ["6.1"]}, {c for c in EXPECTED if "/bookworm-6.1/" in c}),
+    ({"states": [(None, "failed")]}, {c for c, s in EXPECTED.items() if "failed" in s}),
+    ({"states": [("boot", "failed"), ("preflight", "warning")]},
+     {c for c, s in EXPECTED.items() if s[3] == "failed" or s[4] == "warning"}),
+    ({"states": [("lint", "-")], "modules": ["clone_probe"]},
+     {c for c, s in EXPECTED.items() if s[1] == "-" and c.startswith("clone_probe/")}),
+])
+def test_select(manifest, kw, want):
+    assert {r.id for r in cells.select(cells.rows(manifest), **kw)} == want
+
+
+def test_state_words(manifest):
+    rows = cells.rows(manifest)
+    assert cells.states_filter(["failed", "boot:ok", "lint:not-run"], rows) == [
+        (None, "failed"), ("boot", "ok"), ("lint", "-")]
+    from kmod.errors import UserError
+    for bad, text in (("nope", "no state 'nope'"), ("bot:failed", "no stage 'bot'")):
+        with pytest.raises(UserError, match=text):
+            cells.states_filter([bad], rows)

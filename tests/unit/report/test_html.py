@@ -78,7 +78,7 @@ def test_a_cell_opens_on_its_details(project):
 def test_a_section_per_stage(project):
     page = Page(report.write(project).read_text())
     sections = [a["id"] for t, a in page.tags if t == "section" and a.get("id", "").startswith("stage-")]
-    assert sections == ["stage-build", "stage-lint", "stage-package", "stage-boot"]
+    assert sections == ["stage-build", "stage-lint", "stage-package", "stage-boot", "stage-preflight"]
     text = "".join(page.text)
     assert "fpu-unguarded" in text and "packages/clone-probe-dkms_0.1.0_all.deb" in text
     linted = sum(1 for s in EXPECTED.values() if s[1] != "-")

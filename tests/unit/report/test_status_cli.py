@@ -23,15 +23,46 @@ def test_table_in_the_terminal(project):
     proc = run_program("status", cwd=project)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:8] == ["module", "kernel", "flavour", "arch", *cells.STAGES]
+    assert lines[0].split()[:9] == ["module", "kernel", "flavour", "arch", *cells.STAGES]
     for cid, states in EXPECTED.items():
         rec = report_matrix.record(cid)
         row = next(ln.split() for ln in lines[1:] if ln.split()[:2] == [rec["module"], rec["kernel"]]
                    and ln.split()[3] == rec["arch"] and ln.split()[2] == (rec.get("flavour") or "-"))
-        assert tuple(row[4:8]) == states, cid
+        assert tuple(row[4:9]) == states, cid
     assert "struct kprobe has no fault_handler since Linux 5.14" in proc.stdout
     assert "clone_probe/bookworm-6.1/arm64/boot/console.log" in proc.stdout
-    assert lines[-1].startswith("build: ")
+    assert any(ln.startswith("build: ") for ln in lines)
+    # then what each host's last preflight said, the unreachable one with its reason
+    hosts = lines[lines.index(next(ln for ln in lines if ln.split()[:3] == ["host", "kernel", "module"])):]
+    for host, rec in report_matrix.PREFLIGHT.items():
+        assert any(ln.split()[0] == host for ln in hosts[1:-1]), host
+    assert "cannot connect to vm-down:22" in proc.stdout
+    assert lines[-1] == "preflight: 4 host(s): 1 failed, 1 error, 1 warning, 1 ok"
+
+
+@pytest.mark.parametrize("front", ["kmodkit", "invoke"])
+def test_filters(project, front):
+    def status(*args):
+        proc = (run_program("status", *args, cwd=project) if front == "kmodkit" else
+                run_cli("--search-root", str(ROOT), "status", *args, cwd=project))
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def ids(*args):
+        return {c["id"] for c in json.loads(status("--format", "json", *args).stdout)["cells"]}
+
+    assert ids("--state", "failed") == {c for c, s in EXPECTED.items() if "failed" in s}
+    assert ids("--state", "boot:failed,build:interrupted") == {c for c, s in EXPECTED.items()
+                                                              if s[3] == "failed" or s[0] == "interrupted"}
+    assert ids("--module", "seed-kprobe", "--arch", "aarch64") == {c for c in EXPECTED if c.startswith("seed_kprobe/")
+                                                                   and c.endswith("/arm64")}
+    assert ids("-m", "clone_probe", "-k", "6.1") == {c for c in EXPECTED if c.startswith("clone_probe/bookworm-6.1/")}
+    out = json.loads(status("--format", "json", "--module", "seed_kprobe").stdout)
+    assert [h["host"] for h in out["preflight"]] == ["vm-b", "vm-down"]     # its verdicts, and the unread host
+    assert out["counts"]["build"] == {"excluded": 1, "interrupted": 1, "running": 1}
+    text = status("--state", "preflight:warning").stdout.splitlines()
+    assert [ln.split()[:4] for ln in text[1:2]] == [["clone_probe", "bookworm-6.1", "-", "x86_64"]]
+    assert "no cell of" in status("--module", "clone_probe", "--state", "excluded").stdout
 
 
 def test_json_through_invoke_is_the_same(project):
@@ -47,6 +78,10 @@ def test_json_through_invoke_is_the_same(project):
     (lambda d: (d / "dist/manifest.json").write_text("[1, 2]"), [], "is not a kmod manifest"),
     (lambda d: (d / "dist/manifest.json").write_bytes(b"\xff\xfe{"), [], "cannot read"),
     (lambda d: None, ["--format", "xml"], "unknown --format 'xml'"),
+    (lambda d: None, ["--state", "broken"], "--state 'broken': no state 'broken'"),
+    (lambda d: None, ["--state", "bot:failed"], "no stage 'bot'"),
+    (lambda d: None, ["--module", "nope"], "--module 'nope': no such module"),
+    (lambda d: None, ["--arch", "vax"], "vax"),
 ])
 def test_one_line_errors(project, setup, args, text):
     setup(project)
