@@ -33,6 +33,14 @@ def test_pinned_vm_passes_and_nothing_changes(vm, project):
     assert f["release"] == vm.vm.release and f["privilege"] == "root" and f["kallsyms_addresses"]
     assert f["blacklist_read"] and f["headers"] and f["dkms"] and f["lockdown"] == "none" and f["sig_enforce"] is False
     assert host["kernel"]["kind"] == "pinned" and host["kernel"]["pin"] == "bookworm-6.1"
+    # the verdict is in the manifest, so status (and dist/report.html) show it on the cell it chose
+    kept = json.loads((project / "dist/manifest.json").read_text())["preflight"][vm.alias]
+    assert kept["release"] == vm.vm.release and kept["modules"][0]["cell"] == v["cell"]
+    status = json.loads(invoke("status", "--format", "json", "--module", "clone_probe", cwd=project).stdout)
+    [mine] = [h for h in status["preflight"] if h["host"] == vm.alias]
+    assert [(m["cell"], m["state"]) for m in mine["modules"]] == [(v["cell"], "ok")]
+    assert next(c for c in status["cells"] if c["id"] == v["cell"])["preflight"] != "-"
+    assert f'data-host="{vm.alias}"' in (project / "dist/report.html").read_text()
     assert vm.ssh("cat /proc/sys/kernel/tainted; lsmod | sort | md5sum; dpkg -l | md5sum") == before
     changed = vm.ssh("find / -xdev -newer /run/kmod-preflight-mark -not -path '/var/log/*' -not -path '/root' "
                      "-not -path '/root/.ssh*' 2>/dev/null")
