@@ -31,9 +31,9 @@ VMLINUX = "vmlinux"
 
 
 def facts(elf: Elf, path: str) -> dict:
-    """{"name", "exports": {sym: [gpl, namespace]}, "needs": [sym], "import_ns": [ns], "gpl": bool,
-    "versions": {needed sym: the CRC it expects}, "crcs": {exported sym: its CRC}} (the last two empty
-    without MODVERSIONS)."""
+    """{"name", "exports": {sym: [gpl, namespace]}, "needs": [sym], "weak": [sym], "import_ns": [ns],
+    "gpl": bool, "versions": {needed sym: the CRC it expects}, "crcs": {exported sym: its CRC}} (the last
+    two empty without MODVERSIONS)."""
     from .. import arch as archmod
     a = archmod.by_elf_machine(elf.machine)
     linked = ruledata.GlobSet(a.lint.linker_provided) if a is not None else ()
@@ -47,6 +47,7 @@ def facts(elf: Elf, path: str) -> dict:
             "needs": needs,
             "versions": {n: versions[n] for n in needs if n in versions},
             "crcs": export_crcs(elf),
+            "weak": sorted(elf.weak_undefined),   # needs that may stay unresolved: the loader makes them 0
             "import_ns": sorted(set(elf.modinfo_values("import_ns"))),
             "gpl": bool(licenses) and all(lic in ok for lic in licenses)}
 
@@ -159,6 +160,7 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         sf = ruledata.softfloat(arch or "")
         unknown, ns_missing, gpl_used, only_for, crc_off = [], {}, [], {}, {}
         expects = f.get("versions") or {}
+        weak = set(f.get("weak", ()))
         for sym in f["needs"]:
             entry = kernel.get(sym) if kernel is not None else None
             if entry is not None and _entry(entry)[3] not in (VMLINUX, None, "") and any(
@@ -172,7 +174,7 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
             else:
                 owners = [p for p in set_exports.get(sym, ()) if p != path]
                 if not owners:
-                    if kernel is not None and sym not in sf:   # softfloat-helper says it better
+                    if kernel is not None and sym not in sf and sym not in weak:   # softfloat-helper says it better
                         unknown.append(sym)
                     continue
                 gpl, space = modules[owners[0]]["exports"][sym]

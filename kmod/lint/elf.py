@@ -139,6 +139,14 @@ class Elf:
         return list(seen)
 
     @cached_property
+    def weak_undefined(self) -> set[str]:
+        """Undefined symbols bound weak: the loader leaves one it cannot resolve at 0 instead of refusing the
+        module (simplify_symbols()), and modpost does not warn, e.g. PowerPC's machine_is(cell)'s mach_cell."""
+        st = self._strtab
+        return {_cstr(st, name) for name, info, _o, shndx, _v, _s in self._rawsyms
+                if shndx == SHN_UNDEF and name and info >> 4 == STB_WEAK}
+
+    @cached_property
     def global_names(self) -> set[str]:
         """Names of the defined global and weak symbols (module_init/module_exit aliases among them)."""
         st = self._strtab
