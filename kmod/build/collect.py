@@ -22,19 +22,21 @@ def facts(ko: Path) -> dict:
             "kprobes": any(n in KPROBE_API for n in elf.undefined)}
 
 
-def record(dest: Path, location: str, sha256: str, dist: Path) -> dict:
+def record(dest: Path, location: str, sha256: str, dist: Path, cert: Path | None = None) -> dict:
+    """`signature`: "absent" or "present"; against `cert` (a signing build's) "verifies" or "does not verify"."""
+    from ..lint import signature
     return {"name": dest.stem, "location": location, "ko": str(dest.relative_to(dist)), "sha256": sha256,
-            **facts(dest)}
+            **facts(dest), "signature": signature.state(dest.read_bytes(), cert)}
 
 
-def collect(root: Path, built: list[tuple[str, str]], out: Path, dist: Path) -> list[dict]:
+def collect(root: Path, built: list[tuple[str, str]], out: Path, dist: Path, cert: Path | None = None) -> list[dict]:
     """Copy each module (path below `root`, path below its build folder) to `out`, as a regular file
     through no link (kmod.nofollow); their records, in load order."""
     kos = []
     for rel, built_as in built:
         dest = out / Path(rel).name
         sha = nofollow.copy_out(root, rel, dest, "artifact")
-        kos.append(record(dest, built_as.rsplit("/", 1)[0] + "/" if "/" in built_as else "", sha, dist))
+        kos.append(record(dest, built_as.rsplit("/", 1)[0] + "/" if "/" in built_as else "", sha, dist, cert))
     return load_order(kos, dist)
 
 

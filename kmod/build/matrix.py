@@ -164,14 +164,18 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
             argv, mounts = make_argv(cell, ws.path, build_arch), ()
             shown = argv
         run_argv = argv
-        if cell.signing and runtime.build_path and not hand_written:  # then sign with the kernel's sign-file
-            sign = cell.signing.command(cell.kdir, f"{ws.path}/{cell.module.name}.ko")
+        # Signed with the kernel's sign-file after the build: one module here, each one dkms-build.sh built
+        signs = bool(cell.signing and runtime.build_path)
+        if signs and hand_written:
+            env["KMOD_SIGN"] = " ".join(cell.signing.command(cell.kdir))
+        elif signs:
+            sign = [*cell.signing.command(cell.kdir), f"{ws.path}/{cell.module.name}.ko"]
             run_argv = ["sh", "-ec", '"$@"; exec ' + " ".join(map(shlex.quote, sign)), "kmod-build", *argv]
         if cell.pin and runtime.build_path:  # a pinned image: proven to hold the locked packages first
             run_argv = ["sh", "-c", images.check_script(), "kmod-check-image", *run_argv]
             env["KMOD_LOCKED_PACKAGES"] = "\n".join(images.installed(cell.pin))
         with contextlib.ExitStack() as stack:
-            if cell.signing and runtime.build_path and not hand_written:
+            if signs:
                 secret = stack.enter_context(cell.signing.secret_dir(*runtime.build_user()))
                 mounts = (*mounts, Mount(secret, SECRET_MOUNT, True))
             res = runtime.run(ws, run_argv, image=cell.image, env=env, mounts=mounts,
@@ -196,9 +200,10 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                                    "advice": f"remove it (docker rmi {cell.image}), then `invoke toolchains --build`"}])
             rec["seconds"]["total"] = round(time.monotonic() - started, 3)
             return rec
+        cert = cell.signing.cert if cell.signing else None
         try:
             if hand_written:
-                hand_written_result(cell, res, ws, out, dist, rec)
+                hand_written_result(cell, res, ws, out, dist, rec, cert)
                 got = None
             else:
                 got = runtime.collect(ws, [ko_name], out) if res.exit_code == 0 else {}
@@ -213,11 +218,8 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
             if got is None:
                 pass
             elif ko_name in got:
-                rec.update(result="ok", kos=[collect.record(out / ko_name, "", got[ko_name], dist)], diagnosis=[])
-                if cell.signing:
-                    from ..lint import signature
-                    rec["signature"] = {"cert_sha256": cell.signing.cert_sha256,
-                                        "state": signature.state((out / ko_name).read_bytes(), cell.signing.cert)}
+                rec.update(result="ok", kos=[collect.record(out / ko_name, "", got[ko_name], dist, cert)],
+                           diagnosis=[])
             else:
                 found = diagnose.diagnose(res.output)
                 rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
@@ -225,6 +227,10 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                            diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
         if rec.get("kos"):  # the first .ko, for readers of a one-module record
             rec.update(ko=rec["kos"][0]["ko"], ko_sha256=rec["kos"][0]["sha256"])
+            if cell.signing:  # the cell's state: "verifies" when every .ko does, else the first that does not
+                states = [k["signature"] for k in rec["kos"]]
+                rec["signature"] = {"cert_sha256": cell.signing.cert_sha256,
+                                    "state": next((s for s in states if s != "verifies"), "verifies")}
         rec["seconds"]["total"] = round(time.monotonic() - started, 3)
         return rec
     finally:
@@ -255,7 +261,7 @@ def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mo
     return argv, mounts
 
 
-def hand_written_result(cell: Cell, res, ws, out: Path, dist: Path, rec: dict) -> None:
+def hand_written_result(cell: Cell, res, ws, out: Path, dist: Path, rec: dict, cert: Path | None) -> None:
     r = dkmsbuild.parse(res.output)
     rec["dkms"] = {"conf": "own" if dkmsbuild.own_conf(cell.sources.files) else "generated",
                    "package_name": r.value("PACKAGE_NAME"), "package_version": r.value("PACKAGE_VERSION"),
@@ -266,7 +272,7 @@ def hand_written_result(cell: Cell, res, ws, out: Path, dist: Path, rec: dict) -
         return
     if res.exit_code == 0:
         try:
-            rec.update(result="ok", kos=collect.collect(ws.dir, dkmsbuild.built_modules(r), out, dist),
+            rec.update(result="ok", kos=collect.collect(ws.dir, dkmsbuild.built_modules(r), out, dist, cert),
                        diagnosis=[])
             return
         except BuildFailed as e:

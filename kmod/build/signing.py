@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,20 @@ class BuildSigning:
                 raise UserError(f"{flag} {value} is not a PEM {marker.decode().rstrip('-').lower()}",
                                 "e.g. openssl req -new -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem")
             paths.append(p.resolve())
+        public = _public_key(["pkey", "-pubout", "-passin", "pass:"], paths[0])
+        if not public:
+            raise UserError(f"--sign-key {key}: openssl cannot read the key (a passphrase?)",
+                            "sign-file needs an unencrypted PEM key (openssl pkey -in KEY -out PLAIN.pem)")
+        if public != _public_key(["x509", "-noout", "-pubkey"], paths[1]):
+            # sign-file would fail in every container; the build's lint could never verify it
+            raise UserError(f"--sign-key {key} is not the private key of --sign-cert {cert}",
+                            "give the key and the certificate made together")
         return cls(paths[0], paths[1], hashlib.sha256(paths[1].read_bytes()).hexdigest())
 
-    def command(self, kdir: str, ko: str) -> list[str]:
-        return [f"{kdir}/scripts/sign-file", "sha256", f"{SECRET_MOUNT}/key.pem", f"{SECRET_MOUNT}/cert.pem", ko]
+    def command(self, kdir: str) -> list[str]:
+        """sign-file less the module: the templated build appends its one .ko, the hand-written build's
+        script (templates/build/dkms-build.sh, $KMOD_SIGN) each module it built."""
+        return [f"{kdir}/scripts/sign-file", "sha256", f"{SECRET_MOUNT}/key.pem", f"{SECRET_MOUNT}/cert.pem"]
 
     @contextlib.contextmanager
     def secret_dir(self, uid: int, gid: int):
@@ -60,3 +71,10 @@ class BuildSigning:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _public_key(args: list[str], pem: Path) -> bytes:
+    """The public key of a PEM key or certificate ("" when openssl cannot read it)."""
+    from ..lint.signature import _openssl
+    proc = subprocess.run([_openssl(), *args, "-in", str(pem)], capture_output=True, stdin=subprocess.DEVNULL)
+    return proc.stdout if proc.returncode == 0 else b""

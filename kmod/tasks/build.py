@@ -76,8 +76,11 @@ def _lint_hook(project):
         # every .ko of the cell at once: a sibling's exports resolve the others' symbols, as modprobe
         # would load it first
         kos = [project.dist / k["ko"] for k in (rec.get("kos") or [{"ko": rec["ko"]}])]
+        # a signing build's lint verifies what it signed: a .ko that does not verify against the
+        # certificate (signature-absent, signature-invalid) fails the cell
         report = lint.lint_paths(kos, target=cell.pin.label(cell.flavour) if cell.pin else None,
-                                 jobs=1, probes=[str(p) for p in cell.module.probes] or None)
+                                 jobs=1, probes=[str(p) for p in cell.module.probes] or None,
+                                 cert=str(cell.signing.cert) if cell.signing else None)
         rec["lint"] = [{"rule": f.rule, "severity": f.severity, "message": f.message,
                         **({"ko": str(Path(m.path).relative_to(project.dist))} if len(kos) > 1 else {})}
                        for m, f in report.findings()]

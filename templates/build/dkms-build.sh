@@ -11,6 +11,8 @@
 #   KMOD_COLLECT    set when the dkms.conf names no module: the folder whose modules.order lists them
 #   KMOD_HEADERS    header trees to search when a header is missing
 #   KMOD_DKMS_TREE, KMOD_KSOURCEDIR  (host builds) where dkms's tree and the kernel headers are
+#   KMOD_SIGN       set when the build signs: the kernel's sign-file command, less the module (each
+#                   module built is signed after POST_BUILD, as dkms signs after its build)
 # No `set -u`: bash 5.0 (bullseye) calls ${#ARRAY[@]} of an unset array an error; dkms does not set it either.
 export LC_ALL=C
 say() { printf 'KMOD-%s\n' "$*"; }
@@ -194,6 +196,7 @@ if (( rc != 0 )); then
     exit 10
 fi
 
+built=()
 if (( num > 0 )); then
     missing=0
     for ((i = 0; i < num; i++)); do
@@ -201,6 +204,7 @@ if (( num > 0 )); then
         # collection (kmod.nofollow) refuses it and says what it is, instead of "missing"
         if [[ -e ${built_location[i]}${built_name[i]}.ko || -L ${built_location[i]}${built_name[i]}.ko ]]; then
             say "BUILT: $i ${built_location[i]}${built_name[i]}.ko"
+            built+=("${built_location[i]}${built_name[i]}.ko")
         else
             say "MISSING: $i ${built_location[i]}${built_name[i]}.ko"; missing=1
         fi
@@ -223,6 +227,7 @@ else
             [[ (-e $ko || -L $ko) && -z ${seen[$ko]:-} ]] || continue
             seen[$ko]=1
             say "BUILT: $i $ko"
+            built+=("$ko")
             i=$((i + 1))
         done < "$order"
     done < <(find "${KMOD_COLLECT%/}" -name modules.order -type f | awk '{ print length($0) " " $0 }' | sort -n | cut -d' ' -f2-)
@@ -230,4 +235,13 @@ else
 fi
 
 run_script POST_BUILD "${POST_BUILD:-}"
+if [[ -n ${KMOD_SIGN:-} ]]; then
+    read -ra sign <<< "$KMOD_SIGN"
+    for ko in "${built[@]}"; do
+        # a link or a special file is never signed (through it): the host's collection refuses it
+        [[ -f $ko && ! -L $ko ]] || continue
+        "${sign[@]}" "$ko" || { say "ERROR: sign-file could not sign $ko (exit $?)"; exit 11; }
+        say "SIGNED: $ko"
+    done
+fi
 exit 0

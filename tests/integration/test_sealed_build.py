@@ -3,6 +3,7 @@ link, and nothing of the host reaches dist/ or a package (issue 8, item 1; docs/
 
 One `kmod build` runs every hostile module at once (one pin, x86_64: a few seconds in all)."""
 import gzip
+import itertools
 import json
 import lzma
 import os
@@ -188,17 +189,36 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
     image = docker_client.images.get(images.tag(pinsmod.get(PIN)))
     before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     (tmp_path / "proj").mkdir()
-    (tmp_path / "proj/kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n')
-    proc = kmod("build", "--kernel", PIN, "--arch", "x86_64,arm64", "--sign-key", str(tmp_path / "key.pem"),
-                "--sign-cert", str(tmp_path / "cert.pem"), cwd=tmp_path / "proj")
+    pair = tmp_path / "proj/pair"  # hand-written: two modules, one in a subfolder, the second uses the first
+    (pair / "sub").mkdir(parents=True)
+    (pair / "Kbuild").write_text("obj-m := first.o\nobj-m += sub/\n")
+    (pair / "first.c").write_text('#include <linux/module.h>\nint first_value = 1;\nEXPORT_SYMBOL(first_value);\n'
+                                  'MODULE_LICENSE("GPL");\n')
+    (pair / "sub/Kbuild").write_text("obj-m := second.o\n")
+    (pair / "sub/second.c").write_text('#include <linux/module.h>\nextern int first_value;\n'
+                                       'static int __init s(void) { return first_value - 1; }\nmodule_init(s);\n'
+                                       'MODULE_LICENSE("GPL");\n')
+    (tmp_path / "proj/kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n\n'
+                                             '[[module]]\nname = "pair"\nsource = "pair"\n')
+    proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", "x86_64,arm64",
+                "--sign-key", str(tmp_path / "key.pem"), "--sign-cert", str(tmp_path / "cert.pem"), cwd=tmp_path / "proj")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((tmp_path / "proj/dist/manifest.json").read_text())
     from kmod.lint import signature
-    for a in ("x86_64", "arm64"):
-        cell = manifest["cells"][f"clone_probe/{PIN}/{a}"]
-        ko = (tmp_path / "proj/dist" / cell["ko"]).read_bytes()
-        assert ko.endswith(signature.MAGIC) and cell["signature"]["state"] == "verifies"
-        assert any(f["rule"] == "signature-present" and "kmod-test-signing" in f["message"] for f in cell["lint"])
+    cert = signature.Cert.load(str(tmp_path / "cert.pem"))
+    expected = {"clone_probe": ["clone_probe"], "pair": ["first", "second"]}
+    for (module, names), a in itertools.product(expected.items(), ("x86_64", "arm64")):
+        cell = manifest["cells"][f"{module}/{PIN}/{a}"]
+        assert [k["name"] for k in cell["kos"]] == names and cell["signature"]["state"] == "verifies", cell
+        for k in cell["kos"]:
+            ko = (tmp_path / "proj/dist" / k["ko"]).read_bytes()
+            assert ko.endswith(signature.MAGIC) and k["signature"] == "verifies"
+            assert signature.verifies(ko, cert)
+        # the build's lint had the certificate: each module's signature was checked, and verified
+        present = [f for f in cell["lint"] if f["rule"] == "signature-present"]
+        assert len(present) == len(names) and all("kmod-test-signing" in f["message"] for f in present)
+        assert not [f for f in cell["lint"] if f["rule"] in ("signature-absent", "signature-invalid")]
+    assert [k["location"] for k in manifest["cells"][f"pair/{PIN}/x86_64"]["kos"]] == ["", "sub/"]
     outputs = [*every_byte(tmp_path / "proj/dist"), ("stdout", proc.stdout.encode()), ("stderr", proc.stderr.encode())]
     assert [str(p) for p, data in outputs for n in needles if n in data] == []
     assert docker_client.images.get(image.id).id == image.id and images.find(docker_client, images.tag(pinsmod.get(PIN)))

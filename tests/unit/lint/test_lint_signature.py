@@ -120,3 +120,42 @@ def test_lint_cert_from_the_command_line(signed, tmp_path, front):
         proc = lint("--cert", str(bad), str(ko))
         assert proc.returncode == 1 and proc.stdout == "", proc.stdout
         assert len(proc.stderr.strip().splitlines()) == 1 and "--cert" in proc.stderr, proc.stderr
+
+
+def test_a_signing_build_lints_against_its_certificate(signed, tmp_path):
+    """The build's lint step (kmod.tasks.build) gets the build's certificate: a cell whose .ko is not
+    signed, or signed by another key, fails its lint, with the rule that says why."""
+    from types import SimpleNamespace
+    from kmod.tasks.build import _lint_hook
+    ko, unsigned, cert, other_der = signed
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(ko, dist / "signed.ko")
+    shutil.copy(unsigned, dist / "unsigned.ko")
+    hook = _lint_hook(SimpleNamespace(dist=dist))
+
+    def lint(name, crt):
+        cell = SimpleNamespace(pin=None, module=SimpleNamespace(probes=[]), signing=SimpleNamespace(cert=crt))
+        rec = {"kos": [{"ko": name}]}
+        return hook(cell, rec), sorted(f["rule"] for f in rec["lint"] if f["rule"].startswith("signature"))
+
+    assert lint("signed.ko", cert) == (True, ["signature-present"])
+    assert lint("unsigned.ko", cert) == (False, ["signature-absent"])
+    assert lint("signed.ko", other_der) == (False, ["signature-invalid", "signature-present"])
+
+
+def test_build_refuses_a_key_that_is_not_the_certificates(tmp_path):
+    """`build --sign-key A --sign-cert B` of two key pairs, or a key with a passphrase: one line, exit 1,
+    before anything is built (sign-file would fail in every container)."""
+    key, cert = make_cert(tmp_path / "mine", "mine")
+    _, other = make_cert(tmp_path / "other", "other")
+    subprocess.run(["openssl", "genrsa", "-aes128", "-passout", "pass:x", "-out", str(tmp_path / "enc.pem"), "2048"],
+                   check=True, capture_output=True)
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n')
+    for k, c, said in ((key, other, "is not the private key of --sign-cert"),
+                       (tmp_path / "enc.pem", cert, "openssl cannot read the key")):
+        proc = run_cli("--search-root", str(ROOT), "build", "--sign-key", str(k), "--sign-cert", str(c), cwd=tmp_path,
+                       env={"KMOD_CACHE": str(tmp_path / "cache")})
+        assert proc.returncode == 1 and said in proc.stderr, proc.stdout + proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert not (tmp_path / "dist").exists()
