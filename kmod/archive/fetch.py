@@ -77,12 +77,13 @@ def verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def _note(text: str) -> None:
+def note(text: str) -> None:
+    """A one-line note on stderr: a cache entry that is used again only after it was fetched anew."""
     import sys
     print(f"note: {text}", file=sys.stderr, flush=True)
 
 
-def fetch(pkg: Package, progress=None, note=_note) -> Path:
+def fetch(pkg: Package, progress=None, note=note) -> Path:
     """Return the cached .deb for `pkg`, downloading it when missing or no longer matching the lock (a
     corrupt or altered cache entry is fetched again, with a one-line note). A download whose sha256
     differs from the lock is an error, never a warning."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..archive import fetch
+from ..archive import fetch, unpacked
 from ..arch import Arch
 from ..errors import InfraError
 from ..flavour import GENERIC
@@ -34,12 +34,18 @@ def _lock(key: str) -> threading.Lock:
 
 
 def _extract(pkg: Package, members: dict[str, str], dest: Path) -> None:
-    """Unpack `members` (path in the .deb -> name in dest) of a locked package into `dest`, atomically."""
-    if all((dest / name).is_file() for name in members.values()):
+    """Unpack `members` (path in the .deb -> name in dest) of a locked package into `dest`, atomically.
+    Each use checks them against the manifest of the files unpacked (kmod.archive.unpacked); files
+    that differ are unpacked again from the verified .deb, with a one-line note."""
+    present = lambda: all((dest / name).is_file() for name in members.values())
+    if present() and not unpacked.check(dest):
         return
     with _lock(str(dest)):
-        if all((dest / name).is_file() for name in members.values()):
+        why = unpacked.check(dest) if present() else None
+        if why == "":
             return
+        if why:
+            unpacked.note(pkg.basename, why)
         deb = fetch.fetch(pkg)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -60,9 +66,7 @@ def _extract(pkg: Package, members: dict[str, str], dest: Path) -> None:
             for child in list(staging.iterdir()):
                 if child.name not in members.values():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
-            if dest.exists():
-                shutil.rmtree(dest)
-            staging.rename(dest)
+            unpacked.replace(staging, dest)
         except FileNotFoundError as e:
             raise InfraError(f"cannot unpack {pkg.basename}: {e.filename} is missing",
                              "install dpkg and tar") from None
@@ -105,6 +109,7 @@ def _uncompressed(image: Path, dest: Path) -> Path:
         tmp = out.with_suffix(".tmp")
         tmp.write_bytes(res.stdout)
         tmp.rename(out)
+        unpacked.record(dest)   # made from the checked bzImage: checked with it from now on
     return out
 
 

@@ -340,27 +340,31 @@ def _extract(deb: Path, dest: Path, patterns: list[str]) -> None:
 
 def image_tree(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC) -> Path:
     """The whole linux-image package of a pin, unpacked once into the cache (System.map, lib/modules).
-    A complete tree is never replaced (other threads and processes read it); the unpacking runs under a
-    lock, so two builds that need it at once unpack it once."""
+    Each use checks the tree against the manifest of its files (kmod.archive.unpacked); one that differs
+    is unpacked again from the verified .deb, with a one-line note. The unpacking runs under a lock, so
+    two builds that need it at once unpack it once."""
+    from ..archive import unpacked
     pkg = pin.package("image", arch, flavour)
     dest = paths.cache_dir() / "lint" / "trees" / f"{pkg.sha256[:16]}_{pkg.name}"
-    if (dest / ".complete").exists():
+    if (dest / ".complete").exists() and not unpacked.check(dest):
         return dest
     with filelock.locked(dest.with_name(dest.name + ".lock")):
-        if (dest / ".complete").exists():
+        why = unpacked.check(dest) if (dest / ".complete").exists() else None
+        if why == "":
             return dest      # another thread or process unpacked it while we waited
         from ..archive import fetch   # urllib and ssl: imported only when something must be downloaded
         from ..progress import log
-        log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
+        if why:
+            unpacked.note(pkg.basename, why)
+        else:
+            log(f"lint: fetching and unpacking {pkg.basename} ({pkg.size >> 20} MiB) once, for the target checks")
         deb = fetch.fetch(pkg)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack."))
         try:
             _extract(deb, tmp, ["*"])
             (tmp / ".complete").write_text(pkg.sha256 + "\n")
-            if dest.exists():      # an unpack interrupted before it completed (no reader trusts it)
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            unpacked.replace(tmp, dest)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
