@@ -97,7 +97,7 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
     """Every module x pin x arch x flavour that is locked (a flavour the mirror does not ship for an arch
     is no cell; `invoke toolchains` lists the ones there are)."""
     build_arch = images.build_arch()
-    cells = []
+    cells, why = [], {}   # why: what ruled out a combination, for the one line when nothing is left
     for m in modules:
         sources = render.render(m, project.dist / m.name / "src")
         # the package's dkms.conf less its module list, [package.NAME] options included: the build
@@ -106,20 +106,26 @@ def plan(project: Project, modules: list[Module], pins: list[Pin], arches: list[
                 if m.source is not None and not dkmsbuild.own_conf(sources.files) else "")
         for a in arches:
             if m.arches and a.name not in m.arches:
+                why.setdefault(f"module {m.name} limits `arches` to {', '.join(m.arches)}", None)
                 continue
             if kdir:
                 cells.append(Cell(m, None, a, sources, kdir, dkms_conf=conf))
                 continue
             for p in pins:
                 if a.name not in p.arches:
+                    why.setdefault(f"{p.name} has no {a.name} kernel (Debian ships none)", None)
                     continue
                 require_locked(p)
                 for f in flavours:
                     if f in p.flavours and p.has(a, f):
                         cells.append(Cell(m, p, a, sources, p.kdir(a, f), f, image=images.tag(p), signing=signing,
                                           dkms_conf=conf))
+                    else:
+                        why.setdefault(f"{p.name} locks no {f} kernel for {a.name}", None)
     if not cells:
-        raise UserError("nothing to build: no module, kernel, flavour and arch combination matches",
+        reasons = list(why)
+        shown = "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+        raise UserError("nothing to build: " + (shown or "no module, kernel, flavour and arch combination matches"),
                         "check --module/--kernel/--flavour/--arch and the modules' `arches` "
                         "(`invoke toolchains` lists the kernels there are)")
     for c in cells:

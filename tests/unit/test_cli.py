@@ -32,6 +32,10 @@ def one_line_error(proc, code, text):
     (["build", "--runtime", "host"], "--runtime host needs --kdir"),
     (["build", "--runtime", "host", "--kdir", "/nonexistent"], "is not a kernel build tree"),
     (["render", "--symbol", "a b"], "is not a kernel symbol"),
+    # nothing left to build says which combination the data rules out
+    (["build", "--arch", "ppc64le", "--kernel", "bullseye"], "nothing to build: bullseye-5.10 has no ppc64el kernel"),
+    (["build", "--arch", "s390x", "--kernel", "6.1", "--flavour", "rt"],
+     "nothing to build: bookworm-6.1 locks no rt kernel for s390x"),
 ])
 def test_bad_input_one_line_nothing_written(project, args, text):
     proc = kmod(*args, cwd=project)
