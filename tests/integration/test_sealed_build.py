@@ -198,15 +198,23 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
     (pair / "sub/second.c").write_text('#include <linux/module.h>\nextern int first_value;\n'
                                        'static int __init s(void) { return first_value - 1; }\nmodule_init(s);\n'
                                        'MODULE_LICENSE("GPL");\n')
+    own = tmp_path / "proj/own"  # hand-written with its own dkms.conf: the module it names, in a subfolder
+    (own / "src").mkdir(parents=True)
+    (own / "dkms.conf").write_text('PACKAGE_NAME="own"\nPACKAGE_VERSION="1"\nBUILT_MODULE_NAME[0]="own"\n'
+                                   'BUILT_MODULE_LOCATION[0]="src/"\nDEST_MODULE_LOCATION[0]="/updates/dkms"\n'
+                                   'MAKE[0]="make -C ${kernel_source_dir} M=${dkms_tree}/own/1/build/src"\n')
+    (own / "src/Kbuild").write_text("obj-m := own.o\n")
+    (own / "src/own.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
     (tmp_path / "proj/kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n\n'
-                                             '[[module]]\nname = "pair"\nsource = "pair"\n')
+                                             '[[module]]\nname = "pair"\nsource = "pair"\n\n'
+                                             '[[module]]\nname = "own"\nsource = "own"\n')
     proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", "x86_64,arm64",
                 "--sign-key", str(tmp_path / "key.pem"), "--sign-cert", str(tmp_path / "cert.pem"), cwd=tmp_path / "proj")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((tmp_path / "proj/dist/manifest.json").read_text())
     from kmod.lint import signature
     cert = signature.Cert.load(str(tmp_path / "cert.pem"))
-    expected = {"clone_probe": ["clone_probe"], "pair": ["first", "second"]}
+    expected = {"clone_probe": ["clone_probe"], "pair": ["first", "second"], "own": ["own"]}
     for (module, names), a in itertools.product(expected.items(), ("x86_64", "arm64")):
         cell = manifest["cells"][f"{module}/{PIN}/{a}"]
         assert [k["name"] for k in cell["kos"]] == names and cell["signature"]["state"] == "verifies", cell
