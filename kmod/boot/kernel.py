@@ -3,20 +3,15 @@ unpacked into the cache. Only the few files a boot needs are kept: the kernel, S
 import shutil
 import subprocess
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
+from .. import filelock, paths
 from ..archive import fetch, unpacked
 from ..arch import Arch
 from ..errors import InfraError
 from ..flavour import GENERIC
 from ..pins import Package, Pin, require_locked
-
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
 
 @dataclass(frozen=True)
 class Kernel:
@@ -28,19 +23,15 @@ class Kernel:
     config: Path
 
 
-def _lock(key: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
-
-
-def _extract(pkg: Package, members: dict[str, str], dest: Path) -> None:
-    """Unpack `members` (path in the .deb -> name in dest) of a locked package into `dest`, atomically.
-    Each use checks them against the manifest of the files unpacked (kmod.archive.unpacked); files
-    that differ are unpacked again from the verified .deb, with a one-line note."""
+def _extract(pkg: Package, members: dict[str, str], dest: Path, finish=None) -> None:
+    """Unpack `members` (path in the .deb -> name in dest) of a locked package into `dest`, atomically;
+    `finish(folder)` adds what is made of them before the folder is in place. Each use checks the files
+    against the manifest written then (kmod.archive.unpacked); files that differ are unpacked again from
+    the verified .deb, with a one-line note. One unpacker at a time, threads and processes alike."""
     present = lambda: all((dest / name).is_file() for name in members.values())
     if present() and not unpacked.check(dest):
         return
-    with _lock(str(dest)):
+    with filelock.locked(dest.with_name(dest.name + ".lock")):
         why = unpacked.check(dest) if present() else None
         if why == "":
             return
@@ -66,6 +57,8 @@ def _extract(pkg: Package, members: dict[str, str], dest: Path) -> None:
             for child in list(staging.iterdir()):
                 if child.name not in members.values():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if finish:
+                finish(staging)
             unpacked.replace(staging, dest)
         except FileNotFoundError as e:
             raise InfraError(f"cannot unpack {pkg.basename}: {e.filename} is missing",
@@ -99,17 +92,13 @@ def _uncompressed(image: Path, dest: Path) -> Path:
     cmd = next((c for magic, c in PAYLOADS.items() if payload and payload.startswith(magic)), None)
     if not cmd or not shutil.which(cmd[0]):
         return image
-    with _lock(str(out)):
-        if out.is_file():
-            return out
-        res = subprocess.run(cmd, input=payload, capture_output=True)
-        # trailing bytes after the stream (the size word) make some decompressors complain: judge the output
-        if not res.stdout.startswith(b"\x7fELF"):
-            return image
-        tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(res.stdout)
-        tmp.rename(out)
-        unpacked.record(dest)   # made from the checked bzImage: checked with it from now on
+    res = subprocess.run(cmd, input=payload, capture_output=True)
+    # trailing bytes after the stream (the size word) make some decompressors complain: judge the output
+    if not res.stdout.startswith(b"\x7fELF"):
+        return image
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(res.stdout)
+    tmp.rename(out)
     return out
 
 
@@ -118,12 +107,15 @@ def kernel(pin: Pin, arch: Arch, flavour: str = GENERIC) -> Kernel:
     pkg = pin.package("image", arch, flavour)
     release = pin.release(arch, flavour)
     dest = paths.cache_dir() / "boot" / "kernels" / f"{pkg.sha256[:16]}_{release}"
+    # the vmlinux QEMU boots is made while unpacking, so that the manifest covers it from the start
+    uncompressed = arch.qemu.get("boot_uncompressed")
     _extract(pkg, {f"./boot/{arch.image_file}-{release}": arch.image_file,
                    f"./boot/System.map-{release}": "System.map",
-                   f"./boot/config-{release}": "config"}, dest)
+                   f"./boot/config-{release}": "config"}, dest,
+             finish=(lambda d: _uncompressed(d / arch.image_file, d)) if uncompressed else None)
     image = dest / arch.image_file
-    if arch.qemu.get("boot_uncompressed"):
-        image = _uncompressed(image, dest)
+    if uncompressed and (dest / "vmlinux").is_file():
+        image = dest / "vmlinux"
     return Kernel(pin, arch, release, image, dest / "System.map", dest / "config")
 
 

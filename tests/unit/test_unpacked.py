@@ -108,3 +108,4 @@ def test_the_lints_tree_is_unpacked_again_when_a_file_is_planted(private_cache, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"changed: {bins}/planted was added; unpacking it again" in err[0]
     assert not [p for p in tree.parent.iterdir() if ".old." in p.name or p.name.startswith(".unpack.")]
+
