@@ -33,8 +33,10 @@ def check(elf: Elf, module_arch: str, t: KernelTarget) -> list[Finding]:
     return out
 
 
-def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Finding]:
-    """probe-target-* need the target's System.map; kretprobe-noreturn needs only the name."""
+def probe_targets(probed: dict[str, str], t: KernelTarget | None,
+                  offsets: dict[str, int] | None = None) -> list[Finding]:
+    """probe-target-* need the target's System.map; kretprobe-noreturn needs only the name. `offsets`: the
+    static `.offset` of the object probing each symbol, where the module's data shows it."""
     out = []
     noreturn = set(ruledata.load("kprobes")["noreturn"])
     first = min(probed) if probed else None
@@ -52,6 +54,13 @@ def probe_targets(probed: dict[str, str], t: KernelTarget | None) -> list[Findin
                                f"entry itself, so register_kretprobe() fails with -EINVAL. Use a kprobe (kmod "
                                f"places it {t.entry_skip:#x} bytes in, after the site), or a kernel with "
                                f"KPROBES_ON_FTRACE"))
+        if kind == "kprobe" and t.entry_skip and (offsets or {}).get(name) == 0:
+            # a warning: the module may still set .offset at run time, which its data does not show
+            out.append(Finding("kprobe-entry-refused", "warning",
+                               f"kprobe on {name} at offset 0 (its struct kprobe's static .offset): {t.name} starts every "
+                               f"function with an ftrace patch site it cannot probe (no CONFIG_KPROBES_ON_FTRACE), "
+                               f"so register_kprobe() fails with -EINVAL unless the module sets .offset to "
+                               f"{t.entry_skip:#x} or more before registering. Probe {name}+{t.entry_skip:#x}"))
         if t.text is None:
             if name == first:
                 shown = ", ".join(sorted(probed)[:8]) + (f" and {len(probed) - 8} more" if len(probed) > 8 else "")

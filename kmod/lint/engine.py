@@ -77,7 +77,7 @@ def _lint(data, path, target, probe_names, strict, cert) -> ModuleResult:
         probed = {n: found.symbols.get(n, "kprobe") for n in names}
     if probed and t is not None and t.text is None:
         t = run("probe-map", target.with_symbols, arch.name, default=None) or t   # a pin's first use
-    out += run("probe-targets", against.probe_targets, probed, t, default=[])
+    out += run("probe-targets", against.probe_targets, probed, t, found.offsets, default=[])
     out.sort(key=lambda f: (-RANK[f.severity], f.rule, f.function or "", f.address or 0))
     return result
 

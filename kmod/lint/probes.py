@@ -8,6 +8,7 @@ register_kretprobe(). Handlers assigned at run time (`kp.pre_handler = h;`) show
 in the registering function. With DWARF, functions with a handler's signature are handlers too.
 """
 import re
+import struct
 from dataclasses import dataclass, field
 
 from . import decode, ruledata
@@ -24,9 +25,18 @@ class Probes:
     defaults: set[str] = field(default_factory=set)   # of those, read from a writable buffer (a parameter)
     registers: bool = False                           # the module calls register_k*probe*()
     literals: list[str] = field(default_factory=list)  # symbol-like strings the registering code uses
+    offsets: dict[str, int] = field(default_factory=dict)  # probed symbol -> the object's static .offset
 
     def handler_set(self) -> set[int]:
         return set(self.handlers)
+
+
+def _static_offset(elf: Elf, sec: int, slot: int) -> int:
+    """The `.offset` of the struct kprobe whose `.symbol_name` pointer is at `slot`: the unsigned int right
+    after that pointer (struct kprobe's layout on every 64-bit kernel; a kretprobe starts with its kprobe)."""
+    data = elf.section_bytes(elf.sections[sec])
+    at = slot + 8
+    return struct.unpack_from(elf.order + "I", data, at)[0] if at + 4 <= len(data) else 0
 
 
 def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes, depth: int = 0) -> None:
@@ -47,12 +57,14 @@ def _scan_object(g: Graph, sec: int, lo: int, hi: int, kind: str, probes: Probes
             name = elf.cstring_at(tsec, toff)
             if name and _looks_like_symbol(name):
                 probes.symbols.setdefault(name, kind)
+                probes.offsets.setdefault(name, _static_offset(elf, sec, r.offset))
         elif depth == 0:
             name = elf.cstring_at(tsec, toff) if target_sec.flags & SHF_WRITE else None
             if name and _looks_like_symbol(name):
                 # a writable buffer: the default of module_param_string(symbol, ...), which the
                 # kernel's own kprobe samples use; a different one may be given at load time
                 probes.symbols.setdefault(name, kind)
+                probes.offsets.setdefault(name, _static_offset(elf, sec, r.offset))
                 probes.defaults.add(name)
                 continue
             # register_kprobes(struct kprobe **kps, n): an array of pointers to the objects

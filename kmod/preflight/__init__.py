@@ -99,12 +99,15 @@ class Run:
     def pinned_exports(self, r: HostResult) -> dict | None:
         """A pinned kernel's Module.symvers from its locked headers (the lint's target cache), for a host
         that runs it without headers: its CRCs are exactly these. Read once per run and pin."""
+        from ..flavour import GENERIC
         from ..lint.target import load_pin
-        key = (r.kernel.pin.name, r.kernel.arch.name)
+        # the flavour's own headers: a cloud or rt kernel's CRCs differ from the generic one's of the same ABI
+        k = r.kernel
+        key = (k.pin.name, k.arch.name, k.pin_flavour)
         with self.pin_lock:
             if key not in self.exports:
                 try:
-                    self.exports[key] = load_pin(r.kernel.pin, r.kernel.arch).exports
+                    self.exports[key] = load_pin(k.pin, k.arch, k.pin_flavour or GENERIC).exports
                 except KmodError as e:
                     self.exports[key] = None
                     r.notes.append(f"CRCs not checked: the pin's headers could not be read ({e.message})")

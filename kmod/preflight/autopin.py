@@ -2,12 +2,14 @@
 with another ABI or flavour gets exactly that kernel (ABI, flavour, Debian version) resolved from the
 mirror's verified indexes and locked as a pin of its own (kmod.archive.resolve.resolve_kernel, into
 toolchains/kernels.lock like every pin); the modules are built for it, linted against it and
-boot-tested on it, and the host is preflighted again. Any other kernel is left to the host's dkms."""
+boot-tested on it, and the host is preflighted again. A host that runs a pinned kernel no cell was built
+for (a flavour or arch the build left out) gets that cell built the same way, the lock untouched. Any
+other kernel is left to the host's dkms."""
 from .. import build as buildmod
 from .. import pins as pinsmod
 from ..archive import resolve
 from ..progress import log
-from .kernels import DEBIAN, OTHER
+from .kernels import DEBIAN, OTHER, PINNED
 from .report import HostResult
 
 
@@ -17,6 +19,18 @@ def wanted(results: list[HostResult]) -> dict[str, list[HostResult]]:
     for r in results:
         if not r.error and r.kernel is not None and r.kernel.kind == DEBIAN:
             out.setdefault(r.kernel.auto_pin_name, []).append(r)
+    return out
+
+
+def unbuilt(results: list[HostResult]) -> dict[tuple[str, str, str], list[HostResult]]:
+    """(pin, flavour, arch) of a pinned kernel that some module's verdict had no built cell for -> hosts."""
+    out: dict[tuple[str, str, str], list[HostResult]] = {}
+    for r in results:
+        k = r.kernel
+        if r.error or k is None or k.kind != PINNED:
+            continue
+        if any(v.route != "prebuilt" for v in r.verdicts):   # a verdict no built cell serves
+            out.setdefault((k.pin.name, k.pin_flavour, k.arch.name), []).append(r)
     return out
 
 
@@ -37,7 +51,8 @@ def run(project, modules: list, results: list[HostResult], quiet: bool = False) 
         if not r.error and r.kernel is not None and r.kernel.kind == OTHER:
             log(f"--auto-pin: {r.host} runs {r.kernel.release}, not a Debian kernel of a pinned suite: checked "
                 f"against its own kallsyms and Module.symvers; only dkms on the host can build for it")
-    if not groups:
+    missing = unbuilt(results)
+    if not groups and not missing:
         log("--auto-pin: no host runs an unpinned Debian kernel of a pinned suite; nothing to pin")
         return []
     new = []
@@ -46,12 +61,18 @@ def run(project, modules: list, results: list[HostResult], quiet: bool = False) 
         log(f"--auto-pin: {', '.join(h.host.name for h in hosts)} run(s) {k.release} (Debian {k.version}), "
             f"not pinned: locking exactly it as {name}")
         new.append(lock(name, hosts[0]))
+    from .. import arch as archmod
     cells = []
+    for (pin_name, flavour, arch), hosts in missing.items():
+        log(f"--auto-pin: {', '.join(h.host.name for h in hosts)} run(s) {hosts[0].kernel.release}, pinned as "
+            f"{pinsmod.get(pin_name).label(flavour)} but not built: building it")
+        mods = [m for m in modules if not m.arches or arch in m.arches]
+        if mods:
+            cells += buildmod.plan(project, mods, [pinsmod.get(pin_name)], [archmod.get(arch)], flavours=(flavour,))
     for pin in new:
         arch = pinsmod.get(pin.name).arches[0]
         mods = [m for m in modules if not m.arches or arch in m.arches]
         if mods:
-            from .. import arch as archmod
             cells += buildmod.plan(project, mods, [pin], [archmod.get(arch)])
     if not cells:
         return []
@@ -64,4 +85,4 @@ def run(project, modules: list, results: list[HostResult], quiet: bool = False) 
             (f["message"] for f in rec.get("lint", []) if f["severity"] == "error"), "see its build.log")
         log(f"--auto-pin: {c.id} failed: {why}")
     boot.run_for_cells(project, [c for c in outcome.cells if c.result in ("ok", "cached")])
-    return [r for hosts in groups.values() for r in hosts]
+    return [r for hosts in [*groups.values(), *missing.values()] for r in hosts]

@@ -19,6 +19,7 @@ class Kernel:
     abi: str = ""
     flavour: str = ""                  # uname -r after the ABI: amd64, cloud-amd64, rt-arm64...
     version: str = ""                  # Debian package version of the running kernel
+    pin_flavour: str = ""              # pinned: the pin's flavour name (generic, cloud, rt)
 
     @property
     def auto_pin_name(self) -> str:
@@ -47,7 +48,7 @@ def classify(release: str, machine: str, debian_version: str) -> Kernel:
         for a, f in (pin.planned() if pin.locked else []):
             if a is arch and pin.has(a, f.name) and pin.release(a, f.name) == release:
                 abi = pin.abi(a, f.name)
-                return Kernel(PINNED, release, arch, pin, abi, release[len(abi) + 1:], debian_version)
+                return Kernel(PINNED, release, arch, pin, abi, release[len(abi) + 1:], debian_version, f.name)
     parts = split_release(release, arch)
     if parts and debian_version:
         abi, flavour = parts

@@ -17,7 +17,7 @@ from ..lint import against, license, ruledata, signature
 from ..lint.elf import Elf
 from ..spec import Module
 from .facts import Facts, rules
-from .kernels import DEBIAN, Kernel
+from .kernels import DEBIAN, PINNED, Kernel
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 RANK = {PASS: 0, WARN: 1, FAIL: 2}
@@ -216,6 +216,9 @@ def judge(f: Facts, k: Kernel, info: ModuleInfo, host: str, exports: dict | None
     reason = f"{prebuilt}, and dkms cannot build it there: {dkms_no}"
     if k.kind == DEBIAN:
         reason += f"; --auto-pin locks and builds exactly {k.release}"
+    elif k.kind == PINNED and not cell_problems:
+        reason += (f"; it is pinned: `invoke build --kernel {k.pin.name} --flavour {k.pin_flavour} --arch "
+                   f"{k.arch.name}` (or --auto-pin) builds it")
     elif not cell_problems:
         reason += "; only dkms on the host can build for this kernel"
     return Verdict(m.name, FAIL, reason, findings=found + [Finding("no-build", "error", reason)])

@@ -224,10 +224,19 @@ def booted(realmods):
 
 
 def test_kprobe_samples_pass_with_kmods_own_count_as_proof(booted):
+    """Every cell passes with kmod's own hit count as proof, except where the build's lint said before the
+    boot that the kernel refuses kprobe_example's probe at kernel_clone+0 (riscv64's 6.12, no
+    KPROBES_ON_FTRACE): there the boot test must confirm it, at insmod."""
     samples, _, cells = booted
-    assert samples.returncode == 0, samples.stderr[-3000:]
+    refused = {cid for cid, rec in cells_of(cells, SAMPLES).items()
+               if any(f["rule"] == "kprobe-entry-refused" for f in rec.get("lint") or [])}
+    assert refused and len(refused) < len(cells_of(cells, SAMPLES)), refused
+    assert samples.returncode == (1 if refused else 0), samples.stderr[-3000:]
     for cid, rec in cells_of(cells, SAMPLES).items():
         boot = rec["boot"]
+        if cid in refused:
+            assert boot["verdict"] == "fail" and boot["step"] == "insmod", (cid, boot["step"], boot["reason"])
+            continue
         assert boot["verdict"] == "pass", (cid, boot["step"], boot["reason"])
         # the entry or just past its landing pad (x86 ENDBR, arm64 BTI)
         assert re.match(r"kmod.s kprobe events on the same addresses counted kernel_clone\+0x[0-9a-f]+=[1-9]", boot["proof"])

@@ -59,8 +59,9 @@ CC = {a: compiler(a) for a in ARCHES}
 PRELUDE = r"""
 #define MODINFO(tag, text) static const char __UNIQUE_##tag[] __attribute__((section(".modinfo"), used, aligned(1))) = text
 struct pt_regs;
-struct kprobe { const char *symbol_name; void *addr; int (*pre_handler)(struct kprobe *, struct pt_regs *);
-                void (*post_handler)(struct kprobe *, struct pt_regs *, unsigned long); };
+struct kprobe { void *hlist[2]; void *list[2]; unsigned long nmissed; void *addr; const char *symbol_name;
+                unsigned int offset; int (*pre_handler)(struct kprobe *, struct pt_regs *);
+                void (*post_handler)(struct kprobe *, struct pt_regs *, unsigned long); };   /* the kernel's layout */
 struct kretprobe_instance;
 struct kretprobe { struct kprobe kp; int (*handler)(struct kretprobe_instance *, struct pt_regs *);
                    int (*entry_handler)(struct kretprobe_instance *, struct pt_regs *); int maxactive; };

@@ -72,4 +72,9 @@ def test_a_kretprobe_where_the_kernel_refuses_function_entries_is_said_before_bo
     f = next(f for f in refused.findings if f.rule == "kretprobe-entry-refused")
     assert "do_sys_openat2" in f.message and "KPROBES_ON_FTRACE" in f.message and "0x8" in f.message
     assert lint_against(obj, riscv_tree(tmp_path / "b", True)) == []     # that kernel can
-    assert lint_against(build("riscv64", KPROBE, vermagic=False), riscv_tree(tmp_path / "c", False)) == []
+    # a kprobe at the first byte is refused too (kprobe_example: -22); one past the site is accepted
+    entry = lint_against(build("riscv64", KPROBE, vermagic=False), riscv_tree(tmp_path / "c", False))
+    assert entry == [("kprobe-entry-refused", "warning")]
+    past = KPROBE.replace('.symbol_name = "kernel_clone",', '.symbol_name = "kernel_clone", .offset = 8,')
+    assert lint_against(build("riscv64", past, vermagic=False), riscv_tree(tmp_path / "d", False)) == []
+    assert lint_against(build("riscv64", KPROBE, vermagic=False), riscv_tree(tmp_path / "e", True)) == []
