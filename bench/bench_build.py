@@ -127,6 +127,14 @@ def main() -> None:
 
     raw_wall, our_wall = wall(raw, 5), wall(ours, 5)
 
+    # What users type most: `invoke build --arch arm64`, lint on (every pin's arm64 cell), fresh dist/
+    def default(lint: bool):
+        fresh(work)
+        run([*KMOD, "build", "--arch", "arm64", *([] if lint else ["--no-lint"])], cwd=work, env=ENV)
+
+    default(True)   # warm: every pin's image, lint target and probe map made once, outside the timing
+    lint_wall, nolint_wall = wall(lambda: default(True), 3), wall(lambda: default(False), 3)
+
     # Cache hit: the engine is unreachable on purpose, so success proves no container started.
     dead = {**ENV, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     hit_wall = wall(lambda: kmod(work, "--arch", "arm64", "--kernel", pin.name, env=dead), 5)
@@ -157,6 +165,7 @@ def main() -> None:
 | measure | value | target |
 |---|---|---|
 | one module, arm64, warm image: `invoke build` / raw `docker run make` | {our_wall:.2f} s / {raw_wall:.2f} s = **{our_wall / raw_wall:.2f}x** | <= 1.3x |
+| the default command, `invoke build --arch arm64` (3 cells, lint on) / the same with `--no-lint` | {lint_wall:.2f} s / {nolint_wall:.2f} s = **{lint_wall / nolint_wall:.2f}x** | |
 | no-change rebuild (cache hit, engine unreachable: no container) | **{hit_wall:.2f} s** (bare `import invoke`: {floor_wall:.2f} s) | <= 0.3 s |
 | full matrix ({len(cells)} cells: every pin x flavour x arch), {os.cpu_count()} cores: parallel / sum of sequential | {parallel:.1f} s / {sequential:.1f} s = **{parallel / sequential:.2f}x** | <= 0.55x |
 | peak RSS of the tool's process, full matrix | **{peak_mib:.0f} MiB** | < 200 MiB |

@@ -231,7 +231,7 @@ def test_kprobe_samples_pass_with_kmods_own_count_as_proof(booted):
     refused = {cid for cid, rec in cells_of(cells, SAMPLES).items()
                if any(f["rule"] == "kprobe-entry-refused" for f in rec.get("lint") or [])}
     assert refused and len(refused) < len(cells_of(cells, SAMPLES)), refused
-    assert samples.returncode == (1 if refused else 0), samples.stderr[-3000:]
+    assert samples.returncode == (2 if refused else 0), samples.stderr[-3000:]   # 2: a module failed
     for cid, rec in cells_of(cells, SAMPLES).items():
         boot = rec["boot"]
         if cid in refused:
