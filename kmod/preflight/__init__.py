@@ -34,6 +34,10 @@ from .report import HostResult
 
 DEFAULT_JOBS = 16          # hosts at once: SSH sessions wait far more than they compute
 GRACE = 600.0              # after Ctrl-C, how long --install may take to put hosts back
+# A host's row says when it started (wall clock) and how long it took (monotonic). Both come from one
+# monotonic reading and this fixed offset: two separate clock reads, with a thread switch between them,
+# made a row end up to tens of ms after the next host on the same worker had started.
+_WALL = time.time() - time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def facts_script(infos: list[verdict.ModuleInfo]) -> str:
 def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -> HostResult:
     """Connect, read the facts, judge every module. Never raises for the host's own trouble."""
     started = time.monotonic()
-    r = HostResult(host, started=time.time())
+    r = HostResult(host, started=started + _WALL)
     s = None
     try:
         s = run.session(host, run.options.ssh.timeout)
