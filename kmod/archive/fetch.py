@@ -10,6 +10,36 @@ from ..pins import Package
 from . import mirror as mirrormod
 
 TIMEOUT = 60
+# A mirror that does not answer for a moment (a DNS lookup that fails once, a reset connection, a 503
+# while it syncs) is asked again, as apt's Acquire::Retries does: seconds to wait before each new try.
+RETRY_DELAYS = (1.0, 3.0, 9.0)
+
+
+def _transient(e: BaseException) -> bool:
+    """Worth another try: the network or the mirror failed for a moment. A 404, an unknown host name or
+    a file:// path that is not there are answers, never retried."""
+    import socket
+    import urllib.error
+    if isinstance(e, urllib.error.HTTPError):
+        return e.code in (408, 429, 500, 502, 503, 504)
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        e = e.reason
+    if isinstance(e, socket.gaierror):
+        return e.errno == socket.EAI_AGAIN         # "Temporary failure in name resolution"
+    return isinstance(e, (TimeoutError, ConnectionResetError, ConnectionAbortedError, socket.timeout))
+
+
+def _with_retries(what: str, attempt, say=None):
+    """attempt() until it succeeds or fails for good; each new try is said in one line."""
+    import time
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return attempt()
+        except Exception as e:  # noqa: BLE001 - only a transient failure is tried again, the rest re-raised
+            if delay is None or not _transient(e):
+                raise
+            (say or note)(f"{what}: {getattr(e, 'reason', None) or e}; trying again in {delay:.0f}s")
+            time.sleep(delay)
 
 
 def url_of(pkg: Package, mirror: mirrormod.Mirror | None = None) -> str:
@@ -98,17 +128,24 @@ def fetch(pkg: Package, progress=None, note=note) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     url = url_of(pkg)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".dl.")
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+    os.close(fd)
+
+    def download() -> str:
+        # each try starts the file again: a connection cut half-way leaves no half in the hash
+        h = hashlib.sha256()
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
                 if progress:
                     progress(len(chunk))
-        if h.hexdigest() != pkg.sha256:
+        return h.hexdigest()
+
+    try:
+        digest = _with_retries(f"downloading {pkg.basename}", download, note)
+        if digest != pkg.sha256:
             raise UserError(f"sha256 mismatch for {pkg.basename}: lock says {pkg.sha256[:16]}..., "
-                            f"mirror served {h.hexdigest()[:16]}...",
+                            f"mirror served {digest[:16]}...",
                             "the mirror changed under the lock; run `invoke toolchains --update` and review the diff")
         os.replace(tmp, dest)
         _remember(dest, pkg.sha256)
@@ -129,9 +166,11 @@ def read_url(url: str) -> bytes | None:
     check what they read (kmod.archive.release); this only downloads."""
     import urllib.error
     import urllib.request
-    try:
+    def read() -> bytes:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
             return resp.read()
+    try:
+        return _with_retries(f"reading {url}", read)
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return None
@@ -148,8 +187,11 @@ def reachable(url: str) -> bool:
     import urllib.error
     import urllib.request
     req = urllib.request.Request(url, method="HEAD")
-    try:
+
+    def head() -> bool:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             return resp.status == 200
+    try:
+        return _with_retries(f"asking for {url}", head)
     except (urllib.error.URLError, OSError):
         return False
