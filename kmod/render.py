@@ -1,6 +1,7 @@
 """Specs -> module sources. One cached Jinja2 environment (StrictUndefined: a missing value is a bug,
 not an empty string). Files are only rewritten when their content changes, atomically."""
 import hashlib
+import hmac
 import json
 import os
 import shlex
@@ -24,21 +25,75 @@ def c_string(value: str) -> str:
     return json.dumps(str(value), ensure_ascii=True)
 
 
-class _BytecodeCache(jinja2.FileSystemBytecodeCache):
-    """An optimisation only: a full or read-only cache costs a compile, never the run."""
+class _SignedBytecodeCache(jinja2.BytecodeCache):
+    """Compiled templates are code, and the cache folder may be shared or planted (a CI cache restored
+    from another job): each file carries an HMAC under a key that lives outside the cache (code_key()),
+    and one that does not verify is compiled again, never run. An optimisation only: a full or
+    read-only place costs a compile, never the run."""
+
+    def __init__(self, directory: Path, key: bytes):
+        self.directory, self.key = directory, key
+
+    def _mac(self, bucket, body: bytes) -> bytes:
+        return hmac.new(self.key, bucket.key.encode() + b"\0" + body, "sha256").digest()
+
+    def load_bytecode(self, bucket) -> None:
+        try:
+            with open(self.directory / bucket.key, "rb", opener=_nofollow) as f:
+                data = f.read()
+        except OSError:
+            return
+        mac, body = data[:32], data[32:]
+        if hmac.compare_digest(mac, self._mac(bucket, body)):
+            bucket.bytecode_from_string(body)      # jinja2 then checks the template's own checksum
 
     def dump_bytecode(self, bucket) -> None:
+        body = bucket.bytecode_to_string()
         try:
-            super().dump_bytecode(bucket)
+            atomic.write_bytes(self.directory / bucket.key, self._mac(bucket, body) + body, mode=0o600)
         except OSError:
             pass
 
 
+def _nofollow(path, flags):
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def code_key() -> bytes | None:
+    """The key that signs compiled templates: 32 random bytes in the user's config folder (not the cache),
+    made on first use, mode 0600. None (no bytecode cache) when it cannot be made, or when it is a link,
+    not the user's own, or readable by others: then nobody else's key can be trusted either."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg if os.path.isabs(xdg) else os.path.expanduser("~/.config")) / "kmodkit"
+    path = base / "cache.key"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+        except FileExistsError:
+            pass
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = f.read()
+    except OSError:
+        return None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077 or len(key) != 32:
+        return None
+    return key
+
+
 @cache
 def environment() -> jinja2.Environment:
-    # Compiled templates are cached on disk: a no-change build must not pay for compiling them again.
-    bytecode = _BytecodeCache(str(paths.cache_dir() / "jinja2"))
-    (paths.cache_dir() / "jinja2").mkdir(exist_ok=True)
+    # Compiled templates are cached on disk, signed: a no-change build must not pay for compiling them
+    # again (the report's templates alone take about 30 ms), and must never run a planted one.
+    key = code_key()
+    bytecode = None
+    if key is not None:
+        bytecode = _SignedBytecodeCache(paths.cache_dir() / "jinja2", key)
+        (paths.cache_dir() / "jinja2").mkdir(exist_ok=True)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.templates())), bytecode_cache=bytecode,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True,

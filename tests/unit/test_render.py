@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from kmod import arch as archmod
@@ -116,3 +117,61 @@ def test_golden_per_arch(name, pin_name, arch_name):
     assert "#error" not in view      # every arch has what the source needs (the argument access)
     entry = a.ftrace_entry_offset(config)
     assert f"#define KMOD_ENTRY {entry:#x}" in view if entry else "#define KMOD_ENTRY 0\n" in view
+
+
+def _fresh_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("KMOD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    render.environment.cache_clear()
+    return render.environment()
+
+
+def test_a_planted_compiled_template_is_never_run(monkeypatch, tmp_path):
+    """The Jinja2 bytecode in the cache is code: a file planted there (a poisoned CI cache) is compiled
+    again, not run, whether it is a bare pickle-bearing bucket or signed with another key."""
+    import marshal
+    import pickle
+
+    import jinja2.bccache
+    env = _fresh_environment(monkeypatch, tmp_path)
+    env.get_template("module/Kbuild.j2")                       # a signed file for that bucket
+    folder = tmp_path / "cache" / "jinja2"
+    [signed] = list(folder.iterdir())
+    canary = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {canary}",))
+    source = (render.paths.templates() / "module" / "Kbuild.j2").read_text()
+    checksum = jinja2.bccache.BytecodeCache().get_source_checksum(source)
+    code = marshal.dumps(compile(f"import os; os.system('touch {canary}')", "<planted>", "exec"))
+    rce_in_checksum = jinja2.bccache.bc_magic + pickle.dumps(Payload())
+    rce_in_code = jinja2.bccache.bc_magic + pickle.dumps(checksum, 2) + code
+    for planted in (rce_in_checksum, rce_in_code, os.urandom(32) + rce_in_code, signed.read_bytes()[:32] + rce_in_code):
+        signed.write_bytes(planted)
+        render.environment.cache_clear()
+        text = render.environment().get_template("module/Kbuild.j2").render(m=type("M", (), {"name": "m1"})())
+        assert "m1.o" in text and not canary.exists()
+    render.environment.cache_clear()
+
+
+def test_compiled_templates_are_signed_and_reused(monkeypatch, tmp_path):
+    env = _fresh_environment(monkeypatch, tmp_path)
+    env.get_template("module/Kbuild.j2")
+    [signed] = list((tmp_path / "cache" / "jinja2").iterdir())
+    key = (tmp_path / "config" / "kmodkit" / "cache.key")
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_bytes()) == 32
+    compiled = []
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda self, *a, **k: compiled.append(a) or None)
+    render.environment.cache_clear()
+    render.environment().get_template("module/Kbuild.j2")      # from the signed file: nothing compiled
+    assert compiled == [] and signed.exists()
+    render.environment.cache_clear()
+
+
+def test_a_key_others_can_read_is_not_trusted(monkeypatch, tmp_path):
+    _fresh_environment(monkeypatch, tmp_path)
+    key = tmp_path / "config" / "kmodkit" / "cache.key"
+    key.chmod(0o644)
+    assert render.code_key() is None
+    render.environment.cache_clear()
