@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from . import arch as archmod
-from . import atomic, paths
+from . import atomic, nofollow, paths
 from . import licenses as licensesmod
 from .errors import UserError
 from .spec import Module
@@ -165,8 +165,9 @@ def hand_written_files(root: Path) -> tuple[dict[str, tuple[bytes, int]], list[s
     """relative path -> (content, mode) of a hand-written source folder, and what was left out (why).
 
     Nothing is followed out of `root`: a symbolic link that stays inside it is read as the file or
-    folder it names; one that leads outside (or nowhere) is left out and said so, and so are FIFOs,
-    devices and sockets, which are never opened. Hidden entries and build products are left out."""
+    folder it names; one that leads outside (or nowhere) is left out and said so, and so are hard links
+    (a second name of a file that may live anywhere), FIFOs, devices and sockets, which are never
+    opened. Hidden entries and build products are left out."""
     root = Path(root).resolve()
     out: dict[str, tuple[bytes, int]] = {}
     skipped: list[str] = []
@@ -193,7 +194,16 @@ def hand_written_files(root: Path) -> tuple[dict[str, tuple[bytes, int]], list[s
                 if len(out) >= MAX_FILES:
                     raise UserError(f"source folder {root} has more than {MAX_FILES} files",
                                     "point `source` at the module's own folder")
-                out[name] = (target.read_bytes(), file_mode(st.st_mode))
+                # read through no link, relative to the folder it was seen in: a file swapped for a link
+                # since the scandir, or a hard link (a second name of a file that may live anywhere),
+                # is left out and said, never read
+                parent, leaf = (target.parent, target.name) if target is not path else (real, entry.name)
+                try:
+                    data = nofollow.read_bytes(parent, leaf, "source file")
+                except nofollow.UnsafeFile as e:
+                    skipped.append(f"{name}: {e.message.split(' is ', 1)[-1].split(':')[0]}, left out")
+                    continue
+                out[name] = (data, file_mode(st.st_mode))
             else:
                 skipped.append(f"{name}: not a regular file")
 

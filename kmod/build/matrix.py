@@ -3,8 +3,6 @@ recorded in the manifest. A cell whose inputs are unchanged is a cache hit: no e
 import hashlib
 import json
 import os
-import contextlib
-import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,10 +20,10 @@ from ..parallel import parallel
 from ..pins import Pin, require_locked
 from ..progress import Progress
 from ..spec import Module, Project
-from . import collect, diagnose, dkmsbuild, images
+from . import collect, diagnose, dkmsbuild, images, signing
 from .runtime import Mount, Runtime
 from .runtime.base import CONTAINER_BUILD_PATH
-from .signing import SECRET_MOUNT, BuildSigning
+from .signing import BuildSigning
 
 RECIPE_VERSION = "1"  # bump when the build command below changes meaning
 BUILD_MOUNT = CONTAINER_BUILD_PATH  # where every engine's build folder appears to the compiler
@@ -170,22 +168,11 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
             argv, mounts = make_argv(cell, ws.path, build_arch), ()
             shown = argv
         run_argv = argv
-        # Signed with the kernel's sign-file after the build: one module here, each one dkms-build.sh built
-        signs = bool(cell.signing and runtime.build_path)
-        if signs and hand_written:
-            env["KMOD_SIGN"] = " ".join(cell.signing.command(cell.kdir))
-        elif signs:
-            sign = [*cell.signing.command(cell.kdir), f"{ws.path}/{cell.module.name}.ko"]
-            run_argv = ["sh", "-ec", '"$@"; exec ' + " ".join(map(shlex.quote, sign)), "kmod-build", *argv]
         if cell.pin and runtime.build_path:  # a pinned image: proven to hold the locked packages first
             run_argv = ["sh", "-c", images.check_script(), "kmod-check-image", *run_argv]
             env["KMOD_LOCKED_PACKAGES"] = "\n".join(images.installed(cell.pin))
-        with contextlib.ExitStack() as stack:
-            if signs:
-                secret = stack.enter_context(cell.signing.secret_dir(*runtime.build_user()))
-                mounts = (*mounts, Mount(secret, SECRET_MOUNT, True))
-            res = runtime.run(ws, run_argv, image=cell.image, env=env, mounts=mounts,
-                              on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
+        res = runtime.run(ws, run_argv, image=cell.image, env=env, mounts=mounts,
+                          on_output=lambda t: progress.note(cell.id, t.splitlines()[-1] if t.strip() else ""))
         log_path = out / "build.log"
         header = f"# reproduce: {' '.join(shown)}\n# image: {cell.image or 'host'}\n"
         refused = images.refused_image(cell.pin, cell.image, res.exit_code, res.output) if cell.pin else ""
@@ -231,6 +218,8 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                 rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
                            errors=diagnose.relevant_lines(res.output),
                            diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
+        if rec.get("kos") and cell.signing and runtime.build_path:
+            sign_cell(cell, runtime, dist, out, rec)
         if rec.get("kos"):  # the first .ko, for readers of a one-module record
             rec.update(ko=rec["kos"][0]["ko"], ko_sha256=rec["kos"][0]["sha256"])
             if cell.signing:  # the cell's state: "verifies" when every .ko does, else the first that does not
@@ -241,6 +230,25 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         return rec
     finally:
         runtime.cleanup(ws)
+
+
+def sign_cell(cell: Cell, runtime: Runtime, dist: Path, out: Path, rec: dict) -> None:
+    """Sign the cell's collected modules after its build (kmod.build.signing: the build never sees the
+    key), as dkms signs after POST_BUILD; refresh their records, or fail the cell with sign-file's line."""
+    from ..lint import signature
+    names = [Path(k["ko"]).name for k in rec["kos"]]
+    why = signing.sign_collected(cell.signing, runtime, cell.image, cell.kdir, out, names, runmod.work_dir(dist),
+                                 prefix=cell.id.replace("/", "_") + ".sign.")
+    if why:
+        for k in rec["kos"]:
+            (dist / k["ko"]).unlink(missing_ok=True)
+        rec.update(result="failed", ko=None, ko_sha256=None, kos=[], errors=[why],
+                   diagnosis=[{"cause": "signing failed", "line": why,
+                               "advice": "check --sign-key/--sign-cert (an unencrypted PEM key and its certificate)"}])
+        return
+    for k in rec["kos"]:
+        path = dist / k["ko"]
+        k.update(sha256=sha256_file(path), signature=signature.state(path.read_bytes(), cell.signing.cert))
 
 
 def hand_written_command(cell: Cell, ws, env: dict) -> tuple[list[str], tuple[Mount, ...]]:

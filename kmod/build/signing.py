@@ -1,12 +1,17 @@
-"""Signing pinned builds with the kernel's own scripts/sign-file, inside the build container.
+"""Signing pinned builds with the kernel's own scripts/sign-file, in a container of its own.
 
-The private key is a secret: it is copied into a private folder in memory (/dev/shm when there is one),
-readable by the build's uid only, mounted read-only for that one container and removed right after. It
-never lands in an image layer (build containers are never committed), a log, the manifest (which records
-the certificate's sha256) or dist/ (the .ko carries the signature only)."""
+The build runs the module's own Makefile, Kbuild and dkms scripts: untrusted code, so it never sees the
+key. Once its modules are collected (regular files, through no link), a second container of the same
+sealed kind, from the same locked image, runs nothing but sign-file over copies of them, and the signed
+copies are collected back the same way. The private key is a secret: it is copied into a private folder
+in memory (/dev/shm when there is one), readable by the signing container's uid only, mounted read-only
+for that one container and removed right after. It never lands in an image layer (containers are never
+committed), a log, the manifest (which records the certificate's sha256) or dist/ (the .ko carries the
+signature only)."""
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -51,10 +56,13 @@ class BuildSigning:
                             "give the key and the certificate made together")
         return cls(paths[0], paths[1], hashlib.sha256(paths[1].read_bytes()).hexdigest())
 
-    def command(self, kdir: str) -> list[str]:
-        """sign-file less the module: the templated build appends its one .ko, the hand-written build's
-        script (templates/build/dkms-build.sh, $KMOD_SIGN) each module it built."""
-        return [f"{kdir}/scripts/sign-file", "sha256", f"{SECRET_MOUNT}/key.pem", f"{SECRET_MOUNT}/cert.pem"]
+    def command(self, kdir: str, names: list[str]) -> list[str]:
+        """Sign each of `names` (in the container's working folder) with the kernel's sign-file; say which
+        one failed, by its name, in one line."""
+        sign = " ".join(map(shlex.quote, [f"{kdir}/scripts/sign-file", "sha256", f"{SECRET_MOUNT}/key.pem",
+                                          f"{SECRET_MOUNT}/cert.pem"]))
+        script = f'for ko; do {sign} "$ko" || {{ echo "sign-file could not sign $ko (exit $?)"; exit 11; }}; done'
+        return ["sh", "-c", script, "kmod-sign", *names]
 
     @contextlib.contextmanager
     def secret_dir(self, uid: int, gid: int):
@@ -71,6 +79,26 @@ class BuildSigning:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def sign_collected(signing: BuildSigning, runtime, image: str, kdir: str, out: Path, names: list[str],
+                   work_root: Path, prefix: str) -> str:
+    """Sign the collected modules `out`/NAME in a container that runs sign-file and nothing else; the
+    signed copies replace them. "" when every one is signed, else the one line that says why not."""
+    from .runtime.base import Mount
+    ws = runtime.prepare(out, names, work_root, prefix=prefix)
+    try:
+        with signing.secret_dir(*runtime.build_user()) as secret:
+            res = runtime.run(ws, signing.command(kdir, names), image=image, env={},
+                              mounts=(Mount(secret, SECRET_MOUNT, True),))
+        if res.exit_code != 0:
+            lines = [line for line in res.output.splitlines() if line.strip()]
+            return lines[-1] if lines else f"sign-file failed (exit {res.exit_code})"
+        got = runtime.collect(ws, names, out)
+        missing = [n for n in names if n not in got]
+        return f"sign-file left no {missing[0]}" if missing else ""
+    finally:
+        runtime.cleanup(ws)
 
 
 def _public_key(args: list[str], pem: Path) -> bytes:

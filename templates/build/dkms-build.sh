@@ -11,8 +11,6 @@
 #   KMOD_COLLECT    set when the dkms.conf names no module: the folder whose modules.order lists them
 #   KMOD_HEADERS    header trees to search when a header is missing
 #   KMOD_DKMS_TREE, KMOD_KSOURCEDIR  (host builds) where dkms's tree and the kernel headers are
-#   KMOD_SIGN       set when the build signs: the kernel's sign-file command, less the module (each
-#                   module built is signed after POST_BUILD, as dkms signs after its build)
 # No `set -u`: bash 5.0 (bullseye) calls ${#ARRAY[@]} of an unset array an error; dkms does not set it either.
 export LC_ALL=C
 say() { printf 'KMOD-%s\n' "$*"; }
@@ -235,13 +233,4 @@ else
 fi
 
 run_script POST_BUILD "${POST_BUILD:-}"
-if [[ -n ${KMOD_SIGN:-} ]]; then
-    read -ra sign <<< "$KMOD_SIGN"
-    for ko in "${built[@]}"; do
-        # a link or a special file is never signed (through it): the host's collection refuses it
-        [[ -f $ko && ! -L $ko ]] || continue
-        "${sign[@]}" "$ko" || { say "ERROR: sign-file could not sign $ko (exit $?)"; exit 11; }
-        say "SIGNED: $ko"
-    done
-fi
 exit 0

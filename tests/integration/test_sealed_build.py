@@ -30,6 +30,10 @@ HOSTILE = {
 PROBE = r"""obj-m :=
 $(info KMOD-PROBE uid=$(shell id -u))
 $(info KMOD-PROBE capeff=$(shell sed -n 's/^CapEff:\s*//p' /proc/self/status))
+$(info KMOD-PROBE capprm=$(shell sed -n 's/^CapPrm:\s*//p' /proc/self/status))
+$(info KMOD-PROBE capbnd=$(shell sed -n 's/^CapBnd:\s*//p' /proc/self/status))
+$(info KMOD-PROBE rootmount=$(shell awk '$$5 == "/" { print $$6 }' /proc/self/mountinfo))
+$(info KMOD-PROBE vartmpwrite=$(shell touch /var/tmp/kmod-probe 2>/dev/null && echo yes || echo no))
 $(info KMOD-PROBE nonewprivs=$(shell sed -n 's/^NoNewPrivs:\s*//p' /proc/self/status))
 $(info KMOD-PROBE rootwrite=$(shell touch /kmod-probe 2>/dev/null && echo yes || echo no))
 $(info KMOD-PROBE usrwrite=$(shell touch /usr/src/kmod-probe 2>/dev/null && echo yes || echo no))
@@ -153,11 +157,18 @@ def test_build_runs_as_an_unprivileged_uid(sandbox):
 
 
 def test_build_has_no_capabilities_and_no_new_privileges(sandbox):
-    assert int(sandbox["capeff"], 16) == 0
+    # A uid other than 0 has no effective capabilities anyway; the bounding set is what cap_drop empties
+    # (Docker's default keeps 14 there), so that not even a setuid binary could regain one.
+    assert int(sandbox["capeff"], 16) == int(sandbox["capprm"], 16) == 0
+    assert int(sandbox["capbnd"], 16) == 0
     assert sandbox["nonewprivs"] == "1"
 
 
 def test_build_root_filesystem_is_read_only_with_scratch_tmp(sandbox):
+    # The root is mounted read-only: even the world-writable /var/tmp refuses a write (a uid other than
+    # 0 could not write / or /usr anyway, so those alone would prove nothing).
+    assert sandbox["rootmount"].split(",")[0] == "ro"
+    assert sandbox["vartmpwrite"] == "no"
     assert sandbox["rootwrite"] == "no" and sandbox["usrwrite"] == "no"
     assert sandbox["tmpwrite"] == "yes"
 
@@ -183,7 +194,8 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
                    capture_output=True)
     pem = (tmp_path / "key.pem").read_bytes()
     body = b"".join(ln for ln in pem.splitlines() if not ln.startswith(b"-----"))
-    needles = [base64.b64decode(body)[-64:], body[100:164]]  # the DER key and a line of its PEM
+    # the DER key, a stretch of its PEM and one whole PEM line (what make's $(shell) would print of it)
+    needles = [base64.b64decode(body)[-64:], body[100:164], pem.splitlines()[3]]
     from kmod import pins as pinsmod
     from kmod.build import images
     image = docker_client.images.get(images.tag(pinsmod.get(PIN)))
@@ -198,6 +210,14 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
     (pair / "sub/second.c").write_text('#include <linux/module.h>\nextern int first_value;\n'
                                        'static int __init s(void) { return first_value - 1; }\nmodule_init(s);\n'
                                        'MODULE_LICENSE("GPL");\n')
+    # A hostile Kbuild that looks for the key while it builds: the build container has no key to find
+    # (it is signed afterwards, in a container that runs sign-file alone).
+    thief = tmp_path / "proj/thief"
+    thief.mkdir()
+    (thief / "Kbuild").write_text("obj-m := thief.o\n"
+                                  "$(info KMOD-THIEF $(shell cat /run/kmod-sign/key.pem 2>&1))\n"
+                                  "$(info KMOD-THIEF-LS $(shell ls -a /run/kmod-sign 2>&1))\n")
+    (thief / "thief.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
     own = tmp_path / "proj/own"  # hand-written with its own dkms.conf: the module it names, in a subfolder
     (own / "src").mkdir(parents=True)
     (own / "dkms.conf").write_text('PACKAGE_NAME="own"\nPACKAGE_VERSION="1"\nBUILT_MODULE_NAME[0]="own"\n'
@@ -207,14 +227,15 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
     (own / "src/own.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
     (tmp_path / "proj/kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n\n'
                                              '[[module]]\nname = "pair"\nsource = "pair"\n\n'
-                                             '[[module]]\nname = "own"\nsource = "own"\n')
+                                             '[[module]]\nname = "own"\nsource = "own"\n\n'
+                                             '[[module]]\nname = "thief"\nsource = "thief"\n')
     proc = kmod("build", "--module", "all", "--kernel", PIN, "--arch", "x86_64,arm64",
                 "--sign-key", str(tmp_path / "key.pem"), "--sign-cert", str(tmp_path / "cert.pem"), cwd=tmp_path / "proj")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((tmp_path / "proj/dist/manifest.json").read_text())
     from kmod.lint import signature
     cert = signature.Cert.load(str(tmp_path / "cert.pem"))
-    expected = {"clone_probe": ["clone_probe"], "pair": ["first", "second"], "own": ["own"]}
+    expected = {"clone_probe": ["clone_probe"], "pair": ["first", "second"], "own": ["own"], "thief": ["thief"]}
     for (module, names), a in itertools.product(expected.items(), ("x86_64", "arm64")):
         cell = manifest["cells"][f"{module}/{PIN}/{a}"]
         assert [k["name"] for k in cell["kos"]] == names and cell["signature"]["state"] == "verifies", cell
@@ -227,6 +248,8 @@ def test_signing_key_appears_in_no_output(tmp_path, docker_client):
         assert len(present) == len(names) and all("kmod-test-signing" in f["message"] for f in present)
         assert not [f for f in cell["lint"] if f["rule"] in ("signature-absent", "signature-invalid")]
     assert [k["location"] for k in manifest["cells"][f"pair/{PIN}/x86_64"]["kos"]] == ["", "sub/"]
+    looked = (tmp_path / f"proj/dist/thief/{PIN}/x86_64/build.log").read_text()
+    assert "KMOD-THIEF-LS" in looked and "No such file or directory" in looked.split("KMOD-THIEF-LS", 1)[1]
     outputs = [*every_byte(tmp_path / "proj/dist"), ("stdout", proc.stdout.encode()), ("stderr", proc.stderr.encode())]
     assert [str(p) for p, data in outputs for n in needles if n in data] == []
     assert docker_client.images.get(image.id).id == image.id and images.find(docker_client, images.tag(pinsmod.get(PIN)))

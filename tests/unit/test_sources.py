@@ -55,7 +55,9 @@ def test_links_out_and_special_files_are_left_out_unread(tmp_path):
     os.symlink("../../etc", src / "etc")
     os.symlink("missing.h", src / "dangling.h")
     os.mkfifo(src / "fifo.ko.c")  # opening it would hang the render forever
+    os.link(secret, src / "hard.h")  # a second name of a file outside the folder
     files, skipped = render.hand_written_files(src)
+    assert "hard.h" not in files and "hard.h: a hard link (2 names for one file), left out" in skipped
     assert "key.h" not in files and "etc" not in files and "fifo.ko.c" not in files
     assert not any(b"password" in data for data, _ in files.values())
     assert f"key.h: a symbolic link to {secret}, outside the source folder" in skipped
