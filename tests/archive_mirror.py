@@ -17,21 +17,30 @@ from tests.conftest import need_tool
 
 
 class SigningKey:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, made_at: str = ""):
+        """`made_at` (gpg's YYYYMMDDThhmmss): a key made and used at that time, valid for one day: by now,
+        an expired key whose old signatures are good in themselves (gpgv: EXPKEYSIG), as an archive key
+        past its expiry is."""
         gpg = need_tool("gpg")
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home, self.gpg = home, gpg
-        self._run("--quick-gen-key", "kmod test archive <archive@kmod.invalid>", "ed25519", "sign", "never")
+        self.time = ["--faked-system-time", made_at] if made_at else []
+        self._run("--quick-gen-key", "kmod test archive <archive@kmod.invalid>", "ed25519", "sign",
+                  "1d" if made_at else "never")
         self.keyring = home / "archive-keyring.gpg"
         self.keyring.write_bytes(self._run("--export"))
 
     def _run(self, *args, input: bytes | None = None) -> bytes:
         return subprocess.run([self.gpg, "--homedir", str(self.home), "--batch", "--yes", "--passphrase", "",
-                               "--pinentry-mode", "loopback", *args], input=input, capture_output=True,
+                               "--pinentry-mode", "loopback", *self.time, *args], input=input, capture_output=True,
                               check=True).stdout
 
     def clearsign(self, text: bytes) -> bytes:
         return self._run("--clearsign", "--digest-algo", "SHA256", input=text)
+
+    def detach_sign(self, text: bytes) -> bytes:
+        """Release.gpg: the older form, a detached armoured signature beside a plain Release."""
+        return self._run("--detach-sign", "--armor", "--digest-algo", "SHA256", input=text)
 
 
 def stanza(fields: dict) -> str:

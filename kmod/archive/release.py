@@ -73,13 +73,32 @@ def _gpgv(signed: bytes, detached: bytes | None) -> tuple[bytes | None, str]:
         except FileNotFoundError:
             raise InfraError("gpgv is missing: the mirror's signatures cannot be checked", "apt-get install gpgv") from None
         status = proc.stderr.decode("utf-8", "replace").splitlines()
-        good = any(s.startswith("[GNUPG:] VALIDSIG ") for s in status)
-        bad = any(s.startswith(("[GNUPG:] BADSIG ", "[GNUPG:] EXPSIG ", "[GNUPG:] REVKEYSIG ")) for s in status)
-        why = next((s for s in status if s.startswith("gpgv: ") and ("BAD" in s or "No public key" in s
-                                                                      or "no valid OpenPGP" in s)), "")
-        if not good or bad:
-            return None, why.removeprefix("gpgv: ") or "no valid signature"
+        ok, why = judge_signatures(status)
+        if not ok:
+            return None, why
         return (data.read_bytes() if detached is not None else (Path(tmp) / "out").read_bytes()), ""
+
+
+# gpgv's status words for a signature that is good in itself but made by a key that is no longer to be
+# trusted: apt counts such signers as worthless, so a Release signed by them alone is refused.
+_WORTHLESS = {"EXPKEYSIG": "made by an expired key", "REVKEYSIG": "made by a revoked key",
+              "EXPSIG": "expired"}
+
+
+def judge_signatures(status: list[str]) -> tuple[bool, str]:
+    """apt's rule over gpgv's --status-fd lines: at least one good signature (GOODSIG: a key of the keyring,
+    neither expired nor revoked) and no bad one (BADSIG). (ok, why not)."""
+    words = [line.split()[1:3] for line in status if line.startswith("[GNUPG:] ") and len(line.split()) > 1]
+    if any(w[0] == "BADSIG" for w in words):
+        return False, "BAD signature"
+    if any(w[0] == "GOODSIG" for w in words):
+        return True, ""
+    worthless = [f"{_WORTHLESS[w[0]]} ({w[1]})" for w in words if w[0] in _WORTHLESS and len(w) > 1]
+    if worthless:
+        return False, "its only signature is " + ", ".join(worthless)
+    if any(w[0] in ("NO_PUBKEY", "ERRSIG") for w in words):
+        return False, "signed by no key of the keyring"
+    return False, "no valid signature"
 
 
 def verified(uri: str, suite: str, now: float | None = None) -> Release:

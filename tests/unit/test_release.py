@@ -56,6 +56,28 @@ def test_text_outside_the_signature_is_never_read(archive):
     assert rel.hashes["main/binary-amd64/Packages.xz"][1] != "00"
 
 
+def test_release_with_a_detached_signature_is_read_and_checked(archive):
+    """No InRelease: Release + Release.gpg, as older mirrors serve them; a changed Release is refused."""
+    dists = archive.root / "dists/bookworm"
+    (dists / "InRelease").unlink()
+    (dists / "Release.gpg").write_bytes(archive.key.detach_sign((dists / "Release").read_bytes()))
+    assert "main/binary-amd64/Packages.xz" in release.verified(archive.uri, "bookworm").hashes
+    (dists / "Release").write_text((dists / "Release").read_text().replace("kmod-test", "kmod-evil"))
+    with pytest.raises(UserError, match=r"refusing .*bookworm/Release: its signature does not verify"):
+        release.verified(archive.uri, "bookworm")
+
+
+def test_a_signature_by_an_expired_key_is_refused(archive, tmp_path, monkeypatch):
+    """A key past its expiry made a signature that is good in itself (gpgv: EXPKEYSIG, and VALIDSIG);
+    apt does not trust it, nor does kmod."""
+    old = SigningKey(tmp_path / "expired-gnupg", made_at="20200101T000000")
+    monkeypatch.setenv("KMOD_ARCHIVE_KEYRING", str(old.keyring))
+    path = archive.root / "dists/bookworm/InRelease"
+    path.write_bytes(old.clearsign((archive.root / "dists/bookworm/Release").read_bytes()))
+    with pytest.raises(UserError, match=r"refusing .*bookworm/InRelease: its signature does not verify.*expired"):
+        release.verified(archive.uri, "bookworm")
+
+
 def test_foreign_key_is_refused(archive, tmp_path, monkeypatch):
     other = SigningKey(tmp_path / "other-gnupg")
     monkeypatch.setenv("KMOD_ARCHIVE_KEYRING", str(other.keyring))
