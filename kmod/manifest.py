@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import atomic
+from . import atomic, inputs
 from . import run as runmod
 from .errors import InfraError, UserError
 
@@ -31,6 +31,14 @@ def _empty() -> dict:
     return {"format": FORMAT, "cells": {}, "runs": []}
 
 
+# The fields of a run's record that kmod reads back (a later run reaps a dead one by them), with their
+# types; null where a run may not know one yet.
+_RUN_FIELDS = {"id": (str,), "command": (str,), "status": (str,), "reason": (str,), "pid": (int, type(None)),
+               "lock": (str, type(None)), "started": (int, float), "finished": (int, float, type(None))}
+_RUN_FIELD_WORDS = {"id": "a string", "command": "a string", "status": "a string", "reason": "a string",
+                    "pid": "a number", "lock": "a path", "started": "a time", "finished": "a time"}
+
+
 def _shape_error(data) -> str | None:
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
@@ -40,6 +48,10 @@ def _shape_error(data) -> str | None:
         return "`cells` is not an object of records"
     if not isinstance(data.get("runs", []), list) or not all(isinstance(r, dict) for r in data.get("runs", [])):
         return "`runs` is not a list of records"
+    for i, r in enumerate(data.get("runs", [])):
+        for k, types in _RUN_FIELDS.items():
+            if k in r and not isinstance(r[k], types) or isinstance(r.get(k), bool):
+                return f"runs[{i}].{k} is {json.dumps(r[k])[:40]}, not {_RUN_FIELD_WORDS[k]}"
     if not isinstance(data.get("packages", {}), dict):
         return "`packages` is not an object"
     if not isinstance(data.get("preflight", {}), dict):
@@ -93,7 +105,7 @@ class Manifest:
 
     def _read(self) -> dict:
         try:
-            raw = self.path.read_bytes()
+            raw = inputs.read(self.path, "the manifest", 1 << 30, "move it away or delete it (every cell then builds again)")
         except FileNotFoundError:
             return _empty()
         except IsADirectoryError:
@@ -225,12 +237,22 @@ def _apply(data: dict, op: tuple) -> None:
         data["cells"].setdefault(cid, {}).update(fields)
 
 
+def as_seen(data: dict) -> dict:
+    """The manifest as a reader should show it: the cells and VMs of runs whose process is gone are
+    `interrupted`, not `running` (what the next run that writes will record). A copy: nothing is written."""
+    import copy
+    seen = copy.deepcopy(data)
+    _reap_dead_runs(seen)
+    return seen
+
+
 def _reap_dead_runs(data: dict) -> None:
     """Runs still `running` whose process is gone (SIGKILL, a power cut): interrupted, with their cells
     and VMs."""
     dead = set()
     for r in data["runs"]:
-        if r.get("status") == "running" and r.get("id") != runmod.ID and not runmod.alive(r.get("lock")):
+        if r.get("status") == "running" and isinstance(r.get("id"), str) and r.get("id") != runmod.ID \
+                and not runmod.alive(r.get("lock")):
             r.update(status="interrupted", finished=r.get("finished") or time.time(),
                      reason="the process ended without finishing (killed?); reaped by a later run")
             dead.add(r.get("id"))

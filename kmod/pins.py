@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from . import arch as archmod
-from . import datafile, paths
+from . import datafile, inputs, paths
 from . import flavour as flavourmod
 from .errors import UserError, unsupported
 from .schema import fits, parse
@@ -148,7 +148,7 @@ def read_lock() -> dict:
     "flavour", "arches"), every entry checked for its shape (one line if not)."""
     path = lock_path()
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(inputs.read(path, "the lock", 256 * inputs.MIB, LOCK_HINT))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:

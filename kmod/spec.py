@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import arch as archmod
+from . import inputs
 from .errors import UserError
 from .schema import REQUIRED, Ctx, in_range, key, keys, one_of, parse
 
@@ -328,7 +329,7 @@ def read(path: Path) -> dict:
     """kmod.toml as a table; every way it cannot be read is one line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = inputs.read(path, "spec", 4 * inputs.MIB, f"a {SPEC_NAME} is a small TOML file (see README)")
     except FileNotFoundError:
         raise UserError(f"no spec file at {path}", f"create a {SPEC_NAME} (see README) or pass --spec") from None
     except IsADirectoryError:
@@ -383,7 +384,7 @@ def find(explicit: str | None = None) -> Path:
         return Path(explicit or os.environ["KMOD_SPEC"])
     here = Path.cwd()
     for d in (here, *here.parents):
-        if (d / SPEC_NAME).is_file():
+        if (d / SPEC_NAME).exists():      # anything there is the spec: read() says what is wrong with it
             return d / SPEC_NAME
     raise UserError(f"no {SPEC_NAME} in {here} or its parents", "create one (see README) or pass --spec PATH")
 

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import inputs
 from ..errors import UserError
 
 SECRET_MOUNT = "/run/kmod-sign"
@@ -39,7 +40,7 @@ class BuildSigning:
         for flag, value, marker in (("--sign-key", key, b"PRIVATE KEY-----"), ("--sign-cert", cert, b"CERTIFICATE-----")):
             p = Path(value).expanduser()
             try:
-                head = p.read_bytes()
+                head = inputs.read(p, flag, inputs.MIB, "give a PEM file")
             except OSError as e:
                 raise UserError(f"{flag} {value}: cannot read it ({e.strerror})") from None
             if marker not in head:

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import inputs
 from ..errors import InfraError, UserError
 from .findings import Finding
 
@@ -65,7 +66,8 @@ class Cert:
     def load(cls, path: str) -> "Cert":
         openssl = _openssl()
         try:
-            raw = Path(path).expanduser().read_bytes()
+            raw = inputs.read(Path(path).expanduser(), "--cert", inputs.MIB,
+                              "give the X.509 certificate (PEM or DER) the modules should be signed with")
         except OSError as e:
             raise UserError(f"--cert {path}: cannot read it ({e.strerror})",
                             "give the X.509 certificate (PEM or DER) the modules should be signed with") from None

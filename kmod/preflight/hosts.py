@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import inputs
 from ..errors import UserError
 
 # RFC 1123 labels (underscores too: ssh_config aliases use them), IPv4, or [IPv6].
@@ -76,7 +77,7 @@ def ssh_config_hosts(text: str) -> list[str]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        return inputs.read(path, "--hosts", 16 * inputs.MIB, "give a file of [user@]host[:port] lines or an ssh_config").decode()
     except FileNotFoundError:
         raise UserError(f"--hosts {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import atomic
-from ..manifest import Manifest
+from ..manifest import Manifest, as_seen, project_lock
 
 NAME = "report.html"
 
@@ -29,7 +29,10 @@ def write(project) -> Path | None:
     dest = path(project)
     try:
         from . import html
-        atomic.write_text(dest, html.page(Manifest(project.dist / "manifest.json").data, str(project.root)))
+        # under the manifest's lock: two stages that finish at once cannot put an older page over a newer
+        with project_lock(project.dist):
+            data = as_seen(Manifest(project.dist / "manifest.json").data)
+            atomic.write_text(dest, html.page(data, str(project.root)))
         return dest
     except OSError as e:
         warn = f"cannot write {dest}: {e.strerror or e} (check that dist/ is writable and has room)"

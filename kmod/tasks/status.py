@@ -15,7 +15,7 @@ def status(c, spec="", format="text", module="", kernel="", arch="", state=""):
     """The matrix (module x kernel x flavour x arch): build, lint, package, boot and preflight state, the
     first finding or failure reason and the log to open; then what each host's last preflight said. The
     same as a page: dist/report.html."""
-    import json
+    import os
     import sys
 
     from .. import spec as specmod
@@ -25,15 +25,11 @@ def status(c, spec="", format="text", module="", kernel="", arch="", state=""):
     if format not in ("text", "json"):
         raise UserError(f"unknown --format {format!r}", "choose text or json")
     project = specmod.load(specmod.find(spec or None))
+    from ..manifest import Manifest, as_seen
     path = project.dist / "manifest.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no manifest at {path}", "run `invoke build` first") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}", "rebuild it with `invoke build`") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} is not a kmod manifest (not a JSON object)", "rebuild it with `invoke build`")
+    if not os.path.lexists(path):
+        raise UserError(f"no manifest at {path}", "run `invoke build` first")
+    data = as_seen(Manifest(path).data)     # read as every stage reads it: checked, bounded, one line
     rows = cells.rows(data)
     hosts = cells.preflight_hosts(data)
     words = {flag: [w.strip() for w in value.split(",") if w.strip()]

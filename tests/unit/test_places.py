@@ -104,6 +104,64 @@ def test_manifest_and_lock_of_the_wrong_shape(tmp_path):
     assert (tmp_path / "dist" / "manifest.json").read_text() == "[]"
 
 
+@pytest.mark.parametrize("runs,text", [
+    ('[{"id": "r1", "status": "running", "lock": 5}]', "runs[0].lock is 5, not a path"),
+    ('[{"id": "r1", "started": "x"}, {"id": "r2", "started": 1}]', 'runs[0].started is "x", not a time'),
+    ('[{"id": 7, "status": "running"}]', "runs[0].id is 7, not a string"),
+    ('[{"id": "r1", "status": true}]', "runs[0].status is true, not a string"),
+])
+def test_runs_of_the_wrong_shape(tmp_path, runs, text):
+    """A run record is read back by every later run (to reap a dead one): its fields are checked too."""
+    (tmp_path / "kmod.toml").write_text(SPEC)
+    (tmp_path / "dist").mkdir()
+    manifest = f'{{"format": 1, "cells": {{}}, "runs": {runs}}}'
+    (tmp_path / "dist" / "manifest.json").write_text(manifest)
+    for args in (["build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--no-lint"],
+                 ["package", "--format", "tarball"], ["boot-test"], ["status"]):
+        one_line(kmod(*args, cwd=tmp_path), text)
+    assert (tmp_path / "dist" / "manifest.json").read_text() == manifest
+
+
+def _fifo(path):
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def _zero(path):
+    path.unlink(missing_ok=True)
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("make,kind", [(_fifo, "is a FIFO, not a file"),
+                                       (_zero, "is a character device, not a file")])
+def test_inputs_that_are_not_files(tmp_path, make, kind):
+    """A FIFO would block forever, /dev/zero would be read until memory runs out: every file kmod is
+    handed, or keeps where others can write, is a regular file or one line."""
+    (tmp_path / "kmod.toml").write_text(SPEC)
+    (tmp_path / "dist").mkdir()
+    odd = tmp_path / "odd"
+    make(odd)
+    cases = [(["render", "--spec", str(odd)], "spec"),
+             (["lint", str(tmp_path / "kmod.toml"), "--cert", str(odd)], "--cert"),
+             (["build", "--sign-key", str(odd), "--sign-cert", str(odd)], "--sign-key"),
+             (["preflight", "--hosts", str(odd)], "--hosts")]
+    for args, what in cases:
+        one_line(kmod(*args, cwd=tmp_path, timeout=30), f"{what} {odd} {kind}")
+    make(tmp_path / "dist" / "manifest.json")
+    for args in (["status"], ["boot-test"], ["package", "--format", "tarball"]):
+        one_line(kmod(*args, cwd=tmp_path, timeout=30), f"the manifest {tmp_path / 'dist' / 'manifest.json'} {kind}")
+    # a kmod.toml that is no file is that spec's problem, not "no kmod.toml here"
+    make(tmp_path / "kmod.toml")
+    one_line(kmod("render", cwd=tmp_path, timeout=30), f"spec {tmp_path / 'kmod.toml'} {kind}")
+
+
+def test_a_spec_far_larger_than_any_spec_is_refused_unread(tmp_path):
+    big = tmp_path / "kmod.toml"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)                  # sparse: nothing is written, the size says it all
+    one_line(kmod("render", cwd=tmp_path, timeout=30), "is 64 MiB, more than the 4 MiB it can be")
+
+
 @pytest.mark.parametrize("lock,text", [
     ('["not", "a", "table"]', "no table of pins"),
     ('{"pins": {"bookworm-6.1": {"abi": 5}}}', "is not a table with an abi"),

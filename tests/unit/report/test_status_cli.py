@@ -1,6 +1,7 @@
 """`status` as a user runs it, through both front ends, and the stages' hooks that keep
 dist/report.html in step with the manifest."""
 import json
+import os
 
 import pytest
 
@@ -76,7 +77,10 @@ def test_json_through_invoke_is_the_same(project):
 @pytest.mark.parametrize("setup,args,text", [
     (lambda d: (d / "dist/manifest.json").unlink(), [], "no manifest at"),
     (lambda d: (d / "dist/manifest.json").write_text("[1, 2]"), [], "is not a kmod manifest"),
-    (lambda d: (d / "dist/manifest.json").write_bytes(b"\xff\xfe{"), [], "cannot read"),
+    (lambda d: (d / "dist/manifest.json").write_bytes(b"\xff\xfe{"), [], "is not a kmod manifest: not JSON"),
+    (lambda d: ((d / "dist/manifest.json").unlink(), os.mkfifo(d / "dist/manifest.json")), [], "is a FIFO, not a file"),
+    (lambda d: ((d / "dist/manifest.json").unlink(), (d / "dist/manifest.json").symlink_to("/dev/zero")), [],
+     "is a character device, not a file"),
     (lambda d: None, ["--format", "xml"], "unknown --format 'xml'"),
     (lambda d: None, ["--state", "broken"], "--state 'broken': no state 'broken'"),
     (lambda d: None, ["--state", "bot:failed"], "no stage 'bot'"),
