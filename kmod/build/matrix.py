@@ -412,6 +412,12 @@ def run(project: Project, cells: list[Cell], runtime_name: str = "docker", jobs:
 
 
 def _abort(stop: threading.Event) -> None:
+    """Ctrl-C, SIGTERM, SIGHUP or an error: end what every worker waits on, so that none keeps the exit
+    waiting (the interpreter joins them before it exits): the build containers, and the VM of a probe map
+    that a cell's lint may be booting for its pin (up to minutes on first use)."""
+    import sys
     from .runtime import docker as rtdocker
     stop.set()
     rtdocker.remove_all()
+    if "kmod.boot.qemu" in sys.modules:   # no lint has booted anything otherwise
+        sys.modules["kmod.boot.qemu"].kill_all(stop=True)

@@ -149,6 +149,56 @@ def test_signal_during_build(engine, tmp_path, sig):
     assert {c["result"] for c in m["cells"].values()} == {"ok"}
 
 
+def _qemu_children(pid: int) -> list[int]:
+    """QEMU processes whose parent is `pid` (a probe map's VM runs from the cache, not the project)."""
+    found = []
+    for child in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"qemu-system" in cmd.split(b"\0")[0]:
+            found.append(int(child))
+    return found
+
+
+def test_signal_during_the_probe_map_boot_of_a_builds_lint(engine, tmp_path):
+    """The build's lint boots the pin's kernel once to map its probe targets (issue 9, item 9). A SIGTERM
+    then ends that VM at once too: the run exits within seconds, leaves no QEMU, no container, no map
+    half-made, and records `interrupted`; the next run makes the map and builds."""
+    import shutil
+    from kmod import arch as archmod
+    from kmod import pins
+    from kmod.boot import probemap
+    need(shutil.which(archmod.get(ARCH).qemu["binary"]) is not None, archmod.get(ARCH).qemu["binary"])
+    cached = probemap.cache_path(pins.get(PIN), archmod.get(ARCH))
+    shutil.rmtree(cached, ignore_errors=True)          # the next build must make it again
+    # new bytes (a description of this run's own), so that no lint result is in the cache for them
+    (tmp_path / "kmod.toml").write_text(BUILD_SPEC.replace('name = "sig_probe"\n', 'name = "sig_probe"\n'
+                                                           f'description = "probe-map signal test {os.urandom(8).hex()}"\n'))
+    args = ("build", "--module", "sig_probe", "--kernel", PIN, "--arch", ARCH)
+    proc = start(*args, cwd=tmp_path)
+    vms = wait_for(lambda: _qemu_children(proc.pid), proc=proc, timeout=300)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "interrupted (SIGTERM)" in err.splitlines()[-1]
+    assert took < 5, f"the run took {took:.1f}s to end after SIGTERM (it waited for the VM?)"
+    assert not [p for p in vms if Path(f"/proc/{p}").exists()]
+    assert not (cached / "meta.json").exists()        # the VM was ended, not waited for
+    assert_nothing_left(engine, tmp_path, set())
+    m = manifest(tmp_path)
+    assert m["runs"][-1]["status"] == "interrupted"
+    assert {c["result"] for c in m["cells"].values()} <= {"interrupted"}
+    again = kmod(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (cached / "meta.json").is_file()
+    assert {c["result"] for c in manifest(tmp_path)["cells"].values()} == {"ok"}
+
+
 # --- a signal during a boot test ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
