@@ -213,11 +213,14 @@ def signals():
         yield
         return
     state = {"fired": False}
+    ttys = _terminal_fds()
 
     def handler(signum, frame):
         if state["fired"]:
             return  # cleaning up already: let it finish
         state["fired"] = True
+        if signum == signal.SIGHUP:
+            terminal_gone(ttys)
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
@@ -226,6 +229,37 @@ def signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _terminal_fds() -> tuple[int, ...]:
+    """Standard output and error that are a terminal, asked while the terminal is there (once it hung up,
+    isatty() says no)."""
+    out = []
+    for fd in (1, 2):
+        try:
+            if os.isatty(fd):
+                out.append(fd)
+        except OSError:
+            pass
+    return tuple(out)
+
+
+def terminal_gone(fds: tuple[int, ...]) -> None:
+    """SIGHUP: the terminal hung up, and a write to it now fails (EIO). Those of standard output and error
+    that were the terminal go to /dev/null, so that the clean-up and the exit code (129) are not lost to
+    a failed write; pipes and files (CI logs, `kill -HUP` of a run whose output is kept) keep theirs."""
+    if not fds:
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
+    os.close(devnull)
 
 
 class Pending:
@@ -247,7 +281,11 @@ def deferred_signals():
         yield pending
         return
 
+    ttys = _terminal_fds()
+
     def handler(signum, frame):
+        if signum == signal.SIGHUP:
+            terminal_gone(ttys)
         pending.signum = pending.signum or signum
 
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
