@@ -42,7 +42,9 @@ def parse_formats(text: str) -> list[str]:
 def failures(project: Project, module: Module) -> list[str]:
     """Why the manifest says this module is not fit to ship: a cell whose last build or lint failed, or
     that was never linted (built with --no-lint). An interrupted cell is neither: it blocks nothing."""
+    from .. import paths
     manifest = Manifest(project.dist / "manifest.json")
+    rules = paths.lint_fingerprint()
     why = []
     for cell_id, rec in sorted(manifest.cells.items()):
         if cell_id.split("/", 1)[0] != module.name:
@@ -53,6 +55,9 @@ def failures(project: Project, module: Module) -> list[str]:
             why.append(f"{cell_id} ({what} failed)")
         elif rec.get("result") == "ok" and rec.get("lint_state") == "unlinted":
             why.append(f"{cell_id} (never linted: built with --no-lint)")
+        elif rec.get("result") == "ok" and rec.get("lint_state") == "linted" and rec.get("lint_rules") != rules:
+            # the verdict was given under other rule data: `invoke build` lints it again (no rebuild)
+            why.append(f"{cell_id} (linted under older lint rules: run `invoke build` to lint it again)")
     return why
 
 

@@ -232,5 +232,8 @@ def test_lint_verdict_is_part_of_the_cell(tmp_path, docker_client):
     data = json.loads(path.read_text())
     data["cells"][cell]["lint_rules"] = "0" * 24
     path.write_text(json.dumps(data))
+    # package alone does not ship that stale verdict either
+    stale = kmod("package", "--format", "tarball", cwd=tmp_path)
+    assert stale.returncode == 1 and "linted under older lint rules" in stale.stderr, stale.stderr
     third = kmod("build", "--kernel", "bookworm-6.1", "--arch", "arm64", cwd=tmp_path)
     assert third.returncode == 0 and "re-linted" in third.stderr and "0 cached" in third.stdout
