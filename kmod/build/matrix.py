@@ -218,6 +218,8 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
                 rec.update(result="failed", exit_code=res.exit_code, ko=None, ko_sha256=None,
                            errors=diagnose.relevant_lines(res.output),
                            diagnosis=[{"cause": d.cause, "line": d.line, "advice": d.advice} for d in found])
+        if rec.get("kos") and not cell.module.replaces_in_tree:
+            refuse_in_tree_names(dist, rec)
         if rec.get("kos") and cell.signing and runtime.build_path:
             sign_cell(cell, runtime, dist, out, rec)
         if rec.get("kos"):  # the first .ko, for readers of a one-module record
@@ -230,6 +232,24 @@ def build_one(cell: Cell, runtime: Runtime, dist: Path, build_arch: str, progres
         return rec
     finally:
         runtime.cleanup(ws)
+
+
+def refuse_in_tree_names(dist: Path, rec: dict) -> None:
+    """A hand-written folder may build a module named like one of the kernel's own (its Kbuild says
+    `obj-m := ext4.o`, whatever the spec's name): installed to /updates/dkms, it would override the
+    kernel's and may leave a VM unable to boot. The cell fails, as the spec's own name would be refused."""
+    from .. import intree
+    clash = [k for k in rec["kos"] if intree.normal(k["kernel_name"]) in intree.names()]
+    if not clash:
+        return
+    line = (f"{clash[0]['ko'].rsplit('/', 1)[-1]} has the name of a module of the pinned kernels "
+            f"({clash[0]['kernel_name']}): installed by dkms it would override the kernel's own")
+    for k in rec["kos"]:
+        (dist / k["ko"]).unlink(missing_ok=True)
+    rec.update(result="failed", ko=None, ko_sha256=None, kos=[], errors=[line],
+               diagnosis=[{"cause": "in-tree module name", "line": line,
+                           "advice": "rename the module in its Kbuild/dkms.conf, or set replaces_in_tree = true "
+                                     "in the spec if it replaces that module on purpose"}])
 
 
 def sign_cell(cell: Cell, runtime: Runtime, dist: Path, out: Path, rec: dict) -> None:

@@ -198,3 +198,20 @@ def test_a_cell_of_several_modules_is_linted_together(tmp_path):
     rec = json.loads((project / "dist" / "manifest.json").read_text())["cells"]["m/host/x86_64"]
     assert proc.returncode == 2 and rec["result"] == "failed"
     assert {f["ko"] for f in rec["lint"]} == {"m/host/x86_64/a.ko", "m/host/x86_64/b.ko"}
+
+
+def test_a_built_module_named_like_an_in_tree_one_fails_its_cell(tmp_path):
+    """The spec's name is checked when the spec is read; a hand-written Kbuild can still build an
+    `ext4.ko` (or `snd-hda-intel.ko`: - and _ are one to the kernel), which dkms would install over the
+    kernel's own. The cell fails and keeps no such .ko, unless the spec says it replaces it on purpose."""
+    project = project_with(tmp_path, {"ext4.c": "", "snd-hda-intel.c": "", "mine.c": "",
+                                      "Kbuild": "obj-m := ext4.o snd-hda-intel.o mine.o\n"})
+    proc, rec = build(project)
+    assert proc.returncode == 2 and rec["result"] == "failed"
+    assert rec["diagnosis"][0]["cause"] == "in-tree module name"
+    assert "ext4.ko has the name of a module of the pinned kernels" in rec["errors"][0]
+    assert "replaces_in_tree = true" in proc.stderr
+    assert not list((project / "dist" / "m" / "host" / "x86_64").glob("*.ko"))
+    (project / "kmod.toml").write_text((project / "kmod.toml").read_text() + "replaces_in_tree = true\n")
+    proc, rec = build(project)
+    assert rec["result"] == "ok", proc.stderr
