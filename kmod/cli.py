@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from invoke import Program
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
 
 from . import PROGRAM, __version__
 from .tasks import args, ns
@@ -21,9 +21,36 @@ from .tasks import args, ns
 class KmodProgram(Program):
     def parse_tasks(self) -> None:
         words = self.core.unparsed
+        task = next((w for w in words if w in self.collection.task_names or w in self.collection.tasks), "")
         words[:] = args.spread(words, self.collection.to_contexts(), self.initial_context,
                                args.rest_flags(self.collection))
-        super().parse_tasks()
+        try:
+            super().parse_tasks()
+        except ParseError as e:
+            raise ParseError(self._explain(str(e), task)) from None
+
+    def parse_core(self, argv) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as e:
+            raise ParseError(self._explain(str(e), "")) from None
+
+    def _explain(self, message: str, task: str) -> str:
+        """Invoke's parse errors as one kmod line: what is wrong, and where the valid words are."""
+        me = "invoke" if self.binary.startswith("inv") else self.binary
+        unknown = re.fullmatch(r"No idea what '(.*)' is!", message)
+        no_value = re.fullmatch(r"Flag <Argument: (\w+).*> needed value and was not given one!", message)
+        if unknown and unknown.group(1).startswith("-"):
+            message = f"{task or me} has no flag {unknown.group(1).split('=')[0]}"
+        elif unknown and task:
+            message = (f"{unknown.group(1)!r} is no flag, value or task (a switch such as --no-lint takes no "
+                       f"value: --no-lint, not --no-lint=x)")
+        elif unknown:
+            message = f"no task {unknown.group(1)!r}"
+        elif no_value:
+            message = f"--{no_value.group(1).replace('_', '-')} needs a value"
+        where = f"`{me} {task} --help` lists its flags" if task else f"`{me} --list` lists the tasks"
+        return f"error: {message} ({where})"
 
     def print_task_help(self, name: str) -> None:
         """Invoke's layout, with the words a task takes in its usage line (`lint [--options] PATH...`)."""

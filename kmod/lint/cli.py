@@ -34,13 +34,29 @@ def run(paths: list, target: str | None = None, fmt: str = "text", fail_on: str 
         return code
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as every kmod command gives them: one line, exit 1 (2 means a finding)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (python -m kmod.lint --help lists the flags)", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _jobs(text: str) -> int:
+    from ..tasks.common import count
+    try:
+        return count(text, "--jobs")
+    except KmodError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kmod.lint", description="Lint kernel modules (.ko).")
+    ap = _Parser(prog="python -m kmod.lint", description="Lint kernel modules (.ko).")
     ap.add_argument("paths", nargs="*", help=".ko files or directories")
     ap.add_argument("--target", help="a pin name, or a kernel headers tree / System.map / Module.symvers")
     ap.add_argument("--format", default="text", help="text, json or sarif")
     ap.add_argument("--fail-on", default="error", help="error, warning or info")
-    ap.add_argument("--jobs", type=int, default=None, help="processes (default: the cores)")
+    ap.add_argument("--jobs", type=_jobs, default=None, help="processes (default: the cores)")
     ap.add_argument("--probe", action="append", help="a symbol the module probes (repeatable)")
     ap.add_argument("--cert", help="an X.509 certificate (PEM or DER) the signatures must verify against")
     args = ap.parse_args(argv)
