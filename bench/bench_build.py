@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/bench_build.py   (writes the "Build" section of docs
      checkout without them: cache hit in ms, warm build as a ratio; its own section)
 """
 import os
-import resource
 import shutil
 import subprocess
 import sys

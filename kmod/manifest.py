@@ -198,6 +198,7 @@ class Manifest:
             disk = self._read()
             if reap:
                 _reap_dead_runs(disk)
+                runmod.reap_scratch_dirs()
                 runmod.reap_lock_files()
                 write = True
             for op in self._ops:

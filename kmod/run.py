@@ -204,6 +204,56 @@ def reap_work_dirs(dist: Path, grace: float = 60.0) -> list[str]:
     return reaped
 
 
+# --- scratch folders outside dist/: /tmp, /dev/shm, the cache ----------------------------------------
+
+SCRATCH_GRACE = 60.0
+
+
+def scratch_dir(kind: str, base: Path | str | None = None) -> Path:
+    """A private folder for this run outside dist/ (a system temporary folder, /dev/shm, the cache),
+    named `kmod-KIND.RUN-ID.XXXX` so that a later run can tell whose it is: the caller removes it, and
+    when a SIGKILL stops that, the next run reaps it (reap_scratch_dirs)."""
+    import tempfile
+    lock_path()                    # held before the folder exists: a reaper never sees it ownerless
+    return Path(tempfile.mkdtemp(prefix=f"kmod-{kind}.{ID}.", dir=base))
+
+
+def scratch_bases() -> list[Path]:
+    import tempfile
+    out = [Path(tempfile.gettempdir()), paths.cache_dir()]
+    if os.path.isdir("/dev/shm"):
+        out.append(Path("/dev/shm"))
+    return out
+
+
+def reap_scratch_dirs(grace: float = SCRATCH_GRACE) -> list[str]:
+    """Remove the scratch folders of dead runs of this cache (a signing key's folder in /dev/shm among
+    them); returns their paths."""
+    runs = paths.cache_dir() / "runs"
+    reaped = []
+    for base in scratch_bases():
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for e in entries:
+            m = _SCRATCH.match(e.name)      # only names this kmod gives: nobody else's kmod-* folder
+            if not m or m.group(1) == ID:
+                continue
+            try:
+                if not e.is_dir(follow_symlinks=False) or time.time() - e.stat(follow_symlinks=False).st_mtime < grace:
+                    continue
+            except OSError:
+                continue
+            if not alive(str(runs / f"{m.group(1)}.lock")):
+                shutil.rmtree(e.path, ignore_errors=True)
+                reaped.append(e.path)
+    return reaped
+
+
+_SCRATCH = __import__("re").compile(r"^kmod-.+\.(\d{8}T\d{6}-\d+-[0-9a-f]{6})\.[^.]+$")
+
+
 # --- signals --------------------------------------------------------------------------------------
 
 @contextmanager

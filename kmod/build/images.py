@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -142,7 +141,7 @@ def base_image(client, pin: Pin, log) -> str:
     if os.geteuid() != 0:
         raise InfraError(f"cannot make a {pin.suite} base image: debootstrap needs root",
                          "run `sudo invoke toolchains --build` once")
-    work = Path(tempfile.mkdtemp(prefix=f"bootstrap-{pin.suite}-", dir=paths.cache_dir()))
+    work = runmod.scratch_dir(f"bootstrap-{pin.suite}", paths.cache_dir())
     try:
         archive = work / "archive"
         fetch_all(base_debs(pin), archive, log)
@@ -175,7 +174,7 @@ def ensure(pin: Pin, log=lambda s: None, client=None) -> str:
         return name
     require_tools_locked(pin)
     base = base_image(client, pin, log)
-    staging = Path(tempfile.mkdtemp(prefix=f"image-{pin.name}-", dir=paths.cache_dir()))
+    staging = runmod.scratch_dir(f"image-{pin.name}", paths.cache_dir())
     os.chmod(staging, 0o755)
     container = None
     try:

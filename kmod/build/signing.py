@@ -14,7 +14,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +67,9 @@ class BuildSigning:
     @contextlib.contextmanager
     def secret_dir(self, uid: int, gid: int):
         """A folder holding key.pem and cert.pem for one build, owned by the build's uid, gone afterwards."""
+        from .. import run as runmod
         base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        d = Path(tempfile.mkdtemp(prefix="kmod-sign-", dir=base))
+        d = runmod.scratch_dir("sign", base)    # after a SIGKILL, the next run removes it
         try:
             for name, src in (("key.pem", self.key), ("cert.pem", self.cert)):
                 fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)

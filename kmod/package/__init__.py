@@ -136,14 +136,17 @@ def record(project: Project, module: Module, built: list[Built], failure: str = 
 
 def run_lintian(path: Path) -> list[str]:
     """lintian's tags for a .deb; an error tag fails the packaging (exit 2)."""
+    import shutil
     import subprocess
-    import tempfile
     exe = tools.require("lintian")
     # lintian leaves its ELF index databases (mldbm-elf-*) in TMPDIR: give it a folder that goes with it
-    with tempfile.TemporaryDirectory(prefix="kmod-lintian-") as tmp:
+    tmp = str(runmod.scratch_dir("lintian"))
+    try:
         proc = subprocess.run([exe, "--no-cfg", "--tag-display-limit", "0", str(path)], capture_output=True,
                               text=True, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": tmp,
                                               "TMPDIR": tmp})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     tags = [ln for ln in proc.stdout.splitlines() if ln[:2] in ("E:", "W:", "I:", "P:", "X:")]
     errors = [t for t in tags if t.startswith("E:")]
     if errors or proc.returncode not in (0, 1) and not tags:

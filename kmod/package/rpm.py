@@ -43,7 +43,8 @@ def build(p: Payload, out_dir: Path, work_root: Path) -> Path:
     # rpmbuild runs its scriptlets as `sh PATH` unquoted: a checkout path with a space breaks it. Such a
     # path builds in the system's temporary folder instead.
     spaced = any(c.isspace() for c in str(work_root))
-    work = Path(tempfile.mkdtemp(prefix="kmod-rpm." if spaced else "rpm.", dir=None if spaced else work_root))
+    from .. import run as runmod
+    work = runmod.scratch_dir("rpm") if spaced else Path(tempfile.mkdtemp(prefix="rpm.", dir=work_root))
     try:
         return _build(p, out_dir, work, rpmbuild)
     finally:

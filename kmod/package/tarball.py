@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 from .. import atomic
-from . import dkms
 from .payload import Payload
 
 

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,34 @@ def test_atomic_write_failure_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic.write_json(target, {"new": 1})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_scratch_folders_of_a_dead_run_are_reaped(tmp_path, monkeypatch):
+    """Scratch folders outside dist/ (a signing key's in /dev/shm, rpm's and lintian's in /tmp, image
+    staging in the cache) carry their run's id; a later run removes those whose run is dead (SIGKILL),
+    keeps a live run's and its own, and never touches a kmod-* folder it did not name."""
+    import subprocess
+    import sys
+    import tempfile
+    from kmod import run as runmod
+    monkeypatch.setenv("KMOD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    make = ("import sys; from kmod import run; d = run.scratch_dir('rpm'); print(d, flush=True); "
+            "sys.stdin.read() if len(sys.argv) > 1 else None")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    dead = Path(subprocess.run([sys.executable, "-c", make], capture_output=True, text=True, env=env,
+                               check=True).stdout.strip())        # its run exited without removing it
+    live_proc = subprocess.Popen([sys.executable, "-c", make, "wait"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, env=env)
+    live = Path(live_proc.stdout.readline().strip())
+    mine = runmod.scratch_dir("sign")
+    foreign = tmp_path / "tmp" / "kmod-notes.keep.this"
+    foreign.mkdir()
+    try:
+        assert dead.parent == tmp_path / "tmp" and dead.is_dir() and live.is_dir()
+        assert runmod.reap_scratch_dirs(grace=0) == [str(dead)]
+        assert not dead.exists() and live.is_dir() and mine.is_dir() and foreign.is_dir()
+    finally:
+        live_proc.communicate("")

@@ -8,7 +8,7 @@ import pytest
 
 from kmod.errors import InfraError, UserError
 from kmod.package import deb, dkms, package, parse_formats, payload, rpm, tarball
-from kmod.spec import Module, Probe
+from kmod.spec import Module
 
 from .conftest import tree, write_manifest
 
