@@ -87,3 +87,25 @@ def test_invoke_lists_and_explains_tasks():
     helptext = run_cli("--help", "build").stdout
     for flag in ("--arch", "--kernel", "--module", "--symbol", "--runtime", "--kdir", "--jobs"):
         assert flag in helptext
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_artifacts_honour_the_umask(project, umask):
+    """Like any tool: what a build and a package write gets 0666 (0777 for a folder) less the umask,
+    neither the 0600 of a temp file nor a fixed mode."""
+    import os
+    import stat
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "kmod", *args], cwd=project, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: os.umask(umask))
+    assert run("build", "--runtime", "host", "--kdir", str(FAKE_KDIR), "--arch", "arm64", "--no-lint").returncode == 0
+    assert run("package", "--format", "tarball", "--force").returncode == 0
+    dist = project / "dist"
+    files = [dist / "clone_probe/host/arm64/clone_probe.ko", dist / "clone_probe/host/arm64/build.log",
+             dist / "manifest.json", dist / "report.html", *sorted((dist / "packages").iterdir())]
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f
+    assert stat.S_IMODE((dist / "clone_probe").stat().st_mode) == 0o777 & ~umask
