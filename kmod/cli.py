@@ -22,8 +22,16 @@ class KmodProgram(Program):
     def parse_tasks(self) -> None:
         words = self.core.unparsed
         task = next((w for w in words if w in self.collection.task_names or w in self.collection.tasks), "")
-        words[:] = args.spread(words, self.collection.to_contexts(), self.initial_context,
-                               args.rest_flags(self.collection))
+        # Invoke's core parse put everything after `--` into a remainder string; the words themselves,
+        # quoting intact, are still in argv: a task that takes files takes them as files
+        after = self.argv[self.argv.index("--") + 1:] if "--" in self.argv[1:] else None
+        out = args.spread(words + (["--", *after] if after is not None else []), self.collection.to_contexts(),
+                          self.initial_context, args.rest_flags(self.collection))
+        if after is not None and "--" in out:
+            out = out[:out.index("--")]          # not a task's files: Invoke's remainder, as before
+        elif after is not None:
+            self.core.remainder = ""
+        words[:] = out
         try:
             super().parse_tasks()
         except ParseError as e:

@@ -177,7 +177,7 @@ def rows(manifest: dict) -> list[Row]:
         checked = preflight.get(cell_id, [])
         states = {"build": _build(rec, running), "lint": _lint(rec), "package": _package(rec, pkg),
                   "boot": _boot(rec), "preflight": worst(p[1] for p in checked)}
-        out.append(Row(cell_id, module, str(rec.get("kernel", "")), str(rec.get("flavour") or ""),
+        out.append(Row(cell_id, module, str(rec.get("kernel") or ""), str(rec.get("flavour") or ""),
                        str(rec.get("arch", "")), str(rec.get("version", "")), states,
                        _reason(rec, pkg, states, checked), _log(rec, states), rec, pkg, checked))
     return sorted(out, key=lambda r: (r.module, kernel_key(r.kernel), r.flavour, r.arch))

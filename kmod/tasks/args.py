@@ -77,7 +77,8 @@ def spread(words: list[str], contexts: list, initial, rest: dict[str, str]) -> l
     """`lint a.ko b.ko --format json` -> `lint --paths a.ko --paths b.ko --format json`.
 
     After a task with a rest parameter, a bare word goes to it unless it is a flag's value or names
-    another task (and no file of that name exists): `lint a.ko build` lints a.ko, then builds.
+    another task (and no file of that name exists): `lint a.ko build` lints a.ko, then builds. After
+    `--`, every word goes to it (`lint -- -odd.ko build`).
     `contexts` and `initial` are the parser's (for which flags take a value), `rest` is rest_flags()."""
     by_name = {}
     for ctx in contexts:
@@ -86,6 +87,9 @@ def spread(words: list[str], contexts: list, initial, rest: dict[str, str]) -> l
     out, context, value_next = [], None, False
     for i, word in enumerate(words):
         if word == "--":
+            if context is not None and rest.get(context.name):
+                # the usual end of flags: every word after it is a file, even `-dash.ko` or a task's name
+                return out + [f"{rest[context.name]}={w}" for w in words[i + 1:]]
             return out + words[i:]
         if value_next:
             out.append(word)

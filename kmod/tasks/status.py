@@ -12,9 +12,11 @@ from .common import COMMON_HELP, cli_errors
                      "a comma list; not-run for a stage that did not run"})
 @cli_errors
 def status(c, spec="", format="text", module="", kernel="", arch="", state=""):
-    """The matrix (module x kernel x flavour x arch): build, lint, package, boot and preflight state, the
-    first finding or failure reason and the log to open; then what each host's last preflight said. The
-    same as a page: dist/report.html."""
+    """The matrix of built cells: each stage's state, why, and the log.
+
+    Module x kernel x flavour x arch: build, lint, package, boot and preflight state, the first finding
+    or failure reason and the log to open; then what each host's last preflight said. The same as a
+    page: dist/report.html."""
     import os
     import sys
 
@@ -46,6 +48,9 @@ def status(c, spec="", format="text", module="", kernel="", arch="", state=""):
         hosts = cells.hosts_of(hosts, words["module"])
     if format == "json":
         sys.stdout.write(statusmod.as_json(picked, hosts))
+        return
+    if not rows and not hosts:
+        print(f"no cells in {path} yet: run `invoke build`")
         return
     if not picked and rows:
         print(f"no cell of {path} matches ({len(rows)} cell(s) in all)")

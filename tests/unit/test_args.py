@@ -28,7 +28,9 @@ def test_bare_words_after_lint_become_its_paths():
     (["lint", "--target=bookworm-6.1", "a.ko"], ["lint", "--target=bookworm-6.1", "--paths", "a.ko"]),
     (["lint", "a.ko", "-f", "inv.yaml"], ["lint", "--paths", "a.ko", "-f", "inv.yaml"]),  # a core flag's value
     (["lint", "--paths", "x.ko", "y.ko"], ["lint", "--paths", "x.ko", "--paths", "y.ko"]),
-    (["lint", "a.ko", "--", "b.ko"], ["lint", "--paths", "a.ko", "--", "b.ko"]),
+    (["lint", "a.ko", "--", "b.ko", "-dash.ko", "status"],
+     ["lint", "--paths", "a.ko", "--paths=b.ko", "--paths=-dash.ko", "--paths=status"]),   # -- ends the flags
+    (["build", "--arch", "arm64", "--", "x"], ["build", "--arch", "arm64", "--", "x"]),      # Invoke's remainder
     (["lint", "a.ko", "status", "--format", "json"], ["lint", "--paths", "a.ko", "status", "--format", "json"]),
     (["build", "--arch", "arm64", "status"], ["build", "--arch", "arm64", "status"]),
     (["lint", "--help"], ["lint", "--help"]),
@@ -70,6 +72,15 @@ def test_lint_takes_many_words_through_both_front_ends(kos):
     words = ["lint", str(kos / "a.ko"), str(kos / "b,c.ko"), "--format", "json", str(kos / "sub")]
     assert linted(run_program(*words, cwd=kos)) == want
     assert linted(run_cli("--search-root", str(ROOT), *words, cwd=kos)) == want
+
+
+def test_words_after_double_dash_are_files_even_with_a_dash(kos):
+    """`lint -- -odd.ko b,c.ko` as every Unix tool reads it: after --, nothing is a flag."""
+    (kos / "-odd.ko").write_bytes(b"not an ELF file")
+    want = sorted(str(p) for p in (kos / "-odd.ko", kos / "b,c.ko"))
+    for proc in (run_program("lint", "--format", "json", "--", "-odd.ko", "b,c.ko", cwd=kos),
+                 run_cli("--search-root", str(ROOT), "lint", "--format", "json", "--", "-odd.ko", "b,c.ko", cwd=kos)):
+        assert linted(proc) == want
 
 
 def test_lint_from_xargs_and_the_old_comma_form(kos):
