@@ -329,14 +329,16 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
             collect([_work_safely(run, item)])
         return
     ctx = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(run,))
-    try:
-        futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
-        pending = set(futures)
-        # a signal only takes note while the pool's locks are in play (an exception landing inside them
-        # would leave one held and hang the exit); it is raised here, between waits
-        with runmod.deferred_signals() as signals:
+    # A signal only takes note from before the pool exists until it is gone: one landing inside the
+    # pool's start, a submit or a wait (each takes the pool's locks) would leave a lock held and hang
+    # the exit. It is raised here, between waits, and the workers are then killed.
+    with runmod.deferred_signals() as signals:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(run,))
+        try:
+            futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
+            pending = set(futures)
             while pending:
+                signals.check()
                 finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
                 signals.check()
                 for fut in finished:
@@ -347,13 +349,13 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
                     except Exception:   # a worker died (BrokenProcessPool): redo its files here
                         done = [_work_safely(run, i) for i in futures[fut]]
                     collect(done)
-    except BaseException:
-        _kill_workers(pool)
-        # wait for the pool's own thread to see its workers gone: one still closing its pipe as the
-        # interpreter exits prints "Exception ignored ... Bad file descriptor" after our one line
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+        except BaseException:
+            _kill_workers(pool)
+            # wait for the pool's own thread to see its workers gone: one still closing its pipe as the
+            # interpreter exits prints "Exception ignored ... Bad file descriptor" after our one line
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
