@@ -8,7 +8,10 @@ spec refuses such a name unless the module says it replaces the in-tree one on p
     python -m kmod.intree        # after `invoke toolchains --update` changed the lock
 
 reads the `.ko` names of each pinned image package (fetched and checked against the lock, as the lint
-and the boot test do) and rewrites the file, whose header records the images it was made from.
+and the boot test do) and rewrites the file, whose header records the images it was made from. The
+generic flavour's images are read: a cloud image holds a subset of its modules and an rt image the same
+names (checked 2026-12-06 on the rt-arm64 images of 5.10.0-32 and 6.12.118+deb13: 3,420 and 4,346 names,
+none missing from the list).
 """
 import re
 import subprocess
