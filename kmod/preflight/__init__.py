@@ -295,6 +295,7 @@ def package_for(run: Run, info: verdict.ModuleInfo, fmt: str) -> Path:
 def run(project, hosts: list[Host], selected: list, options: Options) -> list[HostResult]:
     """Preflight `selected` modules on `hosts`; returns one HostResult per host, in order."""
     r = Run(project, modules.infos(project, selected), options)
+    ended = False
     try:
         with sigterm_as_interrupt():
             r.results = read_all(r, hosts)
@@ -302,26 +303,34 @@ def run(project, hosts: list[Host], selected: list, options: Options) -> list[Ho
                 auto_pin(r, selected)
             if options.install:
                 install_all(r)
+        ended = True
     except KeyboardInterrupt:
-        r.save()   # which hosts were left changed, if any, for whoever looks next
-        r.record()
         from ..progress import log
         for x in r.results:
             if x.attention:
                 log(f"NEEDS ATTENTION {x.host}: {x.attention}")
         raise
-    r.save()
-    r.record()
+    finally:
+        # whatever ended the run, what was read (and which hosts were left changed) is kept for whoever
+        # looks next; a failure to write it must not hide the error that is already on its way
+        try:
+            r.save()
+            r.record()
+        except KmodError:
+            if ended:
+                raise
     return r.results
 
 
 def auto_pin(r: Run, selected: list) -> None:
     from . import autopin
-    redo = autopin.run(r.project, selected, r.results, quiet=r.options.quiet)
+    redo, notes = autopin.run(r.project, selected, r.results, quiet=r.options.quiet)
     if redo:
         r.infos = modules.infos(r.project, selected)   # the new cells are in the manifest now
         again = {x.host.name: x for x in read_all(r, [x.host for x in redo], "preflight (again)")}
         r.results = [again.get(x.host.name, x) for x in r.results]
+    for x in r.results:   # a group's trouble is its hosts' note; their verdicts stand as read
+        x.notes += notes.get(x.host.name, [])
 
 
 def install_all(r: Run) -> None:
