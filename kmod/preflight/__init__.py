@@ -4,6 +4,7 @@ with --install prove it on them.
     hosts.py    --host / --hosts FILE / an ssh_config's hosts -> Host
     ssh.py      one Fabric session per host; every transport failure is that host's HostError
     facts.py    the read-only facts script (templates/preflight/facts.sh.j2) and what it read
+    kallsyms.py the probed symbols' lines of /proc/kallsyms, read once per kernel build and run
     kernels.py  the host's kernel against the pins: pinned, Debian of a pinned suite, other
     modules.py  each module's built cells (manifest), probed symbols, the dkms it needs
     verdict.py  host x module -> pass / warn / fail with the reason in one line (the lint's rules)
@@ -27,6 +28,7 @@ from ..parallel import parallel, sigterm_as_interrupt
 from ..progress import Progress
 from . import facts as factsmod
 from . import install as installmod
+from . import kallsyms as kallsymsmod
 from . import kernels, modules, report, verdict
 from . import ssh as sshmod
 from .hosts import Host
@@ -66,6 +68,12 @@ class Run:
         self.path = project.dist / "preflight.json"
         self.pin_lock = threading.Lock()
         self.exports: dict[tuple[str, str], dict | None] = {}
+        self.kallsyms = kallsymsmod.Cache()
+
+    @property
+    def symbols(self) -> set[str]:
+        """Every module's probed symbols: the lines of /proc/kallsyms that matter."""
+        return {s for i in self.infos for s in i.probed}
 
     def session(self, host: Host, timeout: float) -> sshmod.Session:
         s = sshmod.Session(host, replace(self.options.ssh, timeout=timeout))
@@ -144,7 +152,7 @@ class Run:
 
 
 def facts_script(infos: list[verdict.ModuleInfo]) -> str:
-    return factsmod.script([s for i in infos for s in i.probed], [n for i in infos for n in i.imports])
+    return factsmod.script([n for i in infos for n in i.imports])
 
 
 def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -> HostResult:
@@ -165,6 +173,10 @@ def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -
             raise sshmod.HostError(f"the facts script printed nothing (exit {out.exit_code}): "
                                 f"{out.stderr.strip()[:200]}", "is /bin/sh there?")
         r.facts = factsmod.parse(out.stdout)
+        if run.symbols and r.facts.kallsyms_first:
+            kallsymsmod.fill(run.kallsyms, s, r.facts, run.symbols, host.name)
+            if run.cancel.is_set():
+                raise sshmod.HostError("interrupted")
         r.kernel = kernels.classify(r.facts.release, r.facts.machine, r.facts.debian_version)
         exports = None
         if not r.facts.symvers_source and r.kernel.kind == kernels.PINNED:

@@ -1,5 +1,6 @@
-"""What a host says about itself, read in one SSH round trip by templates/preflight/facts.sh.j2 (read-only),
-and the kernel target the lint's rules check a module against, built from it."""
+"""What a host says about itself, read in one SSH round trip by templates/preflight/facts.sh.j2 (read-only;
+the probed symbols' kallsyms lines are kallsyms.py's, once per kernel build), and the kernel target the
+lint's rules check a module against, built from it."""
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -16,13 +17,12 @@ def rules() -> dict:
     return tomllib.loads((paths.rules() / "preflight.toml").read_text())
 
 
-def script(symbols: list[str], imports: list[str]) -> str:
-    """The facts script for these probed and imported symbols (validated names already; quoted again
-    by the template)."""
+def script(imports: list[str]) -> str:
+    """The facts script for these imported symbols (validated names already; quoted again by the
+    template). The probed symbols' kallsyms lines are kmod/preflight/kallsyms.py's."""
     r = rules()
     return render.render_text("preflight/facts.sh.j2", marker=MARKER, config=r["config"],
-                              dkms_certificate=r["dkms_certificate"], symbols=sorted(set(symbols)),
-                              imports=sorted(set(imports)))
+                              dkms_certificate=r["dkms_certificate"], imports=sorted(set(imports)))
 
 
 @dataclass
@@ -43,6 +43,9 @@ class Facts:
     config_source: str = ""
     kallsyms: list[str] = field(default_factory=list)
     kallsyms_readable: bool = False
+    kallsyms_first: str = ""            # its first line: which symbol starts the image, and where (KASLR)
+    kallsyms_from: str = ""             # "": read on this host; else the host of the same build that read them
+    kernel_notes: str = ""              # cksum of /sys/kernel/notes (the build ID is one of its notes)
     blacklist: str | None = None        # the debugfs blacklist text; None when it could not be read
     blacklist_status: str = ""          # why it could not: needs-root, no-debugfs, unreadable
     headers: bool = False
@@ -155,9 +158,14 @@ def parse(text: str) -> Facts:
         elif line.startswith("CONFIG_") and "=" in line:
             k, _, v = line.partition("=")
             f.config[k] = v.strip('"')
+    # the probed symbols' lines come from kmod/preflight/kallsyms.py (once per build); a host's answer
+    # recorded before that carries them itself
     ks = s.get("kallsyms", [])
     f.kallsyms_readable = "status ok" in ks
     f.kallsyms = [ln for ln in ks if ln and not ln.startswith("status ")]
+    first = _first(s.get("kallsyms-first", []))
+    f.kallsyms_first = "" if first.startswith("status ") else first
+    f.kernel_notes = _first(s.get("kernel-notes", []))
     bl = s.get("blacklist", [])
     status = next((ln for ln in bl if ln.startswith("status ")), "")
     if status:

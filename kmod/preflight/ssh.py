@@ -100,10 +100,21 @@ class Session:
             if self.closed:
                 raise HostError(f"interrupted")
         try:
+            if not conn.gateway:   # a ProxyJump/ProxyCommand brings its own channel
+                conn.connect_kwargs["sock"] = self._socket(conn)
             conn.open()
         except Exception as e:  # noqa: BLE001 - every way a connection fails is this host's error
             raise self._error(e, strict) from None
         return self
+
+    def _socket(self, conn) -> socket.socket:
+        """The TCP connection, with Nagle off as OpenSSH has it for sessions: paramiko leaves it on, and
+        each small SSH message that waits for the peer's delayed ACK costs 40 ms (a channel open, an
+        exit status): most of a host's wall on a fast network."""
+        timeout = max(0.1, min(self.options.connect_timeout, self.remaining()))
+        sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def _load_known_hosts(self, conn) -> None:
         keys = conn.client.get_host_keys()
