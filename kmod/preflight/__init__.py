@@ -266,8 +266,15 @@ def install_host(run: Run, r: HostResult, prog: Progress | None = None) -> None:
                 if trial.cleanup in ("removed", "kept (--keep)", "nothing installed", "untouched"):
                     r.attention = ""
                 else:
-                    r.attention = f"{trial.cleanup} (remove it by hand: " \
-                                  f"{'dpkg -P' if fmt == 'deb' else 'rpm -e'} {inst.package_name})"
+                    by_hand = [f"{'dpkg -P' if fmt == 'deb' else 'rpm -e'} {inst.package_name}"]
+                    if inst.keys_left:
+                        by_hand.append("rm -f " + " ".join(inst.keys_left))
+                    r.attention = f"{trial.cleanup} (remove it by hand: {'; '.join(by_hand)})"
+                if inst.keys_made:
+                    r.notes.append(f"{inst.package_name}: dkms made its signing key for this install "
+                                   f"({', '.join(inst.keys_made)}): " +
+                                   ("kept with the package (--keep)" if inst.keep else
+                                    "removed again" if not inst.keys_left else "NOT removed"))
                 run.save()
     except KmodError as e:
         r.error = e.message

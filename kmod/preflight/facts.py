@@ -22,7 +22,8 @@ def script(imports: list[str]) -> str:
     template). The probed symbols' kallsyms lines are kmod/preflight/kallsyms.py's."""
     r = rules()
     return render.render_text("preflight/facts.sh.j2", marker=MARKER, config=r["config"],
-                              dkms_certificate=r["dkms_certificate"], imports=sorted(set(imports)))
+                              dkms_certificate=r["dkms_certificate"], dkms_signing_key=r["dkms_signing_key"],
+                              imports=sorted(set(imports)))
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Facts:
     symvers: str = ""
     dkms: str | None = None             # dkms version ("3.0.10")
     dkms_certificate: str = ""
+    dkms_signing_key: str = ""
     mok: str = ""                       # mokutil --test-key's answer, no-mokutil, no-key
     pkgtool: str | None = None          # dpkg or rpm
     vermagic: str = ""
@@ -183,7 +185,8 @@ def parse(text: str) -> Facts:
     m = re.search(r"(\d+(?:\.\d+)+\S*)", dk)
     f.dkms = m.group(1) if m else None
     cert = _first(s.get("dkms-certificate", []))
-    f.dkms_certificate = (cert.split("=", 1)[1].strip('"') if "=" in cert else "") or rules()["dkms_certificate"]
+    f.dkms_certificate = (cert.split("=", 1)[1].strip('"') if "=" in cert else cert) or rules()["dkms_certificate"]
+    f.dkms_signing_key = _first(s.get("dkms-key", [])) or rules()["dkms_signing_key"]
     f.mok = _first(s.get("mok", []))
     f.pkgtool = _first(s.get("pkgtool", [])) or None
     f.vermagic = _first(s.get("vermagic", []))
