@@ -255,7 +255,10 @@ def install_host(run: Run, r: HostResult, prog: Progress | None = None) -> None:
             run.save()
             trial = installmod.Trial(info.module.name, inst.package_name)
             try:
-                trial = inst.run(on_step=lambda step: prog and prog.note(r.host.name, f"{info.module.name}: {step}"))
+                # each step is a line in a CI log too (not only on a terminal): an install takes minutes,
+                # and whoever reads the log (or presses Ctrl-C) should see that the host is being changed
+                trial = inst.run(on_step=lambda step: prog and prog.update(r.host.name, "changing",
+                                                                           f"{info.module.name}: {step}"))
             except installmod.Interrupted:
                 trial.status, trial.reason = verdict.FAIL, "interrupted: the package was removed again"
             except KmodError as e:
