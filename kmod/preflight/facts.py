@@ -146,9 +146,11 @@ def parse(text: str) -> Facts:
     f.cmdline = _first(s.get("cmdline", []))
     f.efi = _first(s.get("efi", [])) == "efi"
     sb = " ".join(s.get("secureboot", [])).lower()
-    if "secureboot enabled" in sb:
+    if "validation is disabled in shim" in sb:
+        f.secure_boot = False   # shim tells the kernel so (MokSBStateRT): it enforces nothing for it
+    elif "secureboot enabled" in sb:
         f.secure_boot = True
-    elif "secureboot disabled" in sb or not f.efi:
+    elif "secureboot disabled" in sb or "doesn't support secure boot" in sb or not f.efi:
         f.secure_boot = False
     elif sb.startswith("efivar"):
         f.secure_boot = sb.split()[-1] == "1"   # the variable's data byte after 4 attribute bytes

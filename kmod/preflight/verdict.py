@@ -79,11 +79,20 @@ def enforcement(f: Facts) -> str:
     if f.lockdown in ("integrity", "confidentiality"):
         why = f"lockdown={f.lockdown}"
         return why + (" (Secure Boot)" if f.secure_boot else "")
+    if f.lockdown is None and f.secure_boot and _sb_lockdown(f) == "y":
+        # Debian's (and Fedora's) kernels lock down to integrity at boot under Secure Boot
+        return ("Secure Boot, under which this kernel locks down (CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT=y; "
+                "/sys/kernel/security/lockdown was not readable)")
     if f.sig_enforce:
         return "module.sig_enforce=1"
     if f.config.get("CONFIG_MODULE_SIG_FORCE") == "y":
         return "CONFIG_MODULE_SIG_FORCE=y"
     return ""
+
+
+def _sb_lockdown(f: Facts) -> str:
+    """CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT: y, n ("is not set"), or "" when the config does not say."""
+    return f.config.get("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT", "") if f.config_source else ""
 
 
 def _dkms_blocker(f: Facts, info: ModuleInfo) -> str:
@@ -178,6 +187,11 @@ def judge(f: Facts, k: Kernel, info: ModuleInfo, host: str, exports: dict | None
                                                "is a GPL-only export: no kernel links the module")
 
     policy = enforcement(f)
+    if not policy and f.lockdown is None and f.secure_boot and _sb_lockdown(f) != "n":
+        found.append(Finding("signature-policy-unknown", "warning",
+                             "Secure Boot is on, the lockdown state (/sys/kernel/security/lockdown) was not readable "
+                             "and the kernel config does not say CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT: if this kernel "
+                             "locks down under Secure Boot, only signed modules load (read it as root)"))
     cell_problems, unsigned = [], []
     for b in (b for b in same_arch if b.release == f.release):
         problems = [x for x in against.check(b.elf, a.name, t) if x.severity == "error"]
