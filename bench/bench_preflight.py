@@ -102,8 +102,10 @@ def main() -> None:
 of {args.reps} runs each, alternating; one module `clone_probe`; load average {os.getloadavg()[0]:.1f} at the
 end: a shared machine). The hosts are dropbear in {args.hosts} containers on loopback ports: they share
 this machine's {cores} cores and its one kernel, so every host's own work (its SSH server, the facts
-script, the kernel producing /proc/kallsyms) runs on the same cores as kmod. Each run is a whole
-`kmod.preflight.run`: connect, the facts script, the verdicts, dist/preflight.json.
+script) runs on the same cores as kmod. Each run is a whole `kmod.preflight.run`: connect, the facts
+script, the probed symbols' kallsyms lines (read by one host per kernel build and run: a second command
+on that host, ~40 ms of its CPU; here one build, so one read in either run), the verdicts,
+dist/preflight.json.
 
 | measure | value | target |
 |---|---|---|
