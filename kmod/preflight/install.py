@@ -201,12 +201,15 @@ class Installer:
             if state and not state[0].startswith(("un", "pn")) and "not" not in state:
                 left.append(f"package {self.package_name} still installed ({state[0]})")
             self.keys_made = self.existing(self.keys_absent)
-            if self.keys_made:   # regular files only: never follow a link the host put there meanwhile
+            if self.keys_made and not left:   # the key goes after what it signed, never before
+                # regular files only: never follow a link the host put there meanwhile
                 self.sh("; ".join(f"[ -f {q} ] && [ ! -L {q} ] && rm -f {q}" for q in map(shlex.quote, self.keys_made))
                         + "; true", 60)
                 self.keys_left = self.existing(self.keys_made)
-                if self.keys_left:
-                    left.append(f"dkms's signing key made by this install is still there ({', '.join(self.keys_left)})")
+            elif self.keys_made:
+                self.keys_left = list(self.keys_made)
+            if self.keys_left:
+                left.append(f"dkms's signing key made by this install is still there ({', '.join(self.keys_left)})")
         elif self.installed:   # --keep: the key stays with what it signed
             self.keys_made = self.existing(self.keys_absent)
         if self.remote_dir:

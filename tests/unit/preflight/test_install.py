@@ -209,3 +209,16 @@ def test_the_signing_key_paths_are_the_hosts_framework_conf(tmp_path):
     inst = installer(s, tmp_path, facts=f)
     inst.run()
     assert inst.keys_absent == ["/etc/keys/dkms.key", "/etc/keys/dkms.der"]
+
+
+def test_the_key_stays_while_the_package_it_signed_does(tmp_path):
+    """dpkg -P failed: the package is still there, so is the key it was signed with; both are named."""
+    s = DkmsHost()
+    s.answers.insert(0, ("db:Status-Abbrev", Result(0, "iF 0.1.0", "")))
+    inst = installer(s, tmp_path)
+    inst.installed, inst.remote_dir, inst.keys_absent = True, "/tmp/d", list(DkmsHost.KEYS)
+    s.files |= set(DkmsHost.KEYS)
+    left = inst.cleanup()
+    assert "package clone-probe-dkms still installed" in left and "signing key made by this install" in left
+    assert s.files == set(DkmsHost.KEYS) and inst.keys_left == list(DkmsHost.KEYS)
+    assert not any("rm -f /var/lib/dkms" in c for c in s.commands)
