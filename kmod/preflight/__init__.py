@@ -4,6 +4,7 @@ with --install prove it on them.
     hosts.py    --host / --hosts FILE / an ssh_config's hosts -> Host
     ssh.py      one Fabric session per host; every transport failure is that host's HostError
     facts.py    the read-only facts script (templates/preflight/facts.sh.j2) and what it read
+    kallsyms.py the probed symbols' lines of /proc/kallsyms, read once per kernel build and run
     kernels.py  the host's kernel against the pins: pinned, Debian of a pinned suite, other
     modules.py  each module's built cells (manifest), probed symbols, the dkms it needs
     verdict.py  host x module -> pass / warn / fail with the reason in one line (the lint's rules)
@@ -27,6 +28,7 @@ from ..parallel import parallel, sigterm_as_interrupt
 from ..progress import Progress
 from . import facts as factsmod
 from . import install as installmod
+from . import kallsyms as kallsymsmod
 from . import kernels, modules, report, verdict
 from . import ssh as sshmod
 from .hosts import Host
@@ -66,6 +68,12 @@ class Run:
         self.path = project.dist / "preflight.json"
         self.pin_lock = threading.Lock()
         self.exports: dict[tuple[str, str], dict | None] = {}
+        self.kallsyms = kallsymsmod.Cache()
+
+    @property
+    def symbols(self) -> set[str]:
+        """Every module's probed symbols: the lines of /proc/kallsyms that matter."""
+        return {s for i in self.infos for s in i.probed}
 
     def session(self, host: Host, timeout: float) -> sshmod.Session:
         s = sshmod.Session(host, replace(self.options.ssh, timeout=timeout))
@@ -144,7 +152,7 @@ class Run:
 
 
 def facts_script(infos: list[verdict.ModuleInfo]) -> str:
-    return factsmod.script([s for i in infos for s in i.probed], [n for i in infos for n in i.imports])
+    return factsmod.script([n for i in infos for n in i.imports])
 
 
 def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -> HostResult:
@@ -165,6 +173,10 @@ def read_host(run: Run, host: Host, script: str, prog: Progress | None = None) -
             raise sshmod.HostError(f"the facts script printed nothing (exit {out.exit_code}): "
                                 f"{out.stderr.strip()[:200]}", "is /bin/sh there?")
         r.facts = factsmod.parse(out.stdout)
+        if run.symbols and r.facts.kallsyms_first:
+            kallsymsmod.fill(run.kallsyms, s, r.facts, run.symbols, host.name)
+            if run.cancel.is_set():
+                raise sshmod.HostError("interrupted")
         r.kernel = kernels.classify(r.facts.release, r.facts.machine, r.facts.debian_version)
         exports = None
         if not r.facts.symvers_source and r.kernel.kind == kernels.PINNED:
@@ -243,7 +255,10 @@ def install_host(run: Run, r: HostResult, prog: Progress | None = None) -> None:
             run.save()
             trial = installmod.Trial(info.module.name, inst.package_name)
             try:
-                trial = inst.run(on_step=lambda step: prog and prog.note(r.host.name, f"{info.module.name}: {step}"))
+                # each step is a line in a CI log too (not only on a terminal): an install takes minutes,
+                # and whoever reads the log (or presses Ctrl-C) should see that the host is being changed
+                trial = inst.run(on_step=lambda step: prog and prog.update(r.host.name, "changing",
+                                                                           f"{info.module.name}: {step}"))
             except installmod.Interrupted:
                 trial.status, trial.reason = verdict.FAIL, "interrupted: the package was removed again"
             except KmodError as e:
@@ -254,8 +269,15 @@ def install_host(run: Run, r: HostResult, prog: Progress | None = None) -> None:
                 if trial.cleanup in ("removed", "kept (--keep)", "nothing installed", "untouched"):
                     r.attention = ""
                 else:
-                    r.attention = f"{trial.cleanup} (remove it by hand: " \
-                                  f"{'dpkg -P' if fmt == 'deb' else 'rpm -e'} {inst.package_name})"
+                    by_hand = [f"{'dpkg -P' if fmt == 'deb' else 'rpm -e'} {inst.package_name}"]
+                    if inst.keys_left:
+                        by_hand.append("rm -f " + " ".join(inst.keys_left))
+                    r.attention = f"{trial.cleanup} (remove it by hand: {'; '.join(by_hand)})"
+                if inst.keys_made:
+                    r.notes.append(f"{inst.package_name}: dkms made its signing key for this install "
+                                   f"({', '.join(inst.keys_made)}): " +
+                                   ("kept with the package (--keep)" if inst.keep else
+                                    "removed again" if not inst.keys_left else "NOT removed"))
                 run.save()
     except KmodError as e:
         r.error = e.message
@@ -295,6 +317,7 @@ def package_for(run: Run, info: verdict.ModuleInfo, fmt: str) -> Path:
 def run(project, hosts: list[Host], selected: list, options: Options) -> list[HostResult]:
     """Preflight `selected` modules on `hosts`; returns one HostResult per host, in order."""
     r = Run(project, modules.infos(project, selected), options)
+    ended = False
     try:
         with sigterm_as_interrupt():
             r.results = read_all(r, hosts)
@@ -302,26 +325,34 @@ def run(project, hosts: list[Host], selected: list, options: Options) -> list[Ho
                 auto_pin(r, selected)
             if options.install:
                 install_all(r)
+        ended = True
     except KeyboardInterrupt:
-        r.save()   # which hosts were left changed, if any, for whoever looks next
-        r.record()
         from ..progress import log
         for x in r.results:
             if x.attention:
                 log(f"NEEDS ATTENTION {x.host}: {x.attention}")
         raise
-    r.save()
-    r.record()
+    finally:
+        # whatever ended the run, what was read (and which hosts were left changed) is kept for whoever
+        # looks next; a failure to write it must not hide the error that is already on its way
+        try:
+            r.save()
+            r.record()
+        except KmodError:
+            if ended:
+                raise
     return r.results
 
 
 def auto_pin(r: Run, selected: list) -> None:
     from . import autopin
-    redo = autopin.run(r.project, selected, r.results, quiet=r.options.quiet)
+    redo, notes = autopin.run(r.project, selected, r.results, quiet=r.options.quiet)
     if redo:
         r.infos = modules.infos(r.project, selected)   # the new cells are in the manifest now
         again = {x.host.name: x for x in read_all(r, [x.host for x in redo], "preflight (again)")}
         r.results = [again.get(x.host.name, x) for x in r.results]
+    for x in r.results:   # a group's trouble is its hosts' note; their verdicts stand as read
+        x.notes += notes.get(x.host.name, [])
 
 
 def install_all(r: Run) -> None:

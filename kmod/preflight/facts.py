@@ -1,5 +1,6 @@
-"""What a host says about itself, read in one SSH round trip by templates/preflight/facts.sh.j2 (read-only),
-and the kernel target the lint's rules check a module against, built from it."""
+"""What a host says about itself, read in one SSH round trip by templates/preflight/facts.sh.j2 (read-only;
+the probed symbols' kallsyms lines are kallsyms.py's, once per kernel build), and the kernel target the
+lint's rules check a module against, built from it."""
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -16,12 +17,12 @@ def rules() -> dict:
     return tomllib.loads((paths.rules() / "preflight.toml").read_text())
 
 
-def script(symbols: list[str], imports: list[str]) -> str:
-    """The facts script for these probed and imported symbols (validated names already; quoted again
-    by the template)."""
+def script(imports: list[str]) -> str:
+    """The facts script for these imported symbols (validated names already; quoted again by the
+    template). The probed symbols' kallsyms lines are kmod/preflight/kallsyms.py's."""
     r = rules()
     return render.render_text("preflight/facts.sh.j2", marker=MARKER, config=r["config"],
-                              dkms_certificate=r["dkms_certificate"], symbols=sorted(set(symbols)),
+                              dkms_certificate=r["dkms_certificate"], dkms_signing_key=r["dkms_signing_key"],
                               imports=sorted(set(imports)))
 
 
@@ -43,6 +44,9 @@ class Facts:
     config_source: str = ""
     kallsyms: list[str] = field(default_factory=list)
     kallsyms_readable: bool = False
+    kallsyms_first: str = ""            # its first line: which symbol starts the image, and where (KASLR)
+    kallsyms_from: str = ""             # "": read on this host; else the host of the same build that read them
+    kernel_notes: str = ""              # cksum of /sys/kernel/notes (the build ID is one of its notes)
     blacklist: str | None = None        # the debugfs blacklist text; None when it could not be read
     blacklist_status: str = ""          # why it could not: needs-root, no-debugfs, unreadable
     headers: bool = False
@@ -51,6 +55,7 @@ class Facts:
     symvers: str = ""
     dkms: str | None = None             # dkms version ("3.0.10")
     dkms_certificate: str = ""
+    dkms_signing_key: str = ""
     mok: str = ""                       # mokutil --test-key's answer, no-mokutil, no-key
     pkgtool: str | None = None          # dpkg or rpm
     vermagic: str = ""
@@ -141,9 +146,11 @@ def parse(text: str) -> Facts:
     f.cmdline = _first(s.get("cmdline", []))
     f.efi = _first(s.get("efi", [])) == "efi"
     sb = " ".join(s.get("secureboot", [])).lower()
-    if "secureboot enabled" in sb:
+    if "validation is disabled in shim" in sb:
+        f.secure_boot = False   # shim tells the kernel so (MokSBStateRT): it enforces nothing for it
+    elif "secureboot enabled" in sb:
         f.secure_boot = True
-    elif "secureboot disabled" in sb or not f.efi:
+    elif "secureboot disabled" in sb or "doesn't support secure boot" in sb or not f.efi:
         f.secure_boot = False
     elif sb.startswith("efivar"):
         f.secure_boot = sb.split()[-1] == "1"   # the variable's data byte after 4 attribute bytes
@@ -155,9 +162,14 @@ def parse(text: str) -> Facts:
         elif line.startswith("CONFIG_") and "=" in line:
             k, _, v = line.partition("=")
             f.config[k] = v.strip('"')
+    # the probed symbols' lines come from kmod/preflight/kallsyms.py (once per build); a host's answer
+    # recorded before that carries them itself
     ks = s.get("kallsyms", [])
     f.kallsyms_readable = "status ok" in ks
     f.kallsyms = [ln for ln in ks if ln and not ln.startswith("status ")]
+    first = _first(s.get("kallsyms-first", []))
+    f.kallsyms_first = "" if first.startswith("status ") else first
+    f.kernel_notes = _first(s.get("kernel-notes", []))
     bl = s.get("blacklist", [])
     status = next((ln for ln in bl if ln.startswith("status ")), "")
     if status:
@@ -175,7 +187,8 @@ def parse(text: str) -> Facts:
     m = re.search(r"(\d+(?:\.\d+)+\S*)", dk)
     f.dkms = m.group(1) if m else None
     cert = _first(s.get("dkms-certificate", []))
-    f.dkms_certificate = (cert.split("=", 1)[1].strip('"') if "=" in cert else "") or rules()["dkms_certificate"]
+    f.dkms_certificate = (cert.split("=", 1)[1].strip('"') if "=" in cert else cert) or rules()["dkms_certificate"]
+    f.dkms_signing_key = _first(s.get("dkms-key", [])) or rules()["dkms_signing_key"]
     f.mok = _first(s.get("mok", []))
     f.pkgtool = _first(s.get("pkgtool", [])) or None
     f.vermagic = _first(s.get("vermagic", []))

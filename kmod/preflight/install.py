@@ -4,7 +4,9 @@ listed, trigger, hit counters, unload, taint) and judge the kernel log with kmod
 rules; then remove the package unless --keep.
 
 Whatever happens (a failed step, a lost connection, Ctrl-C), the package is removed again before the
-host is let go; when that cannot be done, the host is named as needing attention, with what is left."""
+host is let go, and so are dkms's signing key and certificate when this install made them (dkms makes
+them on its first build on a host); when that cannot be done, the host is named as needing attention,
+with what is left."""
 import shlex
 import threading
 import uuid
@@ -84,6 +86,11 @@ class Installer:
     cancel: threading.Event = field(default_factory=threading.Event)
     remote_dir: str = ""
     installed: bool = False
+    # dkms's signing key and certificate that were not there before the install: its first build on a
+    # host makes them (and nothing removes them), so cleanup does, unless --keep keeps what they signed
+    keys_absent: list[str] = field(default_factory=list)
+    keys_made: list[str] = field(default_factory=list)     # of those, what the install made
+    keys_left: list[str] = field(default_factory=list)     # of those, what cleanup could not remove
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -108,6 +115,9 @@ class Installer:
         remote = f"{self.remote_dir}/{self.package_path.name}"
         self.session.put(self.package_path, remote)
         self.check()
+        keys = [k for k in (self.facts.dkms_signing_key, self.facts.dkms_certificate) if k]
+        there = set(self.existing(keys))
+        self.keys_absent = [k for k in keys if k not in there]
         on_step("installing (dkms builds the module on the host)")
         self.installed = True   # from here on, cleanup removes the package whatever happened
         if package_format(self.facts) == "deb":
@@ -159,6 +169,14 @@ class Installer:
             found.append(f"{self.package_name} {state[-1]} is installed")
         return " and ".join(found)
 
+    def existing(self, paths: list[str]) -> list[str]:
+        """Which of these files are on the host (as root: dkms's key is root's alone)."""
+        if not paths:
+            return []
+        test = "; ".join(f"[ -e {shlex.quote(p)} ] && echo {shlex.quote(p)}" for p in paths)
+        out = self.sh(f"{test}; true", 30).stdout.splitlines()
+        return [p for p in paths if p in out]
+
     def _dkms_log(self, output: str) -> list[str]:
         name, version = self.info.module.package_name, self.info.module.version
         log = self.sh(f"tail -n 15 /var/lib/dkms/{shlex.quote(name)}/{shlex.quote(version)}/build/make.log 2>/dev/null",
@@ -182,6 +200,18 @@ class Installer:
             state = probe.stdout.replace("loaded", "").split()
             if state and not state[0].startswith(("un", "pn")) and "not" not in state:
                 left.append(f"package {self.package_name} still installed ({state[0]})")
+            self.keys_made = self.existing(self.keys_absent)
+            if self.keys_made and not left:   # the key goes after what it signed, never before
+                # regular files only: never follow a link the host put there meanwhile
+                self.sh("; ".join(f"[ -f {q} ] && [ ! -L {q} ] && rm -f {q}" for q in map(shlex.quote, self.keys_made))
+                        + "; true", 60)
+                self.keys_left = self.existing(self.keys_made)
+            elif self.keys_made:
+                self.keys_left = list(self.keys_made)
+            if self.keys_left:
+                left.append(f"dkms's signing key made by this install is still there ({', '.join(self.keys_left)})")
+        elif self.installed:   # --keep: the key stays with what it signed
+            self.keys_made = self.existing(self.keys_absent)
         if self.remote_dir:
             self.session.run(f"rm -rf {shlex.quote(self.remote_dir)}", 60)
         if left:

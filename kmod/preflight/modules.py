@@ -20,8 +20,22 @@ def built_cells(project: Project, manifest: Manifest, module: Module) -> list[Bu
         except (OSError, files.Unreadable, BadElf):
             continue   # a cell whose .ko is gone or damaged is not a cell that can be shipped
         out.append(Built(cid, rec.get("kernel", ""), rec.get("arch", ""), rec.get("release", ""), ko, elf,
-                         is_signed(raw), rec.get("boot") or {}))
+                         is_signed(raw), rec.get("boot") or {}, _siblings(project, rec)))
     return out
+
+
+def _siblings(project: Project, rec: dict) -> tuple:
+    """The cell's other .ko files (one dkms package can build several): their exports resolve the
+    module's symbols as the kernel resolves them (modprobe loads them first)."""
+    out = []
+    for k in rec.get("kos") or []:
+        if k.get("ko") and k["ko"] != rec["ko"]:
+            path = project.dist / k["ko"]
+            try:
+                out.append((str(path), parse(files.read_module(path, path.read_bytes()))))
+            except (OSError, files.Unreadable, BadElf):
+                continue   # a sibling that is gone provides nothing
+    return tuple(out)
 
 
 def probed(module: Module, built: list[Built]) -> dict[str, str]:

@@ -50,7 +50,7 @@ class HostResult:
                 "privilege": f.privilege, "kptr_restrict": f.sysctl.get("kptr_restrict"),
                 "tainted": f.sysctl.get("tainted"), "lockdown": f.lockdown, "sig_enforce": f.sig_enforce,
                 "efi": f.efi, "secure_boot": f.secure_boot, "config_source": f.config_source,
-                "config": f.config, "kallsyms_readable": f.kallsyms_readable,
+                "config": f.config, "kallsyms_readable": f.kallsyms_readable, "kallsyms_from": f.kallsyms_from,
                 "kallsyms_addresses": f.addresses_visible, "blacklist_read": f.blacklist is not None,
                 "blacklist_status": f.blacklist_status, "headers": f.headers, "kdir": f.kdir,
                 "symvers": f.symvers_source, "dkms": f.dkms, "package_manager": f.pkgtool,

@@ -57,8 +57,11 @@ class Session:
     deadline: float = 0.0
     notes: list[str] = field(default_factory=list)
     _conn: object = None
+    _sock: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
+    expired: bool = False              # the watchdog cut the connection at the deadline
 
     def __post_init__(self):
         if not self.deadline:
@@ -69,20 +72,52 @@ class Session:
         c = self._conn
         return f"{c.user}@{c.host}:{c.port}" if c is not None else self.host.name
 
+    def timed_out(self) -> HostError:
+        return HostError(f"no answer within the per-host timeout of {self.options.timeout:.0f}s",
+                         "raise --timeout for slow hosts")
+
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise HostError(f"no answer within the per-host timeout of {self.options.timeout:.0f}s",
-                            "raise --timeout for slow hosts")
+        if left <= 0 or self.expired:
+            raise self.timed_out()
         return left
+
+    def _watch(self) -> None:
+        """The per-host timeout as a hard limit: at the deadline the connection is cut, whatever paramiko
+        waits for (a banner, an answer to the login, a channel the server never opens: that one waits an
+        hour by default, a command that never ends). The deadline may move (cleanup gets its own)."""
+        while not self._stop.wait(max(0.0, min(self.deadline - time.monotonic(), 5.0))):
+            if time.monotonic() < self.deadline:
+                continue
+            with self._lock:
+                if self.closed:
+                    return
+                self.expired = True
+            self._cut()
+            return
+
+    def _cut(self) -> None:
+        """End every wait on this connection now: a shut-down socket wakes paramiko's reader at once
+        (closing it from another thread could hand its number to someone else meanwhile)."""
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - a half-open connection may fail to close; it is cut anyway
+                pass
 
     def open(self) -> "Session":
         from fabric import Config, Connection
         overrides = {"load_ssh_configs": True, "run": {"hide": True, "warn": True, "in_stream": False}}
         config = (Config(runtime_ssh_path=str(self.options.ssh_config), overrides=overrides)
                   if self.options.ssh_config else Config(overrides=overrides))
-        kwargs = {"allow_agent": True, "look_for_keys": True, "banner_timeout": self.options.connect_timeout,
-                  "auth_timeout": self.options.connect_timeout}
+        # every wait of the login ends by the per-host deadline too (the watchdog below is the backstop)
+        wait = max(0.1, min(self.options.connect_timeout, self.remaining()))
+        kwargs = {"allow_agent": True, "look_for_keys": True, "banner_timeout": wait, "auth_timeout": wait}
         if self.options.identity:
             kwargs["key_filename"] = [os.path.expanduser(self.options.identity)]
         conn = Connection(self.host.address, user=self.host.user, port=self.host.port, config=config,
@@ -99,11 +134,28 @@ class Session:
         with self._lock:
             if self.closed:
                 raise HostError(f"interrupted")
+        threading.Thread(target=self._watch, name=f"deadline {self.host.name}", daemon=True).start()
         try:
+            if not conn.gateway:   # a ProxyJump/ProxyCommand brings its own channel
+                self._sock = self._socket(conn)
+                conn.connect_kwargs["sock"] = self._sock
             conn.open()
         except Exception as e:  # noqa: BLE001 - every way a connection fails is this host's error
+            if self.expired:
+                raise self.timed_out() from None
             raise self._error(e, strict) from None
+        if self.expired:
+            raise self.timed_out()
         return self
+
+    def _socket(self, conn) -> socket.socket:
+        """The TCP connection, with Nagle off as OpenSSH has it for sessions: paramiko leaves it on, and
+        each small SSH message that waits for the peer's delayed ACK costs 40 ms (a channel open, an
+        exit status): most of a host's wall on a fast network."""
+        timeout = max(0.1, min(self.options.connect_timeout, self.remaining()))
+        sock = socket.create_connection((conn.host, conn.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def _load_known_hosts(self, conn) -> None:
         keys = conn.client.get_host_keys()
@@ -156,18 +208,26 @@ class Session:
         try:
             r = self._conn.run(command, timeout=max(1, int(limit + 0.999)))
         except CommandTimedOut:
+            if self.expired:
+                raise self.timed_out() from None
             raise HostError(f"a command got no answer within {limit:.0f}s",
                             "raise --timeout for slow hosts") from None
         except Exception as e:  # noqa: BLE001
+            if self.expired:
+                raise self.timed_out() from None
             if self.closed:
                 raise HostError(f"interrupted") from None
             raise self._error(e, False) from None
+        if self.expired:   # cut mid-command: what it printed is not the whole answer
+            raise self.timed_out()
         return Result(r.exited if r.exited is not None else 255, r.stdout, r.stderr)
 
     def put(self, local: Path, remote: str) -> None:
         try:
             self._conn.put(str(local), remote)
         except Exception as e:  # noqa: BLE001
+            if self.expired:
+                raise self.timed_out() from None
             if self.closed:
                 raise HostError(f"interrupted") from None
             raise HostError(f"cannot copy {Path(local).name} to {remote}: {e or type(e).__name__}",
@@ -176,6 +236,7 @@ class Session:
     def close(self) -> None:
         with self._lock:
             self.closed = True
+        self._stop.set()
         if self._conn is not None:
             try:
                 self._conn.close()

@@ -34,6 +34,7 @@ class Built:
     elf: Elf
     signed: bool
     boot: dict = field(default_factory=dict, compare=False)   # its boot test's record, when it had one
+    siblings: tuple = field(default=(), compare=False)        # (path, Elf) of the cell's other .ko files
 
 
 @dataclass
@@ -78,11 +79,20 @@ def enforcement(f: Facts) -> str:
     if f.lockdown in ("integrity", "confidentiality"):
         why = f"lockdown={f.lockdown}"
         return why + (" (Secure Boot)" if f.secure_boot else "")
+    if f.lockdown is None and f.secure_boot and _sb_lockdown(f) == "y":
+        # Debian's (and Fedora's) kernels lock down to integrity at boot under Secure Boot
+        return ("Secure Boot, under which this kernel locks down (CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT=y; "
+                "/sys/kernel/security/lockdown was not readable)")
     if f.sig_enforce:
         return "module.sig_enforce=1"
     if f.config.get("CONFIG_MODULE_SIG_FORCE") == "y":
         return "CONFIG_MODULE_SIG_FORCE=y"
     return ""
+
+
+def _sb_lockdown(f: Facts) -> str:
+    """CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT: y, n ("is not set"), or "" when the config does not say."""
+    return f.config.get("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT", "") if f.config_source else ""
 
 
 def _dkms_blocker(f: Facts, info: ModuleInfo) -> str:
@@ -99,6 +109,19 @@ def _dkms_blocker(f: Facts, info: ModuleInfo) -> str:
     if f.free_kb is not None and f.free_kb < need * 1024:
         return f"only {f.free_kb // 1024} MB free under /lib/modules (dkms needs about {need} MB)"
     return ""
+
+
+def unexported(b: Built, exports: dict) -> list[str]:
+    """The cell's undefined symbols that neither the kernel (its Module.symvers: vmlinux and its in-tree
+    modules) nor the cell's own other .ko files export: insmod refuses the module ('Unknown symbol')."""
+    from ..lint import deps
+    f = deps.facts(b.elf, str(b.ko))
+    provided = {s for _, e in b.siblings for s in deps.exports_of(e)}
+    return sorted(n for n in f["needs"] if n not in exports and n not in provided and n not in f["weak"])
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _mok_enrolled(f: Facts) -> bool:
@@ -164,9 +187,20 @@ def judge(f: Facts, k: Kernel, info: ModuleInfo, host: str, exports: dict | None
                                                "is a GPL-only export: no kernel links the module")
 
     policy = enforcement(f)
+    if not policy and f.lockdown is None and f.secure_boot and _sb_lockdown(f) != "n":
+        found.append(Finding("signature-policy-unknown", "warning",
+                             "Secure Boot is on, the lockdown state (/sys/kernel/security/lockdown) was not readable "
+                             "and the kernel config does not say CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT: if this kernel "
+                             "locks down under Secure Boot, only signed modules load (read it as root)"))
     cell_problems, unsigned = [], []
     for b in (b for b in same_arch if b.release == f.release):
         problems = [x for x in against.check(b.elf, a.name, t) if x.severity == "error"]
+        missing = unexported(b, t.exports) if t.exports is not None else []
+        if missing:
+            problems.append(Finding("undefined-symbol", "error",
+                                    f"{_shown(missing)} {'is' if len(missing) == 1 else 'are'} not exported by "
+                                    f"{host}'s kernel (its Module.symvers) nor by the module's own .ko files: "
+                                    f"insmod fails with 'Unknown symbol {missing[0]}'"))
         if b.boot.get("verdict") == "fail":
             problems.append(Finding("boot-test-failed", "error", f"its boot test failed at {b.boot.get('step')}: "
                                                                  f"{b.boot.get('reason')}"))
@@ -196,6 +230,17 @@ def judge(f: Facts, k: Kernel, info: ModuleInfo, host: str, exports: dict | None
         key_not_trusted = (f"dkms's signing key ({f.dkms_certificate}) is not enrolled"
                            + (" (no EFI: MOK keys cannot be)" if not f.efi else ""))
     if not dkms_no and not key_not_trusted:
+        if t.exports is not None and same_arch:
+            # what every build of the module imports, whatever kernel it was built for, and this kernel
+            # lacks: a warning, not a failure, as dkms builds it there from source (its source may pick
+            # another symbol on this kernel: printk before 5.15, _printk after)
+            missing = sorted(set.intersection(*(set(unexported(b, t.exports)) for b in same_arch)))
+            if missing:
+                found.append(Finding("undefined-symbol", "warning",
+                                     f"every build of it imports {_shown(missing)}, which neither {host}'s kernel "
+                                     f"(its Module.symvers) nor the module's own .ko files export: dkms's build "
+                                     f"there fails, or insmod refuses it ('Unknown symbol {missing[0]}'), unless "
+                                     f"its source uses another symbol on this kernel"))
         return Verdict(m.name, WARN if _warnings(found) else PASS,
                        f"dkms builds it on the host (headers for {f.release}, dkms {f.dkms})", "dkms", "", found)
 

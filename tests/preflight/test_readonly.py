@@ -112,8 +112,10 @@ def test_unprivileged_login_says_what_it_could_not_read(vm, project, tmp_path):
     assert v["verdict"] == "warn" and v["route"] == "prebuilt"
     messages = " ".join(f["message"] for f in v["findings"])
     assert "the kprobe blacklist was not read (it needs root or passwordless sudo)" in messages
-    if not host["facts"]["kallsyms_addresses"]:
-        assert "kallsyms addresses are hidden" in messages
+    # The VM's kptr_restrict is 0, but Debian's perf_event_paranoid is 3: without CAP_SYSLOG the kernel
+    # shows every kallsyms address as 0 (kallsyms_show_value), so the names alone are checked, and said
+    assert not host["facts"]["kallsyms_addresses"], host["facts"]
+    assert "kallsyms addresses are hidden" in messages
     assert any("not root and no passwordless sudo" in n for n in host["notes"])
     proc = invoke("preflight", "--host", "kmod-vm-user", "--ssh-config", str(config), "--fail-on", "warn",
                   "--install", cwd=project)

@@ -150,7 +150,9 @@ def build(dest: Path) -> None:
         log(f"preflight test VM: installing {pin.abi(a)} ({a.kernel_flavour}, {SECOND_FLAVOUR}), headers and dkms")
         _chroot_install(root, ["./" + d.name for d in sorted(debs.iterdir())] + ["dkms", second_kernel_package(pin, a)])
         # The key dkms signs with, made here at native speed rather than by the first install under TCG;
-        # the same command dkms itself runs when the key is missing.
+        # the same command dkms itself runs when the key is missing. The --install tests remove it from
+        # their boot (-snapshot) first: on a fresh host dkms's install makes it, and preflight must
+        # remove it again (tests/preflight/test_install.py).
         (root / "var/lib/dkms").mkdir(parents=True, exist_ok=True)
         _run(["chroot", str(root), "openssl", "req", "-new", "-x509", "-nodes", "-days", "36500", "-subj",
               "/CN=DKMS module signing key", "-newkey", "rsa:2048", "-keyout", "/var/lib/dkms/mok.key",

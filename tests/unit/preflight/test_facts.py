@@ -38,18 +38,58 @@ def test_unprivileged_kallsyms_hides_addresses():
 
 
 def test_script_quotes_names_and_runs_in_dash(tmp_path):
-    """Rendered for hostile-looking (but valid) input, the script is valid sh, reads only, and ends."""
-    text = facts.script(["kernel_clone", "do_sys_open.isra.0"], ["register_kprobe", "_printk"])
-    assert "'" + " kernel_clone" + "'" in text
-    proc = subprocess.run(["sh", "-n", "-c", text], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    # run it here for real: this machine is a host too
+    """Rendered for hostile-looking (but valid) input, the scripts are valid sh, read only, and end."""
+    from kmod.preflight import kallsyms
+    text = facts.script(["register_kprobe", "_printk"])
+    lines = kallsyms.script(["kernel_clone", "do_sys_open.isra.0"], sudo=False)
+    assert "'" + " kernel_clone" + "'" in lines and "'" + " _kbl_addr_do_sys_open.isra.0" + "'" in lines
+    for script in (text, lines):
+        proc = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    # run them here for real: this machine is a host too
     proc = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=60)
     f = facts.parse(proc.stdout)
     assert f.release == subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-    assert f.uid is not None and f.machine
+    assert f.uid is not None and f.machine and f.privilege in ("root", "sudo", "none")
+    if f.kallsyms_first:   # the first symbol of the image, and the build's identity
+        assert len(f.kallsyms_first.split()) >= 3 and f.kernel_notes
+    proc = subprocess.run(["sh", "-c", lines], capture_output=True, text=True, timeout=60)
+    ks = facts.sections(proc.stdout)
+    assert "end" in ks and ks["kallsyms"][-1] in ("status ok", "status unreadable")
 
 
 def test_an_answer_cut_short_is_an_error():
     with pytest.raises(InfraError, match="ended early"):
         facts.parse(f"{facts.MARKER} uname\n6.1.0-56-amd64\n")
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_one_sudo_for_the_root_only_reads(tmp_path, allowed):
+    """A login that is not root: one `sudo -n` for the whole privileged block, or, when sudo wants a
+    password, none of it (and the report says what needs root). Run here as nobody, with a fake sudo
+    (it logs each call, and runs the command as the caller, or refuses) over /usr/local/bin in a
+    mount namespace of its own."""
+    import os
+    import shutil
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        pytest.skip("needs root, unshare and setpriv")
+    # everything nobody touches lives in the namespace's own tmpfs (pytest's folders are root's, 0700)
+    fake = tmp_path / "sudo"
+    fake.write_text('#!/bin/sh\necho "$*" >> /usr/local/bin/sudo.log\n' + (
+        '[ "$1" = -n ] && shift\nexec "$@"\n' if allowed else 'echo "sudo: a password is required" >&2\nexit 1\n'))
+    fake.chmod(0o755)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs none /usr/local/bin && cp {fake} /usr/local/bin/ "
+                           "&& setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"$S\"; "
+                           "echo @@SUDO-LOG@@; cat /usr/local/bin/sudo.log"],
+                          capture_output=True, text=True, timeout=60, env={"S": facts.script(["register_kprobe"])})
+    if "mount" in proc.stderr and "permission denied" in proc.stderr.lower():
+        pytest.skip("no mount namespaces here")
+    out, _, log = proc.stdout.partition("@@SUDO-LOG@@\n")
+    f = facts.parse(out)
+    calls = [ln for ln in log.splitlines() if ln.startswith("-n ")]   # the block itself spans lines
+    assert calls == ['-n sh -c m() { echo "@@KMOD-PREFLIGHT@@ $1"; }'], log
+    if allowed:
+        assert f.privilege == "sudo" and f.blacklist_status != "needs-root"
+    else:
+        assert f.privilege == "none" and f.blacklist_status == "needs-root"
+    assert f.kallsyms_first and f.uid == 65534

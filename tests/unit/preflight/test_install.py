@@ -155,3 +155,70 @@ def test_no_root_no_install(tmp_path):
         install.as_root(f, "dpkg -i x")
     f = dataclasses.replace(f, privilege="sudo")
     assert install.as_root(f, "dpkg -i 'a b'").startswith("sudo -n sh -c ")
+
+
+class DkmsHost(FakeSession):
+    """A host whose files are a set: dpkg -i makes dkms's key and certificate when they are missing,
+    as dkms's first build does; `[ -e F ] && echo F` and `rm -f F` act on the set."""
+    KEYS = ("/var/lib/dkms/mok.key", "/var/lib/dkms/mok.pub")
+
+    def __init__(self, files=()):
+        super().__init__([("mktemp", Result(0, "/tmp/d\n", ""))])
+        self.files = set(files)
+
+    def run(self, command, timeout=None):
+        r = super().run(command, timeout)
+        if "dpkg -i" in command:
+            self.files |= set(self.KEYS)
+        for path in re.findall(r"rm -f ([^\s;]+)", command):
+            self.files.discard(path)
+        asked = re.findall(r"\[ -e (\S+) \] && echo", command)
+        if asked:
+            return Result(0, "".join(f"{p}\n" for p in asked if p in self.files), "")
+        return r
+
+
+def test_the_signing_key_dkms_made_is_removed_with_the_package(tmp_path):
+    s = DkmsHost()
+    inst = installer(s, tmp_path)
+    inst.run()
+    assert s.files == set(DkmsHost.KEYS)                  # dkms made them during the install
+    assert inst.cleanup() == "removed"
+    assert s.files == set() and sorted(inst.keys_made) == sorted(DkmsHost.KEYS) and not inst.keys_left
+    rm = [c for c in s.commands if "rm -f /var/lib/dkms" in c]
+    assert rm and all("[ ! -L " in c for c in rm)       # a file, never a link put there meanwhile
+
+
+def test_a_signing_key_that_was_there_stays(tmp_path):
+    s = DkmsHost(DkmsHost.KEYS)
+    inst = installer(s, tmp_path)
+    inst.run()
+    assert inst.cleanup() == "removed" and s.files == set(DkmsHost.KEYS) and inst.keys_made == []
+    assert not any("rm -f /var/lib/dkms" in c for c in s.commands)
+    # --keep keeps the key that signed what it keeps
+    s = DkmsHost()
+    inst = installer(s, tmp_path, keep=True)
+    inst.run()
+    assert inst.cleanup() == "kept (--keep)" and s.files == set(DkmsHost.KEYS) and len(inst.keys_made) == 2
+
+
+def test_the_signing_key_paths_are_the_hosts_framework_conf(tmp_path):
+    f = dataclasses.replace(recorded("facts-bookworm-sig-enforce.txt"), dkms_signing_key="/etc/keys/dkms.key",
+                            dkms_certificate="/etc/keys/dkms.der")
+    s = DkmsHost()
+    inst = installer(s, tmp_path, facts=f)
+    inst.run()
+    assert inst.keys_absent == ["/etc/keys/dkms.key", "/etc/keys/dkms.der"]
+
+
+def test_the_key_stays_while_the_package_it_signed_does(tmp_path):
+    """dpkg -P failed: the package is still there, so is the key it was signed with; both are named."""
+    s = DkmsHost()
+    s.answers.insert(0, ("db:Status-Abbrev", Result(0, "iF 0.1.0", "")))
+    inst = installer(s, tmp_path)
+    inst.installed, inst.remote_dir, inst.keys_absent = True, "/tmp/d", list(DkmsHost.KEYS)
+    s.files |= set(DkmsHost.KEYS)
+    left = inst.cleanup()
+    assert "package clone-probe-dkms still installed" in left and "signing key made by this install" in left
+    assert s.files == set(DkmsHost.KEYS) and inst.keys_left == list(DkmsHost.KEYS)
+    assert not any("rm -f /var/lib/dkms" in c for c in s.commands)

@@ -122,3 +122,55 @@ def test_a_failed_boot_test_disqualifies_the_cell(vm_facts, module_info):
     info = module_info(crcs(vm_facts), boot={"verdict": "fail", "step": "trigger", "reason": "WARNING on the console"})
     v = judge(dataclasses.replace(vm_facts, headers=False), kind(vm_facts), info, "vm")
     assert v.status == FAIL and "its boot test failed at trigger" in v.reason
+
+
+def _without(f, name):
+    """The host's Module.symvers without `name`: a kernel that does not export it."""
+    text = "\n".join(ln for ln in f.symvers.splitlines() if ln.split("\t")[1:2] != [name])
+    assert text != f.symvers
+    return dataclasses.replace(f, symvers=text)
+
+
+def test_an_import_the_other_kernel_does_not_export_is_a_warning_for_dkms(vm_facts, module_info):
+    """A kernel that is not a pinned suite's: its Module.symvers decides more than the GPL-only rule.
+    An import that neither it nor the module's own .ko files export: dkms builds from source there, so
+    a warning (the source may use another symbol on that kernel)."""
+    f = _without(dataclasses.replace(vm_facts, release="6.18.44-custom", version="#1 SMP PREEMPT_DYNAMIC",
+                                     vermagic="6.18.44-custom SMP preempt mod_unload modversions"), "unregister_kprobes")
+    k = kind(f)
+    assert k.kind == kernels.OTHER
+    v = judge(f, k, module_info(crcs(vm_facts)), "h")
+    assert v.status == WARN and v.route == "dkms", v.reason
+    [x] = [x for x in v.findings if x.rule == "undefined-symbol"]
+    assert "imports unregister_kprobes, which neither h's kernel (its Module.symvers) nor" in x.message
+    # every import exported: a pass, as before
+    f = dataclasses.replace(vm_facts, release="6.18.44-custom", version="#1 SMP PREEMPT_DYNAMIC")
+    assert judge(f, kind(f), module_info(crcs(vm_facts)), "h").status == PASS
+
+
+def test_a_built_cell_whose_import_the_kernel_lacks_does_not_load(vm_facts, module_info):
+    f = _without(dataclasses.replace(vm_facts, headers=False), "unregister_kprobes")
+    v = judge(f, kind(f), module_info(crcs(vm_facts)), "vm")
+    assert v.status == FAIL and "unregister_kprobes is not exported by vm's kernel" in v.reason, v.reason
+    assert "Unknown symbol unregister_kprobes" in v.reason
+
+
+def test_a_sibling_ko_that_exports_the_import_provides_it(vm_facts, module_info, build):
+    """One package, two .ko files: what the other exports resolves the import (modprobe loads it first)."""
+    from pathlib import Path
+
+    from kmod.lint import files
+    from kmod.lint.elf import parse
+    from tests.unit.lint.test_lint_deps import EXPORT
+    ko = build("x86_64", EXPORT + """
+void unregister_kprobes(void *kps, int num) {}
+EXPORT(unregister_kprobes, "_gpl", "");
+int init_module(void) { return 0; }
+void cleanup_module(void) {}
+""", name="provider")
+    sibling = (str(ko), parse(files.read_module(Path(ko), Path(ko).read_bytes())))
+    info = module_info(crcs(vm_facts))
+    info.built[:] = [dataclasses.replace(b, siblings=(sibling,)) for b in info.built]
+    f = _without(dataclasses.replace(vm_facts, headers=False), "unregister_kprobes")
+    v = judge(f, kind(f), info, "vm")
+    assert v.status == PASS and v.route == "prebuilt", v.reason
