@@ -2,6 +2,7 @@
 (or --identity), never a password; known_hosts checked (a changed key is refused; an unknown one is
 accepted and noted, or refused with --strict-host-keys). Every failure of the transport becomes a
 HostError: one line about that host, never the run's crash."""
+import logging
 import os
 import socket
 import threading
@@ -11,6 +12,11 @@ from pathlib import Path
 
 from ..errors import InfraError
 from .hosts import Host
+
+# paramiko's transport thread logs every failed connection with its traceback (a banner that never came,
+# a socket cut on Ctrl-C); with no handler, Python's last-resort handler printed those to the user's
+# terminal. Each failure is already that host's one line (Session._error).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class HostError(InfraError):
@@ -234,11 +240,9 @@ class Session:
                             "the SSH server must offer SFTP (an sftp-server)") from None
 
     def close(self) -> None:
+        """Also from another thread (Ctrl-C while only reading): the socket is shut down first, so that a
+        wait for the server's banner or login ends now, not at its timeout."""
         with self._lock:
             self.closed = True
         self._stop.set()
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection is not news
-                pass
+        self._cut()

@@ -71,3 +71,39 @@ def test_a_host_that_hangs_is_that_hosts_timeout_error(options, tmp_path, hang):
     assert r.error.startswith(f"no answer within the per-host timeout of {TIMEOUT:.0f}s"), r.error
     assert seconds <= TIMEOUT + SLACK, seconds
     assert r.seconds <= TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_signal_while_a_login_waits_ends_the_run_at_once(tmp_path, signame, code):
+    """Ctrl-C, SIGTERM or SIGHUP while a server keeps the login waiting (no banner yet): the session is
+    cut from the main thread, so the run ends now, not when the banner wait (up to 15 s) runs out."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "clone_probe"\nsymbols = ["kernel_clone"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "kmod", "preflight", "--host",
+                             f"root@127.0.0.1:{srv.getsockname()[1]}", "--timeout", "60"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        conn, _ = srv.accept()       # kmod connected; its login now waits for a banner
+        time.sleep(0.5)
+        proc.send_signal(getattr(signal, signame))
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+        conn.close()
+    finally:
+        srv.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"interrupted ({signame})" and "Traceback" not in err, err
+    assert took < 3, f"{took:.1f}s after {signame}"
