@@ -17,6 +17,7 @@ class Flavour:
     release: str                  # "{arch}", "cloud-{arch}": the flavour part of a kernel release
     common_headers: str           # "linux-headers-{abi}-common"
     arches: tuple[str, ...]       # the arches Debian builds it for (empty: every arch)
+    boot_append: tuple[str, ...] = ()   # kernel command line words for every QEMU boot of this flavour
 
     def applies_to(self, arch: Arch) -> bool:
         return not self.arches or arch.name in self.arches
@@ -35,7 +36,8 @@ class Flavour:
 
 def _build(d: dict, _path) -> Flavour:
     return Flavour(name=d["name"], description=d.get("description", ""), release=d["release"],
-                   common_headers=d["common_headers"], arches=tuple(d.get("arches", ())))
+                   common_headers=d["common_headers"], arches=tuple(d.get("arches", ())),
+                   boot_append=tuple(d.get("boot_append", ())))
 
 
 @cache

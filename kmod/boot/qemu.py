@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..arch import Arch, get as get_arch
 from ..errors import InfraError
+from ..flavour import GENERIC, get as get_flavour
 
 # Kernel command line common to every boot test: no reboot on panic (QEMU exits: -no-reboot), quiet
 # until /init raises the console level itself, and /dev/kmsg writes from /init never rate-limited.
@@ -91,11 +92,15 @@ def accel_for(arch: Arch) -> str:
 
 
 def argv(arch: Arch, kernel: Path, initrd: Path, append: list[str] | tuple[str, ...] = (),
-         accel: str = "tcg") -> list[str]:
+         accel: str = "tcg", flavour: str = GENERIC) -> list[str]:
+    """The QEMU command line. The kernel's: the common words, the arch's, the flavour's (boot_append in
+    toolchains/flavours/*.toml: every boot of that kernel gets them, test and bare boot alike), then
+    `append` (which may end with "-- ARGS" for init, so it comes last)."""
     q = arch.qemu
     cpu = q.get("kvm_cpu", "host") if accel == "kvm" else q["cpu"]
     machine = q.get("kvm_machine", q["machine"]) if accel == "kvm" else q["machine"]
-    cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *append]
+    cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *get_flavour(flavour).boot_append,
+               *append]
     return [q["binary"], "-machine", f"{machine},accel={accel}", "-cpu", cpu,
             "-m", str(q.get("memory", "512M")), "-smp", str(q.get("smp", 1)),
             "-nodefaults", "-display", "none", "-no-reboot",
@@ -170,13 +175,14 @@ atexit.register(kill_all)
 
 
 def boot(arch: Arch, kernel: Path, initrd: Path, append: tuple[str, ...], timeout: float,
-         log: Path | None = None, marks: tuple[str, ...] = (), on_line=None) -> tuple[Run, str]:
+         log: Path | None = None, marks: tuple[str, ...] = (), on_line=None,
+         flavour: str = GENERIC) -> tuple[Run, str]:
     """Boot a VM with the best accelerator; returns the run and the accelerator it ran under. When KVM
     turns out unable to run the guest (KVM_FAILURES on the console), KVM is dropped for this arch for
     the rest of the process and the same VM boots again under TCG, with one line that says so."""
     accel = accel_for(arch)
     while True:
-        cmd = argv(arch, kernel, initrd, append, accel)
+        cmd = argv(arch, kernel, initrd, append, accel, flavour)
         result = run(cmd, timeout, log=log, marks=marks, on_line=on_line,
                      header=f"# reproduce: {shlex.join(cmd)}\n",
                      abort_on=KVM_FAILURES if accel == "kvm" else ())
