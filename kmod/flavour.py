@@ -53,6 +53,12 @@ def get(name: str) -> Flavour:
     return datafile.lookup(all_flavours(), name, "flavour", lambda f: ())
 
 
+def of_release(word: str, arch: Arch) -> Flavour | None:
+    """The flavour whose release word on `arch` is `word` (uname -r after the ABI: amd64, rt-arm64), as a
+    host's kernel names it; None when no flavour file makes that word."""
+    return next((f for f in all_flavours().values() if f.applies_to(arch) and f.kernel_flavour(arch) == word), None)
+
+
 def select(spec: str | None) -> list[Flavour]:
     """`generic` by default; `all`, one name or a comma list otherwise."""
     return datafile.select(all_flavours(), spec or GENERIC, get)

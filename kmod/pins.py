@@ -116,8 +116,7 @@ class Pin:
     def _flavour(self, arch: archmod.Arch, flavour: str) -> flavourmod.Flavour:
         """The flavour's data; an auto-pin's is the one whose release word its kernel carries."""
         if self.base:
-            return next((f for f in flavourmod.all_flavours().values() if f.kernel_flavour(arch) == self.flavour),
-                        flavourmod.get(flavourmod.GENERIC))
+            return flavourmod.of_release(self.flavour, arch) or flavourmod.get(flavourmod.GENERIC)
         return flavourmod.get(flavour)
 
     def package(self, role: str, arch: archmod.Arch | None = None, flavour: str = flavourmod.GENERIC) -> Package:

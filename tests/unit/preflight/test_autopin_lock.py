@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from kmod import arch as archmod
+from kmod import flavour as flavourmod
 from kmod import paths, pins
 from kmod.archive import resolve
 from tests.conftest import ROOT
@@ -54,6 +55,27 @@ def test_exactly_the_hosts_build_is_chosen(monkeypatch):
     assert resolve.packages_for_abi(cat, None, base, "6.1.0-56", "amd64", log=logs.append,
                                     flavours={"x86_64": "cloud-amd64"}, version="6.1.150-1") is None
     assert "no downloadable linux-headers-6.1.0-56-common 6.1.150-1" in logs[0]
+
+
+def test_an_rt_kernel_takes_the_common_headers_its_flavour_file_names(monkeypatch):
+    """rt's headers need linux-headers-ABI-common-rt (toolchains/flavours/rt.toml), not the generic ones."""
+    monkeypatch.setattr(resolve, "_downloadable", lambda pkg, mirror: True)
+    base = pins.get("bookworm-6.1")
+    cat = Catalogue("6.1.0-56", "rt-amd64", ["6.1.192-1"])
+    common = cat.records.pop(("linux-headers-6.1.0-56-common", "all"))
+    cat.records[("linux-headers-6.1.0-56-common-rt", "all")] = [
+        (dict(rec, Package="linux-headers-6.1.0-56-common-rt"), archive) for rec, archive in common]
+    pkgs = resolve.packages_for_abi(cat, None, base, "6.1.0-56", "amd64", log=lambda s: None,
+                                    flavours={"x86_64": "rt-amd64"})
+    assert [p.name for p in pkgs if p.role == "headers-common"] == ["linux-headers-6.1.0-56-common-rt"]
+
+
+def test_a_release_word_maps_back_to_its_flavour():
+    a, b = archmod.get("x86_64"), archmod.get("arm64")
+    assert flavourmod.of_release("rt-amd64", a).name == "rt" and flavourmod.of_release("rt-arm64", b).name == "rt"
+    assert flavourmod.of_release("cloud-amd64", a).name == "cloud"
+    assert flavourmod.of_release("amd64", a).name == "generic"
+    assert flavourmod.of_release("rt-arm64", a) is None and flavourmod.of_release("weird-amd64", a) is None
 
 
 def test_an_auto_pin_in_the_lock_is_a_pin_of_its_own(scratch):
