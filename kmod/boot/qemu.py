@@ -113,7 +113,7 @@ def require_binary(arch: Arch) -> str:
     path = shutil.which(arch.qemu["binary"])
     if not path:
         raise InfraError(f"{arch.qemu['binary']} is not installed",
-                         "install the packages listed in tests/integration/BOOT_REQUIRES.txt")
+                         f"apt-get install {arch.qemu['package']} (or scripts/setup --test: every arch's QEMU)")
     return path
 
 

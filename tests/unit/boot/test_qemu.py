@@ -106,8 +106,20 @@ def test_runner_reports_exit_code():
 
 def test_missing_binary_is_an_infrastructure_error(monkeypatch):
     monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
-    with pytest.raises(InfraError, match="BOOT_REQUIRES"):
-        qemu.require_binary(archmod.get("x86_64"))
+    with pytest.raises(InfraError) as e:
+        qemu.require_binary(archmod.get("s390x"))
+    assert "apt-get install qemu-system-misc" in e.value.line()
+
+
+def test_each_arch_names_the_debian_package_of_its_qemu():
+    """scripts/setup --test installs what scripts/qemu-packages prints: every arch file's [qemu] package."""
+    import subprocess
+    from tests.conftest import ROOT
+    wanted = list(dict.fromkeys(archmod.get(n).qemu["package"] for n in sorted(archmod.names())))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "qemu-packages")], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert sorted(out) == sorted(wanted) and len(out) == len(set(out))
+    assert all(p.startswith("qemu-system-") for p in out)
 
 
 def _result(status, step="", reason=""):
