@@ -61,7 +61,7 @@ def bare_boot(t: boot.Target, initrd: Path, timeout: float) -> tuple[float, floa
     k = kernel.kernel(t.pin, t.arch, t.flavour)
     started, cpu = time.monotonic(), child_cpu()
     # the flavour's kernel command line too (qemu.argv), as in the boot test: the same kernel, booted alike
-    run, _accel = qemu.boot(t.arch, k.image, initrd, BARE_APPEND, timeout, flavour=t.flavour)
+    run, _accel = qemu.boot(t.arch, k.image, initrd, BARE_APPEND, timeout, flavour=k.flavour)
     wall = time.monotonic() - started
     cpu = child_cpu() - cpu
     # Where the console loses the last lines at power-off (the arch file says so: s390x's SCLP), a clean

@@ -89,6 +89,8 @@ def test_an_auto_pin_in_the_lock_is_a_pin_of_its_own(scratch):
     p = pins.get("bookworm-6.1.0-56-cloud-amd64")
     assert (p.base, p.suite, p.compiler, p.arches) == ("bookworm-6.1", "bookworm", base.compiler, ("x86_64",))
     assert p.release(a) == f"{base.abi(a)}-cloud-amd64" and p.kdir(a).endswith("-cloud-amd64")
+    # a "generic" cell of its own pin, and still a cloud kernel: its flavour's data (boot_append, headers)
+    assert p.flavour_of(a).name == "cloud" and base.flavour_of(a).name == "generic"
     assert p.lock_entry()["base"] == "bookworm-6.1"
     assert pins.get("6.1") is pins.get("bookworm-6.1")                  # the short names still mean the base
     assert pins.get("bookworm").name == "bookworm-6.1"
