@@ -2,7 +2,9 @@
 
 Builds a small project in a temporary folder (Docker toolchain images), then boots it:
   - the default module passes on every pin's generic kernel of every arch, through
-    `invoke build --boot-test` (ppc64el, s390x and riscv64 under TCG too), and on a cloud and an rt kernel;
+    `invoke build --boot-test` (ppc64el, s390x and riscv64 under TCG too), on arm64's cloud and rt kernels
+    and x86_64's rt kernel;
+  - a new arch's probe map (riscv64) agrees with the arch data on where a probe goes;
   - a probe on a missing symbol fails at insmod; a WARN_ON in a handler fails at the trigger;
   - a kernel that panics before /init and one that hangs are reported within the timeout;
   - no QEMU is left behind (signals: tests/integration/test_faults.py).
