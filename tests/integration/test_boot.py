@@ -211,7 +211,7 @@ def test_cloud_and_rt_kernels_boot_their_own_build(project):
     check_passed(project, booted)
     for cid in booted:   # the rt kernel command line reached the VM (the reproduce line heads the console)
         head = (project.dist / booted[cid]["console"]).read_text().splitlines()[0]
-        assert ("rcupdate.rcu_expedited=1" in head) == ("-rt/" in cid), (cid, head)
+        assert ("rcupdate.rcu_normal_after_boot=0" in head) == ("-rt/" in cid), (cid, head)
 
 
 def test_broken_modules_fail_at_the_right_step(project):

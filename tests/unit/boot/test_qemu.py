@@ -48,8 +48,10 @@ def test_a_flavours_kernel_words_come_from_its_data_before_inits_arguments(name)
 
 
 def test_rt_boots_with_expedited_grace_periods():
-    """toolchains/flavours/rt.toml says why (rmmod's grace periods under PREEMPT_RT)."""
-    assert "rcupdate.rcu_expedited=1" in flavourmod.get("rt").boot_append
+    """Every boot test asks for expedited RCU grace periods (rmmod waits for them: kmod/boot/qemu.py says
+    why) and rt keeps them after boot (toolchains/flavours/rt.toml)."""
+    assert "rcupdate.rcu_expedited=1" in qemu.BASE_APPEND
+    assert flavourmod.get("rt").boot_append == ("rcupdate.rcu_normal_after_boot=0",)
     assert not flavourmod.get("generic").boot_append
 
 
