@@ -232,8 +232,9 @@ def main() -> int:
         "Per cell: the whole boot test (initramfs, QEMU, /init's insmod, kprobes check, trigger, hits, rmmod,",
         "verdict) against a bare boot of the same kernel and initramfs to `poweroff -f` "
         f"(goal <= {PER_CELL_GOAL}x). Kernels and busybox are unpacked before timing; both boots of a cell "
-        "get its flavour's kernel command line (toolchains/flavours/*.toml `boot_append`"
-        + "".join(f"; {f}: `{' '.join(w)}`" for f, w in appends.items()) + ").",
+        f"get the same kernel command line: `{' '.join(qemu.BASE_APPEND)}`, the arch's words and the flavour's "
+        "(toolchains/flavours/*.toml `boot_append`" + "".join(f"; {f}: `{' '.join(w)}`" for f, w in appends.items())
+        + ").",
         "",
         "| cell | boot-test wall (s) | bare boot wall (s) | ratio of medians | ratio of minimums | ratio of VM CPU time |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
