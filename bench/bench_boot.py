@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -165,6 +166,7 @@ def main() -> int:
         print(text)
         if not args.no_write:
             write_section(REPO / "docs" / "benchmarks.md", text, title)
+        shutil.rmtree(work, ignore_errors=True)   # kept when a run fails: its consoles say why
         return 0
     tested: dict[str, list[float]] = {t.id: [] for t in targets}
     bare: dict[str, list[float]] = {t.id: [] for t in targets}
@@ -261,6 +263,7 @@ def main() -> int:
     if not args.no_write:
         write_section(REPO / "docs" / "benchmarks.md", text, args.section)
     ok = worst <= PER_CELL_GOAL and par / seq_sum <= PARALLEL_GOAL
+    shutil.rmtree(work, ignore_errors=True)   # kept when a boot fails (SystemExit above): its consoles say why
     return 0 if ok else 2
 
 
