@@ -17,6 +17,7 @@ class Flavour:
     release: str                  # "{arch}", "cloud-{arch}": the flavour part of a kernel release
     common_headers: str           # "linux-headers-{abi}-common"
     arches: tuple[str, ...]       # the arches Debian builds it for (empty: every arch)
+    boot_append: tuple[str, ...] = ()   # kernel command line words for every QEMU boot of this flavour
 
     def applies_to(self, arch: Arch) -> bool:
         return not self.arches or arch.name in self.arches
@@ -35,7 +36,8 @@ class Flavour:
 
 def _build(d: dict, _path) -> Flavour:
     return Flavour(name=d["name"], description=d.get("description", ""), release=d["release"],
-                   common_headers=d["common_headers"], arches=tuple(d.get("arches", ())))
+                   common_headers=d["common_headers"], arches=tuple(d.get("arches", ())),
+                   boot_append=tuple(d.get("boot_append", ())))
 
 
 @cache
@@ -49,6 +51,12 @@ def names() -> list[str]:
 
 def get(name: str) -> Flavour:
     return datafile.lookup(all_flavours(), name, "flavour", lambda f: ())
+
+
+def of_release(word: str, arch: Arch) -> Flavour | None:
+    """The flavour whose release word on `arch` is `word` (uname -r after the ABI: amd64, rt-arm64), as a
+    host's kernel names it; None when no flavour file makes that word."""
+    return next((f for f in all_flavours().values() if f.applies_to(arch) and f.kernel_flavour(arch) == word), None)
 
 
 def select(spec: str | None) -> list[Flavour]:

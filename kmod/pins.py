@@ -106,18 +106,18 @@ class Pin:
                      flavour: str = flavourmod.GENERIC) -> list[Package]:
         if role in SHARED_ROLES and arch is not None:
             abi = self.abi(arch, flavour)
-            wanted = self._flavour(arch, flavour).common_package(abi)
+            wanted = self.flavour_of(arch, flavour).common_package(abi)
             return [p for p in self.packages if p.role == role and p.abi in (abi, "")   # "": an auto-pin's
                     and (role != "headers-common" or p.name == wanted)]
         return [p for p in self.packages
                 if p.role == role and (arch is None or p.for_arch in ("", arch.name))
                 and (arch is None or p.flavour in ("", flavour))]
 
-    def _flavour(self, arch: archmod.Arch, flavour: str) -> flavourmod.Flavour:
-        """The flavour's data; an auto-pin's is the one whose release word its kernel carries."""
+    def flavour_of(self, arch: archmod.Arch, flavour: str = flavourmod.GENERIC) -> flavourmod.Flavour:
+        """The flavour's data; an auto-pin's is the one whose release word its kernel carries (an auto-pin
+        of a host's rt-amd64 kernel is a "generic" cell of its own pin, and still an rt kernel)."""
         if self.base:
-            return next((f for f in flavourmod.all_flavours().values() if f.kernel_flavour(arch) == self.flavour),
-                        flavourmod.get(flavourmod.GENERIC))
+            return flavourmod.of_release(self.flavour, arch) or flavourmod.get(flavourmod.GENERIC)
         return flavourmod.get(flavour)
 
     def package(self, role: str, arch: archmod.Arch | None = None, flavour: str = flavourmod.GENERIC) -> Package:

@@ -124,10 +124,12 @@ def packages_for_abi(cat: Catalogue, mirror: mirrormod.Mirror, pin: pinsmod.Pin,
     cloud-amd64) for those arches and flavours instead, and with `version` exactly that kernel build."""
     arches = [archmod.get(a) for a in (flavours or pin.arches)]
     chosen = {a.name: (flavours or {}).get(a.name, a.kernel_flavour) for a in arches}
-    wanted = [(f"linux-headers-{abi}-common", "all", "headers-common", ""),
+    # The common headers each flavour's headers need (toolchains/flavours/*.toml common_headers: rt has
+    # its own); a release word no flavour file makes is taken as the generic flavour's, as pins.py does.
+    generic = flavourmod.get(flavourmod.GENERIC)
+    commons = dict.fromkeys((flavourmod.of_release(chosen[a.name], a) or generic).common_package(abi) for a in arches)
+    wanted = [*((name, "all", "headers-common", "") for name in commons),
               (pin.kbuild_package.format(abi=abi), build_arch, "kbuild", "")]
-    if any(f.startswith("rt-") for f in chosen.values()):
-        wanted.append((f"linux-headers-{abi}-common-rt", "all", "headers-common", ""))   # rt has its own
     for a in arches:
         wanted += [(f"linux-headers-{abi}-{chosen[a.name]}", a.debian_arch, "headers", a.name),
                    (a.image_package_name(f"{abi}-{chosen[a.name]}"), a.debian_arch, "image", a.name),

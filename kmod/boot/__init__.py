@@ -135,7 +135,8 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     prepared = time.monotonic() - started
     run, accel = qemu.boot(a, k.image, initrd, append, timeout, log=log,
                            marks=(f"{initramfs.MARKER} step=init",),
-                           on_line=(lambda ln: progress.note(target.id, ln)) if progress else None)
+                           on_line=(lambda ln: progress.note(target.id, ln)) if progress else None,
+                           flavour=k.flavour)
     cmd = run.argv
     v = verdict.judge(run.lines, target.probes, target.module.kernel_name, timed_out=run.timed_out,
                       timeout=timeout, exit_code=run.exit_code, needs_hits=not hand_written,

@@ -21,6 +21,7 @@ class Kernel:
     image: Path        # what QEMU's -kernel gets
     system_map: Path
     config: Path
+    flavour: str = GENERIC   # its flavour's data name (an auto-pin's too): what qemu.boot(flavour=) takes
 
 
 def _extract(pkg: Package, members: dict[str, str], dest: Path, finish=None) -> None:
@@ -116,7 +117,7 @@ def kernel(pin: Pin, arch: Arch, flavour: str = GENERIC) -> Kernel:
     image = dest / arch.image_file
     if uncompressed and (dest / "vmlinux").is_file():
         image = dest / "vmlinux"
-    return Kernel(pin, arch, release, image, dest / "System.map", dest / "config")
+    return Kernel(pin, arch, release, image, dest / "System.map", dest / "config", pin.flavour_of(arch, flavour).name)
 
 
 def busybox(pin: Pin, arch: Arch) -> Path:

@@ -135,7 +135,7 @@ def make(pin: Pin, arch: Arch, timeout: float = qemu.DEFAULT_TIMEOUT, flavour: s
     initrd = work / "initramfs.cpio"
     atomic.write_bytes(initrd, initramfs.build(bb, initramfs.render_init(initramfs.InitSpec(dumps=DUMPS))))
     started = time.monotonic()
-    run, _accel = qemu.boot(arch, k.image, initrd, (), timeout, log=work / "console.log")
+    run, _accel = qemu.boot(arch, k.image, initrd, (), timeout, log=work / "console.log", flavour=k.flavour)
     dumps = extract_dumps(run.lines)
     missing = [name for name, _ in DUMPS if name not in dumps]
     if missing:

@@ -18,10 +18,16 @@ from pathlib import Path
 
 from ..arch import Arch, get as get_arch
 from ..errors import InfraError
+from ..flavour import GENERIC, get as get_flavour
 
 # Kernel command line common to every boot test: no reboot on panic (QEMU exits: -no-reboot), quiet
 # until /init raises the console level itself, and /dev/kmsg writes from /init never rate-limited.
-BASE_APPEND = ("panic=-1", "oops=panic", "quiet", "loglevel=4", "printk.devkmsg=on")
+# Expedited RCU grace periods: rmmod waits for several (unregister_kprobe's synchronize_rcu, the module's
+# freeing), and a 6.12 guest with one CPU waits for a whole normal one each time, tick by tick (the non-RT
+# 5.10 and 6.1 kernels end such a wait at once on one CPU). Measured with bench_boot.py --guest-time
+# (QEMU -icount): the rmmod step of trixie-6.12/arm64 took 343 -> 12 ms of guest time (generic), 196 ->
+# 10 ms (cloud). What a boot test proves (the module loads, its probes fire, it unloads) is the same.
+BASE_APPEND = ("panic=-1", "oops=panic", "quiet", "loglevel=4", "printk.devkmsg=on", "rcupdate.rcu_expedited=1")
 DEFAULT_TIMEOUT = 300.0  # seconds per VM: generous, TCG on a loaded 2-core machine boots in ~5 s
 KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
 # What QEMU prints when KVM cannot run the guest after all: nested setups where /dev/kvm creates vCPUs
@@ -91,11 +97,15 @@ def accel_for(arch: Arch) -> str:
 
 
 def argv(arch: Arch, kernel: Path, initrd: Path, append: list[str] | tuple[str, ...] = (),
-         accel: str = "tcg") -> list[str]:
+         accel: str = "tcg", flavour: str = GENERIC) -> list[str]:
+    """The QEMU command line. The kernel's: the common words, the arch's, the flavour's (boot_append in
+    toolchains/flavours/*.toml: every boot of that kernel gets them, test and bare boot alike), then
+    `append` (which may end with "-- ARGS" for init, so it comes last)."""
     q = arch.qemu
     cpu = q.get("kvm_cpu", "host") if accel == "kvm" else q["cpu"]
     machine = q.get("kvm_machine", q["machine"]) if accel == "kvm" else q["machine"]
-    cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *append]
+    cmdline = [f"console={q['console']}", *BASE_APPEND, *q.get("append", []), *get_flavour(flavour).boot_append,
+               *append]
     return [q["binary"], "-machine", f"{machine},accel={accel}", "-cpu", cpu,
             "-m", str(q.get("memory", "512M")), "-smp", str(q.get("smp", 1)),
             "-nodefaults", "-display", "none", "-no-reboot",
@@ -108,7 +118,7 @@ def require_binary(arch: Arch) -> str:
     path = shutil.which(arch.qemu["binary"])
     if not path:
         raise InfraError(f"{arch.qemu['binary']} is not installed",
-                         "install the packages listed in tests/integration/BOOT_REQUIRES.txt")
+                         f"apt-get install {arch.qemu['package']} (or scripts/setup --test: every arch's QEMU)")
     return path
 
 
@@ -170,13 +180,14 @@ atexit.register(kill_all)
 
 
 def boot(arch: Arch, kernel: Path, initrd: Path, append: tuple[str, ...], timeout: float,
-         log: Path | None = None, marks: tuple[str, ...] = (), on_line=None) -> tuple[Run, str]:
+         log: Path | None = None, marks: tuple[str, ...] = (), on_line=None,
+         flavour: str = GENERIC) -> tuple[Run, str]:
     """Boot a VM with the best accelerator; returns the run and the accelerator it ran under. When KVM
     turns out unable to run the guest (KVM_FAILURES on the console), KVM is dropped for this arch for
     the rest of the process and the same VM boots again under TCG, with one line that says so."""
     accel = accel_for(arch)
     while True:
-        cmd = argv(arch, kernel, initrd, append, accel)
+        cmd = argv(arch, kernel, initrd, append, accel, flavour)
         result = run(cmd, timeout, log=log, marks=marks, on_line=on_line,
                      header=f"# reproduce: {shlex.join(cmd)}\n",
                      abort_on=KVM_FAILURES if accel == "kvm" else ())

@@ -163,7 +163,7 @@ class TargetSpec:
         except InfraError:
             t.symbols_unavailable = (f"{a.qemu['binary']} is not installed, so kmod could not boot "
                                      f"{self.pin.label(self.flavour)} once to read its symbols and kprobe blacklist; "
-                                     f"install QEMU (tests/integration/BOOT_REQUIRES.txt) for the check")
+                                     f"install {a.qemu['package']} for the check")
             return t
         f, label = self.flavour, self.pin.label(self.flavour)
         dest = probemap.cache_path(self.pin, a, f)

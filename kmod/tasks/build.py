@@ -133,7 +133,7 @@ def render(c, module="", symbol="", spec=""):
             "tools_only": "with --update: lock the images' base system and compilers anew, keep the kernels",
             "build": "build the toolchain images of the selected pins now",
             "kernel": COMMON_HELP["kernel"], "arch": COMMON_HELP["arch"],
-            "flavour": "generic, cloud, rt, a comma list, or all (default: all)",
+            "flavour": "a kernel flavour (toolchains/flavours/), a comma list, or all (default: all)",
             "json": "print the cells as JSON",
             "readme": "rewrite the support table in README.md from the data"})
 @cli_errors

@@ -19,7 +19,9 @@ COMMON_HELP = {
     "spec": "path to the spec file (default: kmod.toml here or in a parent folder)",
     "jobs": "how many at once (default: the number of cores)",
 }
-FLAVOUR_HELP = "kernel flavour: generic, cloud, rt (toolchains/flavours/), a comma list, or all (default: generic)"
+# The flavours are named by the data (toolchains/flavours/*.toml), as the arches are: never listed here.
+FLAVOUR_HELP = ("kernel flavour (`invoke toolchains` lists them, one file each in toolchains/flavours/), a comma "
+                "list, or all (default: generic)")
 
 
 def count(value, flag: str) -> int | None:

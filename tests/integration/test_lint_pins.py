@@ -85,7 +85,7 @@ def test_probe_target_verdict_does_not_depend_on_the_cache(build, tmp_path):  # 
     from kmod import paths
     from tests.conftest import ROOT
     need(have("arm64"), "a compiler for arm64")
-    need(shutil.which("qemu-system-aarch64") is not None, "qemu-system-aarch64 (BOOT_REQUIRES.txt)")
+    need(shutil.which("qemu-system-aarch64") is not None, "qemu-system-aarch64 (toolchains/arch/arm64.toml [qemu] package)")
     shared = paths.cache_dir()
     private = tmp_path / "cache"
     (private / "boot").mkdir(parents=True)

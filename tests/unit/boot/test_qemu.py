@@ -11,6 +11,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from kmod import arch as archmod
+from kmod import flavour as flavourmod
 from kmod.boot import Outcome, Result, Target, junit, probemap, qemu, verdict
 from kmod.errors import InfraError
 from tests.conftest import need_tool
@@ -31,6 +32,27 @@ def test_argv_comes_from_the_arch_data(name):
     kvm = qemu.argv(a, Path("/k"), Path("/i"), (), "kvm")
     assert kvm[kvm.index("-cpu") + 1] == q["kvm_cpu"]
     assert f"{q.get('kvm_machine', q['machine'])},accel=kvm" in kvm
+
+
+@pytest.mark.parametrize("name", flavourmod.names())
+def test_a_flavours_kernel_words_come_from_its_data_before_inits_arguments(name):
+    """Every boot of a flavour (test, bare boot, probe map) gets its boot_append, before `append`, whose
+    "-- ARGS" must stay last (everything after "--" goes to init, not the kernel)."""
+    a, f = archmod.get("arm64"), flavourmod.get(name)
+    words = qemu.argv(a, Path("/k"), Path("/i"), ("rdinit=/bin/busybox", "--", "poweroff", "-f"), "tcg",
+                      flavour=name)
+    words = words[words.index("-append") + 1].split()
+    assert words[-4:] == ["rdinit=/bin/busybox", "--", "poweroff", "-f"]
+    assert words[-4 - len(f.boot_append):-4] == list(f.boot_append)
+    assert qemu.argv(a, Path("/k"), Path("/i")) == qemu.argv(a, Path("/k"), Path("/i"), flavour="generic")
+
+
+def test_rt_boots_with_expedited_grace_periods():
+    """Every boot test asks for expedited RCU grace periods (rmmod waits for them: kmod/boot/qemu.py says
+    why) and rt keeps them after boot (toolchains/flavours/rt.toml)."""
+    assert "rcupdate.rcu_expedited=1" in qemu.BASE_APPEND
+    assert flavourmod.get("rt").boot_append == ("rcupdate.rcu_normal_after_boot=0",)
+    assert not flavourmod.get("generic").boot_append
 
 
 def test_accel_override(monkeypatch):
@@ -86,8 +108,20 @@ def test_runner_reports_exit_code():
 
 def test_missing_binary_is_an_infrastructure_error(monkeypatch):
     monkeypatch.setattr(qemu.shutil, "which", lambda name: None)
-    with pytest.raises(InfraError, match="BOOT_REQUIRES"):
-        qemu.require_binary(archmod.get("x86_64"))
+    with pytest.raises(InfraError) as e:
+        qemu.require_binary(archmod.get("s390x"))
+    assert "apt-get install qemu-system-misc" in e.value.line()
+
+
+def test_each_arch_names_the_debian_package_of_its_qemu():
+    """scripts/setup --test installs what scripts/qemu-packages prints: every arch file's [qemu] package."""
+    import subprocess
+    from tests.conftest import ROOT
+    wanted = list(dict.fromkeys(archmod.get(n).qemu["package"] for n in sorted(archmod.names())))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "qemu-packages")], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert sorted(out) == sorted(wanted) and len(out) == len(set(out))
+    assert all(p.startswith("qemu-system-") for p in out)
 
 
 def _result(status, step="", reason=""):
@@ -205,7 +239,7 @@ def test_a_kvm_that_fails_the_guest_falls_back_to_tcg(tmp_path, monkeypatch, cap
     script.write_text("#!/bin/sh\ncase \"$*\" in *accel=kvm*) echo 'KVM internal error. Suberror: 1'; "
                       "sleep 60;; *) echo 'KMODBOOT step=init status=ok';; esac\n")
     script.chmod(0o755)
-    monkeypatch.setattr(qemu, "argv", lambda arch, k, i, ap, accel: [str(script), f"accel={accel}"])
+    monkeypatch.setattr(qemu, "argv", lambda arch, k, i, ap, accel, flavour="generic": [str(script), f"accel={accel}"])
     started = time.monotonic()
     run, accel = qemu.boot(a, Path("/k"), Path("/i"), (), timeout=30, log=tmp_path / "console.log")
     assert time.monotonic() - started < 10

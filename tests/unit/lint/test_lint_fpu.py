@@ -1,4 +1,4 @@
-"""fpu-unguarded on real compiler output, both arches: breakers and their clean twins."""
+"""fpu-unguarded on real compiler output, every arch: breakers and their clean twins."""
 from pathlib import Path
 
 from kmod import arch as archmod
@@ -228,3 +228,22 @@ def test_ppc_vector_units_and_their_guards(build):
     r = lint_file(obj, strict=True)
     assert rules_of(r) == [("fpu-unguarded", "error")]
     assert fpu(r)[0].function == "vsx" and "vs0" in fpu(r)[0].message
+
+
+def test_s390_vector_registers_are_fp_state(build):
+    """z13's vector facility: its registers %v0-%v15 overlay the FPRs and %v16-%v31 are the kernel's to
+    save too (kernel_fpu_begin(KERNEL_VXR)), so a vector instruction outside the guard is FP use."""
+    obj = build("s390x", r"""
+        static __attribute__((noinline)) void vx(void) {
+            asm volatile(".machine push\n.machine z13\nvx %v16,%v17,%v18\n.machine pop");
+        }
+        static __attribute__((noinline)) void vlow(void) {
+            asm volatile(".machine push\n.machine z13\nvzero %v1\n.machine pop");
+        }
+        int init_module(void) { __kernel_fpu_begin(0, 0x3f); vx(); vlow(); __kernel_fpu_end(0, 0x3f); return 0; }
+        void cleanup_module(void) { vx(); }
+    """)
+    r = lint_file(obj, strict=True)
+    assert rules_of(r) == [("fpu-unguarded", "error")]
+    f = fpu(r)[0]
+    assert f.function == "vx" and "cleanup_module -> vx" in f.message and "vx %v16, %v17, %v18" in f.message
