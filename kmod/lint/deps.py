@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import ruledata
-from .elf import Elf, SHN_ABS, SHN_UNDEF
+from .elf import Elf, SHN_ABS
 from .findings import Finding
 
 # Defined by the final link of a .ko (the .mod.c part) on every arch; each arch adds its own
@@ -77,8 +77,8 @@ def exports_of(elf: Elf) -> dict[str, list]:
     out: dict[str, list] = {}
     ns: dict[str, str] = {}
     secs = elf.sections
-    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
-        if name_off not in starts or shndx == SHN_UNDEF or shndx >= len(secs):
+    for name_off, _info, _other, shndx, value, _size in elf._defined_rows:
+        if name_off not in starts or shndx >= len(secs):
             continue
         end = strtab.find(b"\0", name_off)
         name = strtab[name_off:end].decode("utf-8", "replace")
@@ -111,8 +111,8 @@ def export_crcs(elf: Elf) -> dict[str, int]:
     if not starts:
         return out
     secs = elf.sections
-    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
-        if name_off not in starts or shndx == SHN_UNDEF:
+    for name_off, _info, _other, shndx, value, _size in elf._defined_rows:
+        if name_off not in starts:
             continue
         name = strtab[name_off:strtab.find(b"\0", name_off)].decode("utf-8", "replace")[len("__crc_"):]
         if shndx == SHN_ABS:

@@ -1,0 +1,77 @@
+"""What keeps a cold lint of a package-sized set at or below `objdump -d` over the same files
+(bench/bench_lint.py measures it; docs/benchmarks.md): every worker the run may have is used, the code is
+decoded in place, and the target's export table is read once per process."""
+from kmod.lint import decode, elf, lint_paths, runner
+
+CLEAN = """
+    static int handler(struct kprobe *p, struct pt_regs *regs) { return 0; }
+    static struct kprobe kp = { .symbol_name = "kernel_clone", .pre_handler = handler };
+    int init_module(void) { return register_kprobe(&kp); }
+    void cleanup_module(void) { unregister_kprobe(&kp); }
+"""
+
+
+def test_a_package_sized_set_is_linted_by_every_worker(build, tmp_path, monkeypatch):
+    """117 modules of drivers/media/usb (11 MB) were linted in one process while objdump ran two: a pool
+    of two costs about 10 ms, what linting 1 MiB of modules does, so a few MiB already use both."""
+    data = build("x86_64", CLEAN).read_bytes()
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(4):      # 1.5 MiB each (a module with its debug info is larger still)
+        (folder / f"m{i}.ko").write_bytes(data + bytes((3 << 19) - len(data)))
+    seen = []
+    real = runner._run_pool
+    monkeypatch.setattr(runner, "_run_pool", lambda run, items, workers, collect: (
+        seen.append(workers), real(run, items, workers, collect))[1])
+    report = lint_paths([folder], jobs=2, use_cache=False)
+    assert seen == [2]
+    assert len(report.modules) == 4 and report.count("error") == 0
+
+
+def test_one_small_module_is_linted_without_a_pool(build, monkeypatch):
+    seen = []
+    real = runner._run_pool
+    monkeypatch.setattr(runner, "_run_pool", lambda run, items, workers, collect: (
+        seen.append(workers), real(run, items, workers, collect))[1])
+    lint_paths([build("x86_64", CLEAN)], jobs=2, use_cache=False)
+    assert seen == [1]
+
+
+def test_code_is_decoded_in_place(build, monkeypatch):
+    """cs_disasm reads the module's own bytes: no section is copied out for it."""
+    e = elf.parse(build("x86_64", "int f(int x) { return x * 3; }").read_bytes())
+    copies = []
+    monkeypatch.setattr(elf.Elf, "section_bytes", lambda self, sec: copies.append(sec.name) or b"")
+    monkeypatch.setattr(decode.ctypes, "create_string_buffer", lambda *a: copies.append("buffer"))
+    assert decode.has_fp(e) is False
+    assert copies == []
+
+
+def test_a_pins_target_is_read_once_per_process_and_never_shared(tmp_path, monkeypatch):
+    """Each lint_paths call decoded the pin's whole export table from JSON again (20 ms, a tenth of a
+    package's lint); now once per process and file, while every call still gets a target of its own."""
+    from kmod import arch as archmod
+    from kmod import pins
+    from kmod.lint import target
+    monkeypatch.setenv("KMOD_CACHE", str(tmp_path / "cache"))
+    pin, arch = pins.get("bookworm-6.1"), archmod.get("x86_64")
+    tree = tmp_path / "image"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot" / "System.map-6.1.0-56-amd64").write_text("ffffffff81000000 T _stext\n")
+    monkeypatch.setattr(target, "headers_files", lambda p, a, *flavour: (
+        "0x11111111\tregister_kprobe\tvmlinux\tEXPORT_SYMBOL_GPL\t\n", "CONFIG_X86_64=y\n"))
+    monkeypatch.setattr(target, "image_tree", lambda p, a, *flavour: tree)
+    target.load_pin(pin, arch)
+    reads = []
+    real = target.json.loads
+    monkeypatch.setattr(target.json, "loads", lambda b: reads.append(1) or real(b))
+    one, two = target.load_pin(pin, arch), target.load_pin(pin, arch, symbols=True)
+    three = target.load_pin(pin, arch, symbols=True)
+    assert len(reads) == 2          # the exports file, then the symbols file: once each
+    assert one is not two and one.exports is two.exports
+    assert two.blacklist is not three.blacklist and two.ranges is not three.ranges
+    # a changed file is read again
+    cached = next(f for f in (tmp_path / "cache" / "lint" / "targets").glob("*.json") if "symbols" not in f.name)
+    cached.write_text(cached.read_text() + " ")
+    target.load_pin(pin, arch)
+    assert len(reads) == 3
