@@ -125,7 +125,7 @@ _INSN = capstone._cs_insn
 _SZ = ctypes.sizeof(_INSN)
 _OFF_ADDR, _OFF_SIZE = _INSN.address.offset, _INSN.size.offset
 _OFF_MN, _OFF_OP = _INSN.mnemonic.offset, _INSN.op_str.offset
-_OP_END = _OFF_OP + 160
+_OP_LEN = 160       # cs_insn.op_str: char[160]
 _CHUNK = 8192         # instructions per cs_disasm call: bounds memory (248 bytes per instruction); 2 MB
                       # arrays decoded the in-tree modules about 5% faster than 8 MB ones (32768)
 
@@ -140,15 +140,17 @@ def _after_last(mv, n: int) -> int:
     return int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
 
 
-def _register_hits(arch: Arch, mv) -> set[int]:
-    """Indexes of the instructions whose operand text names an FP/vector register."""
-    out = set()
-    for m in arch.fp_registers_bytes.finditer(mv):
-        i, r = divmod(m.start(), _SZ)
-        # capstone leaves old bytes after the operand string's NUL: only count text before it
-        if _OFF_OP <= r < _OP_END and 0 not in mv[i * _SZ + _OFF_OP:m.start()]:
-            out.add(i)
-    return out
+def _register_hits(arch: Arch, mv, n: int) -> set[int]:
+    """Indexes of the `n` instructions whose operand text names an FP/vector register. Each distinct
+    operand text of the chunk is searched once: a regex over the whole cs_insn array (248 bytes an
+    instruction, with the stale bytes capstone leaves after each string) took most of a ppc64el,
+    s390x or riscv64 lint, whose arches have no gp_insns to skip most instructions by id."""
+    buf = bytes(mv)
+    # capstone leaves old bytes after the operand string's NUL: only the text before it counts
+    ops = [buf[b:b + _OP_LEN].partition(b"\0")[0] for b in range(_OFF_OP, n * _SZ, _SZ)]
+    search = arch.fp_registers_bytes.search
+    named = {op for op in set(ops) if search(op)}
+    return {i for i, op in enumerate(ops) if op in named} if named else set()
 
 
 def _address(elf: Elf, sec: Section) -> int:
@@ -205,7 +207,7 @@ def _capstone_has_fp(elf: Elf, arch: Arch) -> bool:
                     b = i * _SZ + _OFF_OP
                     if rx.search(bytes(mv[b:b + 160]).split(b"\0", 1)[0]):
                         return True
-            elif _register_hits(arch, mv):
+            elif _register_hits(arch, mv, n):
                 return True
     return False
 
@@ -240,7 +242,7 @@ def capstone_events(elf: Elf, arch: Arch, sec: Section, relocs: dict[int, object
                 append([start, FP, None, start + length, start + length])
             continue
         hits = list(compress(range(n), map(t.interesting.__contains__, ids)))
-        vec = _register_hits(arch, mv)
+        vec = _register_hits(arch, mv, n)
         if vec:
             hits = sorted(vec.union(hits))
         run = None

@@ -75,3 +75,33 @@ def test_a_pins_target_is_read_once_per_process_and_never_shared(tmp_path, monke
     cached.write_text(cached.read_text() + " ")
     target.load_pin(pin, arch)
     assert len(reads) == 3
+
+
+class _Counting:
+    """An FP-register pattern that counts the bytes it is asked to search."""
+
+    def __init__(self, rx):
+        self.rx, self.searched = rx, 0
+
+    def search(self, text, *a):
+        self.searched += len(text)
+        return self.rx.search(text, *a)
+
+    def finditer(self, text, *a):
+        self.searched += len(text)
+        return self.rx.finditer(text, *a)
+
+
+def test_only_operand_texts_are_searched_for_fp_registers(build, monkeypatch):
+    """ppc64el, s390x and riscv64 have no gp_insns, so every instruction's operand text is read: the
+    regex ran over the whole cs_insn array (248 bytes an instruction), 41-67 s for their in-tree lints."""
+    from kmod import arch as archmod
+    from .conftest import asm_fp
+    source = "\n".join(f"int g{i}(int x) {{ return x * {i} + (x >> 3); }}" for i in range(200))
+    e = elf.parse(build("ppc64el", source + f"\nvoid f(void) {{ {asm_fp('ppc64el')}; }}").read_bytes())
+    insns = sum(s.size for s in e.sections if s.executable) // 4
+    a = archmod.get("ppc64el")
+    counting = _Counting(a.fp_registers_bytes)
+    monkeypatch.setitem(a.__dict__, "fp_registers_bytes", counting)
+    assert decode.has_fp(e)
+    assert 0 < counting.searched < insns * 16, (counting.searched, insns)
