@@ -124,23 +124,78 @@ def _lint_one(path: Path, target, probes, strict: bool = False, raw: bytes | Non
     return engine.lint_bytes(data, str(path), target, probes, strict=strict, cert=cert)
 
 
-SIBLINGS_MAX = 64   # modules beside a named file that may provide its symbols (a package's folder)
+SIBLINGS_MAX = 64   # modules beside a named file that may provide its symbols (a package's folder tree)
+SIBLINGS_UP = 3     # folders above a named file's own that may be its package's root
+SIBLINGS_DEPTH = 4  # folders below that root searched for the package's other modules
+ROOT_MARKS = ("dkms.conf", "modules.order")     # a package's root (dkms), an M= build's root (kbuild)
+BUILD_MARKS = ("Kbuild", "Makefile")            # a folder of a build: its root may be further up
+
+
+def _names(d: Path) -> list[str]:
+    try:
+        return os.listdir(d)
+    except OSError:
+        return []
+
+
+def package_root(d: Path) -> Path:
+    """The folder a module in `d` was built as part of: the nearest folder at most SIBLINGS_UP above with a
+    dkms.conf or modules.order, reached through folders of the build (a Kbuild or Makefile each), e.g.
+    ddcci-backlight/ below the dkms.conf that also builds ddcci/. A folder that is not part of a build
+    (a dist/ or install folder) is its own root: a file there sees only the modules beside it."""
+    top = cur = d
+    for _ in range(SIBLINGS_UP + 1):
+        names = set(_names(cur))
+        if names.intersection(ROOT_MARKS):
+            return cur
+        if not names.intersection(BUILD_MARKS):
+            break
+        top = cur
+        if cur.parent == cur:
+            break
+        cur = cur.parent
+    return top
+
+
+def _package_modules(root: Path) -> list[str]:
+    """The .ko files of a package root: those its modules.order lists (kbuild writes NAME.o or NAME.ko,
+    relative to the root), then those found below it, SIBLINGS_DEPTH folders deep at most."""
+    out: list[str] = []
+    try:
+        order = (root / "modules.order").read_text(errors="replace").splitlines()[:SIBLINGS_MAX * 4]
+    except OSError:
+        order = []
+    for line in order:
+        line = line.strip()
+        if line.endswith(".o"):
+            line = line[:-2] + ".ko"
+        if line.endswith(files.SUFFIXES) and not line.startswith("/"):
+            out.append(os.path.normpath(root / line))
+    base = len(root.parts)
+    for dirpath, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if len(Path(dirpath).parts) - base < SIBLINGS_DEPTH else []
+        out += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(files.SUFFIXES)]
+        if len(out) > SIBLINGS_MAX * 4:
+            break
+    return out
 
 
 def siblings(named: list[Path], linted: set[str]) -> list[str]:
-    """Module files in the folders of files named one by one (not found by walking a folder, whose
-    modules are all in the run already): the kernel would find their exports too."""
-    out: list[str] = []
-    for d in dict.fromkeys(p.parent for p in named):
-        try:
-            names = sorted(os.listdir(d))
-        except OSError:
-            continue
-        for n in names:
-            p = str(d / n)
-            if n.endswith(files.SUFFIXES) and p not in linted and os.path.isfile(p):
-                out.append(p)
-    return out[:SIBLINGS_MAX]
+    """Module files that may provide the symbols of files named one by one (not found by walking a folder,
+    whose modules are all in the run already): those beside each file, then the rest of its package
+    (package_root), as the kernel would find their exports too once they are loaded."""
+    out: dict[str, None] = {}
+    folders = list(dict.fromkeys(p.parent for p in named))
+    roots = [r for r in dict.fromkeys(package_root(d) for d in folders)
+             if r not in folders or set(_names(r)).intersection(ROOT_MARKS + BUILD_MARKS)]
+    candidates = [str(d / n) for d in folders for n in sorted(_names(d))] + \
+        [p for r in roots for p in _package_modules(r)]
+    for p in candidates:
+        if len(out) >= SIBLINGS_MAX:
+            break
+        if p.endswith(files.SUFFIXES) and p not in linted and p not in out and os.path.isfile(p):
+            out[p] = None
+    return list(out)
 
 
 def resolve_set(results: list[ModuleResult], spec: TargetSpec | None, extra: list[str] = ()) -> list[str]:
