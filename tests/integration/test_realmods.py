@@ -1,7 +1,7 @@
 """Real out-of-tree modules as their authors ship them, through every stage: Debian's *-dkms sources and
 the kernel's own kprobe samples, fetched from the mirror at test time (tests/realmods.py), each built for
-every pin and arch (`invoke build`, lint included), packaged (`invoke package`), a few installed with the
-real dkms, the kprobe ones boot-tested. The shapes: modules that export symbols to each other (ddcci,
+every pin and arch (`invoke build`, lint included), packaged (`invoke package`), installed with the real
+dkms on two pins (INSTALLS: one container per pin), the kprobe ones boot-tested. The shapes: modules that export symbols to each other (ddcci,
 tp_smapi, nat-rtsp), subfolder builds (ddcci, ovpn-dco), a Makefile that needs variables (tp_smapi's
 HDAPS=1, the samples' CONFIG_SAMPLE_*=m), names with - (ddcci-backlight, hid-kye, ovpn-dco-v2), a helper
 script with its exec bit (ovpn-dco's gen-compat-autoconf.sh), upstream BUILD_EXCLUSIVE_* (lenovo-legion,
@@ -191,25 +191,75 @@ def test_packages_keep_dkms_conf_modes_and_name_every_module(packages, realmods)
     assert "with kprobes" not in control and "does not use kprobes" in control
 
 
-@pytest.mark.parametrize("module,pin,deb,kos", [
-    ("ddcci", "bookworm-6.1", "ddcci-dkms_0.4.2_all.deb", ["ddcci", "ddcci-backlight"]),
-    (SAMPLES, "trixie-6.12", f"{SAMPLES}-dkms_6.1_all.deb", ["kprobe_example", "kretprobe_example"]),
-])
-def test_real_dkms_installs_them(packages, docker_client, module, pin, deb, kos, tmp_path):
+# What the real dkms installs: one container per pin, every package of it installed there in turn (dkms
+# builds each against the pin's headers, as on a VM). module -> the .ko it must install; [] = its
+# upstream BUILD_EXCLUSIVE_* rules the pin out, and dkms must skip it just as kmod recorded "excluded".
+# The shapes: modules that need each other (ddcci, tp-smapi), a helper script run by the Makefile, whose
+# exec bit must survive the package (ovpn-dco), MAKE variables (tp-smapi's HDAPS=1 makes hdaps.ko), no
+# dkms.conf (the samples), an upstream gate (lenovo-legion: BUILD_EXCLUSIVE_KERNEL_MIN="6.3").
+# bookworm: without its 6.12 backport headers, for which ddcci 0.4.2 does not compile; trixie: the image
+# test_package.py uses.
+INSTALLS = {
+    "bookworm-6.1": {"ddcci": ["ddcci", "ddcci-backlight"], "ovpn-dco": ["ovpn-dco-v2"],
+                     "tp-smapi": ["hdaps", "thinkpad_ec", "tp_smapi"], "lenovo-legion": []},
+    "trixie-6.12": {SAMPLES: ["kprobe_example", "kretprobe_example"], "lenovo-legion": ["legion-laptop"]},
+}
+INSTALL_SCRIPT = r"""
+for deb in {debs}; do
+    dpkg -i "/pkgs/$deb" >"/out/$deb.log" 2>&1; echo "INSTALL $deb: $?"
+done
+dkms status | sed 's/^/STATUS: /'
+find /lib/modules/{kver} -name '*.ko*' | sed 's|.*/|KO: |'
+"""
+
+
+def deb_of(out, module: str):
+    [deb] = out.glob(f"{module}-dkms_*_all.deb")
+    return deb
+
+
+@pytest.fixture(scope="session")
+def installed(packages, docker_client, tmp_path_factory):
+    """pin -> (the container's output, its folder of dpkg logs, module -> .deb)"""
     from kmod import arch
     from kmod.package import testimage
     out, proc, _ = packages
-    assert proc.returncode == 0
-    # trixie: the image test_package.py uses; bookworm: without its 6.12 backport headers, for which
-    # ddcci 0.4.2 does not compile
-    image = testimage.ensure(pins.get(pin), packages=("rpm",) if pin == "trixie-6.12" else (),
-                             client=docker_client)
-    kver = pins.get(pin).release(arch.get("x86_64"))
-    text = run_script(docker_client, image, f"dpkg -i /pkgs/{deb} >/out/log 2>&1; echo \"INSTALL: $?\"\n"
-                      f"find /lib/modules/{kver}/updates/dkms -name '*.ko*' | sed 's|.*/|KO: |'\n", out, tmp_path)
-    assert "INSTALL: 0" in text, (tmp_path / "log").read_text()
-    got = sorted(re.sub(r"\.ko(\.xz|\.zst)?$", "", ln[4:]) for ln in text.splitlines() if ln.startswith("KO: "))
-    assert got == sorted(kos), text
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = {}
+    for pin, modules in INSTALLS.items():
+        image = testimage.ensure(pins.get(pin), packages=("rpm",) if pin == "trixie-6.12" else (),
+                                 client=docker_client)
+        kver = pins.get(pin).release(arch.get("x86_64"))
+        debs = {m: deb_of(out, m).name for m in modules}
+        logs = tmp_path_factory.mktemp(f"dkms-{pin}")
+        text = run_script(docker_client, image, INSTALL_SCRIPT.format(debs=" ".join(debs.values()), kver=kver),
+                          out, logs)
+        got[pin] = (text, logs, debs)
+    return got
+
+
+def installed_kos(text: str) -> set[str]:
+    return {re.sub(r"\.ko(\.xz|\.zst)?$", "", ln[4:]) for ln in text.splitlines() if ln.startswith("KO: ")}
+
+
+@pytest.mark.parametrize("pin,module", [(p, m) for p, ms in INSTALLS.items() for m in ms])
+def test_real_dkms_installs_them(installed, realmods, pin, module):
+    text, logs, debs = installed[pin]
+    log = (logs / f"{debs[module]}.log").read_text()
+    assert f"INSTALL {debs[module]}: 0" in text, log
+    want = INSTALLS[pin][module]
+    rec = realmods[2][f"{module}/{pin}/x86_64"]
+    if want:
+        assert rec["result"] == "ok", rec
+        assert set(want) <= installed_kos(text), text
+        return
+    # excluded: dkms added the source but built nothing, because of the gate kmod named
+    assert rec["result"] == "excluded" and rec["reason"].startswith("BUILD_EXCLUSIVE"), rec
+    dkms_name = re.search(r'^PACKAGE_NAME="?([\w-]+)', (realmods[3][module] / "dkms.conf").read_text(), re.M)[1]
+    status = [ln for ln in text.splitlines() if ln.startswith(f"STATUS: {dkms_name}/")]
+    assert status and all(ln.endswith(": added") for ln in status), (status, text)
+    assert not installed_kos(text) & set(built_names((realmods[3][module] / "dkms.conf").read_text())), text
+    assert "BUILD_EXCLUSIVE" in log, log
 
 
 @pytest.fixture(scope="session")
@@ -267,6 +317,8 @@ def table(cells: dict) -> str:
             w = word.get(rec.get("result"), "-")
             if rec.get("boot"):
                 w += f", boot {rec['boot']['verdict']}"
+            if a == "x86_64" and name in INSTALLS.get(k, {}):
+                w += ", dkms installed" if INSTALLS[k][name] else ", dkms skipped"
             cellwords.append(w)
         rows.append(f"| {name} | " + " | ".join(cellwords) + " |")
     why = []
@@ -278,7 +330,9 @@ def table(cells: dict) -> str:
     return "\n".join(rows) + "\n\nWhy the FAILED cells fail (the first diagnosis or compiler error):\n\n" + "\n".join(why) + "\n"
 
 
-def test_docs_table_is_what_the_tests_produce(booted):
+def test_docs_table_is_what_the_tests_produce(booted, installed):
+    """The table, with the real dkms's word on the cells test_real_dkms_installs_them installs (installed, or
+    skipped as its BUILD_EXCLUSIVE_* says): that test asserts each."""
     _, _, cells = booted
     produced = table(cells)
     begin, end = "<!-- table: tests/integration/test_realmods.py -->\n", "<!-- end of table -->\n"
