@@ -169,11 +169,12 @@ def _package_modules(root: Path) -> list[str]:
         line = line.strip()
         if line.endswith(".o"):
             line = line[:-2] + ".ko"
-        if line.endswith(files.SUFFIXES) and not line.startswith("/"):
-            out.append(os.path.normpath(root / line))
+        if line.endswith(files.SUFFIXES) and not line.startswith("/") and ".." not in line.split("/"):
+            out.append(os.path.normpath(root / line))     # never a file outside the root
     base = len(root.parts)
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if len(Path(dirpath).parts) - base < SIBLINGS_DEPTH else []
+    for dirpath, dirs, names in os.walk(root):       # links to folders are not followed
+        deep = len(Path(dirpath).parts) - base >= SIBLINGS_DEPTH
+        dirs[:] = [] if deep else sorted(d for d in dirs if not d.startswith("."))
         out += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(files.SUFFIXES)]
         if len(out) > SIBLINGS_MAX * 4:
             break
