@@ -219,17 +219,24 @@ def main() -> int:
 
     # alternate the two, several rounds, and keep each one's best: a shared machine's other load then
     # hits both sides alike instead of whichever happened to run at a busy moment
-    base_runs, cold_runs = [], []
+    base_runs, cold_runs, base_cpu, cold_cpu = [], [], [], []
     for r in range(args.rounds):
+        c0 = _cpu()
         base_s, hits = baseline(files, args.jobs, objdump_for(args.arch))
+        c1 = _cpu()
         base_runs.append(base_s)
-        print(f"round {r + 1}: objdump -d | grep xmm/ymm/zmm: {base_s:.2f} s ({hits} matching lines)")
+        base_cpu.append(c1[1] - c0[1])
+        print(f"round {r + 1}: objdump -d | grep xmm/ymm/zmm: {base_s:.2f} s, CPU {base_cpu[-1]:.2f} s "
+              f"({hits} matching lines)")
         clear_lint_cache()
+        c1 = _cpu()
         t = time.monotonic()
         cold = lint_paths([folder], jobs=args.jobs)
         cold_runs.append(time.monotonic() - t)
-        print(f"round {r + 1}: lint cold: {cold_runs[-1]:.2f} s ({cold.count('error')} errors, "
-              f"{cold.count('warning')} warnings)")
+        c2 = _cpu()
+        cold_cpu.append(c2[0] - c1[0] + c2[1] - c1[1])
+        print(f"round {r + 1}: lint cold: {cold_runs[-1]:.2f} s, CPU {cold_cpu[-1]:.2f} s ({cold.count('error')} "
+              f"errors, {cold.count('warning')} warnings)")
     base_s, cold_s = min(base_runs), min(cold_runs)
     errors = cold.count("error")
 
@@ -293,7 +300,7 @@ and the best of each is compared.
 |---|---|---|---|
 | `objdump -d` \\| `grep -E 'xmm\\|ymm\\|zmm'` (baseline) | {base_s:.2f} | 1.00 | |
 | `lint_paths`, cold (lint cache cleared) | {cold_s:.2f} | {cold_ratio:.2f} x baseline | <= 1.0 {'(met)' if ok_cold else '(MISSED)'} |
-| (every round: objdump {', '.join(f'{x:.1f}' for x in base_runs)} s; cold lint {', '.join(f'{x:.1f}' for x in cold_runs)} s) | | | |
+| (every round: objdump {', '.join(f'{x:.1f}' for x in base_runs)} s; cold lint {', '.join(f'{x:.1f}' for x in cold_runs)} s; CPU used, best round: objdump {min(base_cpu):.1f} s, lint {min(cold_cpu):.1f} s = {min(cold_cpu) / min(base_cpu):.2f} x) | | | |
 | `lint_paths`, warm (nothing changed) | {warm_s:.2f} | {warm_ratio:.3f} x cold | <= 0.1 {'(met)' if ok_warm else '(MISSED)'} |
 {one_row}
 | real package set: all {st['files']} modules of `{SET_FOLDER}` against {args.pin} (symbols resolved over the set; {st['linked']} of them need another module of the set loaded first): lint cold / `objdump -d` over the same files | {st['cold']:.2f} / {st['base']:.2f} | {set_ratio:.2f} x baseline | <= 1.0 {'(met)' if ok_set else '(MISSED)'} |

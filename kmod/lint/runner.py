@@ -388,7 +388,7 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
         for item in items:
             collect([_work_safely(run, item)])
         return
-    engine.warm(_arches_of([Path(i[0]) for i in items]) or archmod_names())
+    engine.warm(_arches_of([Path(i[0]) for i in items]) or _all_arch_names())
     ctx = multiprocessing.get_context("fork")
     # The workers share the parent's memory (the target's tables, the rule data) until they write to it,
     # and a garbage collection in a worker writes to every object it visits: each worker then copied
@@ -455,7 +455,7 @@ def _arches_of(paths_: list[Path]) -> set[str]:
     return out
 
 
-def archmod_names() -> list[str]:
+def _all_arch_names() -> list[str]:
     from .. import arch as archmod
     return archmod.names()
 
