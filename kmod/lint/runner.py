@@ -349,6 +349,8 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
         # module, what a build cell adds, is linted here
         size = sum(t[2] for t in todo)
         workers = min(jobs or _cpus(), len(items), max(1, size // POOL_BYTES_PER_WORKER))
+        if workers > 1:
+            engine.warm(_arches_of([Path(t[0]) for t in todo]) or _all_arch_names())   # before forking
 
         counter = Counter("lint", len(items), min_total=50 if progress else len(items) + 1)
 
@@ -388,7 +390,6 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
         for item in items:
             collect([_work_safely(run, item)])
         return
-    engine.warm(_arches_of([Path(i[0]) for i in items]) or _all_arch_names())
     ctx = multiprocessing.get_context("fork")
     # The workers share the parent's memory (the target's tables, the rule data) until they write to it,
     # and a garbage collection in a worker writes to every object it visits: each worker then copied

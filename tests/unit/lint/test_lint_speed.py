@@ -113,3 +113,31 @@ def test_only_operand_texts_are_searched_for_fp_registers(build, monkeypatch):
     monkeypatch.setitem(a.__dict__, "fp_registers_bytes", counting)
     assert decode.has_fp(e)
     assert 0 < counting.searched < insns * 16, (counting.searched, insns)
+
+
+def test_a_module_is_read_with_a_buffer_of_its_size(build, monkeypatch):
+    """read_raw asked read(2) for 256 MiB (the cap) for every file: the kernel mapped and unmapped that
+    much each time, four times the system time of the reads themselves."""
+    import os
+    from kmod.lint import files
+    ko = build("x86_64", CLEAN)
+    asked = []
+    real = os.fdopen
+
+    class Recording:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n):
+            asked.append(n)
+            return self.f.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **kw: Recording(real(fd, *a, **kw)))
+    assert files.read_raw(ko) == ko.read_bytes()
+    assert asked and max(asked) <= max(ko.stat().st_size + 1, files._STREAM)
