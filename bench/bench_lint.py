@@ -300,7 +300,7 @@ and the best of each is compared.
 |---|---|---|---|
 | `objdump -d` \\| `grep -E 'xmm\\|ymm\\|zmm'` (baseline) | {base_s:.2f} | 1.00 | |
 | `lint_paths`, cold (lint cache cleared) | {cold_s:.2f} | {cold_ratio:.2f} x baseline | <= 1.0 {'(met)' if ok_cold else '(MISSED)'} |
-| (every round: objdump {', '.join(f'{x:.1f}' for x in base_runs)} s; cold lint {', '.join(f'{x:.1f}' for x in cold_runs)} s; CPU used, best round: objdump {min(base_cpu):.1f} s, lint {min(cold_cpu):.1f} s = {min(cold_cpu) / min(base_cpu):.2f} x) | | | |
+| (every round: objdump {', '.join(f'{x:.1f}' for x in base_runs)} s; cold lint {', '.join(f'{x:.1f}' for x in cold_runs)} s; lint / objdump of each round {', '.join(f'{c / o:.2f}' for o, c in zip(base_runs, cold_runs))}; CPU used, best round: objdump {min(base_cpu):.1f} s, lint {min(cold_cpu):.1f} s = {min(cold_cpu) / min(base_cpu):.2f} x) | | | |
 | `lint_paths`, warm (nothing changed) | {warm_s:.2f} | {warm_ratio:.3f} x cold | <= 0.1 {'(met)' if ok_warm else '(MISSED)'} |
 {one_row}
 | real package set: all {st['files']} modules of `{SET_FOLDER}` against {args.pin} (symbols resolved over the set; {st['linked']} of them need another module of the set loaded first): lint cold / `objdump -d` over the same files | {st['cold']:.2f} / {st['base']:.2f} | {set_ratio:.2f} x baseline | <= 1.0 {'(met)' if ok_set else '(MISSED)'} |
@@ -313,15 +313,20 @@ The cold run found {errors} error(s) and {cold.count('warning')} warning(s) (the
 construction, so errors would be false positives). Numbers on a shared machine are noisy: compare the
 ratios, which come from one run, and the CPU seconds, which other load changes least.
 
-Where a cold lint's time goes (cProfile and per-stage CPU time, drivers/media/usb against the pin): about
-half is capstone decoding every executable section to answer "any FP/SIMD instruction?" (a C call, 4-5 M
-x86 instructions/s); the rest is reading, ELF parsing, the symbol facts and the set's resolution. What
-keeps it at or below objdump: both processes work on a package-sized set (a pool from 1 MiB of modules
-per worker: a pool of two costs about 10 ms), the code is decoded in place (no section copied out), the
-pin's target is read once per process, the symbol table is walked once per module, and on the arches
-without a list of general-purpose instructions (ppc64el, s390x, riscv64) each distinct operand text of a
-chunk is searched for an FP register once, instead of a regex over the whole instruction array.
-Decoding a module with FP code twice (the FP question, then the call graph) costs 2-10% of its lint
+Where a cold lint's time goes (cProfile and per-stage CPU time): about half is capstone decoding every
+executable section to answer "any FP/SIMD instruction?" (a C call, 4-5 M x86 instructions/s); the rest
+is reading, hashing for the cache, ELF parsing, the symbol facts and the set's resolution. What changed
+for these figures: the code is decoded in place (no section copied out), a module is read with a buffer
+of its size (asking for the 256 MiB cap made the kernel map and unmap that much per file), the pin's
+target is read once per process, the symbol table is walked once per module, a pool's workers inherit
+the instruction tables and are spared the garbage collector's writes to the parent's objects
+(gc.freeze), and on the arches without a list of general-purpose instructions (ppc64el, s390x,
+riscv64) each distinct operand text of a chunk is searched for an FP register once, instead of a regex
+over the whole instruction array. A package-sized set is linted in one process (up to 8 MiB per
+worker): measured in new processes, one process beat a pool of two up to 11 MiB (the pool's workers
+start in about 30 ms and copy the parent's pages as they touch them), and the pool won from about
+16 MiB. Decoding a module with FP code twice (the FP question, then the call graph) costs 2-10% of its
+lint
 (the first pass stops at the first FP instruction; ppc64el amdgpu.ko: 0.07 of 2.7 s): left as it is.
 """)
         print(f"wrote the {SECTION} section of {doc}")
