@@ -141,16 +141,30 @@ def _after_last(mv, n: int) -> int:
 
 
 def _register_hits(arch: Arch, mv, n: int) -> set[int]:
-    """Indexes of the `n` instructions whose operand text names an FP/vector register. Each distinct
-    operand text of the chunk is searched once: a regex over the whole cs_insn array (248 bytes an
-    instruction, with the stale bytes capstone leaves after each string) took most of a ppc64el,
-    s390x or riscv64 lint, whose arches have no gp_insns to skip most instructions by id."""
+    """Indexes of the `n` instructions whose operand text names an FP/vector register."""
+    if _literal_start(arch.lint.fp_registers):
+        # a pattern that starts with a literal ("mm[0-9]", "%[fv]...") is found by the regex engine's
+        # fast search: one pass over the whole cs_insn array costs less than reading each operand text
+        out = set()
+        for m in arch.fp_registers_bytes.finditer(mv):
+            i, r = divmod(m.start(), _SZ)
+            # capstone leaves old bytes after the operand string's NUL: only count text before it
+            if _OFF_OP <= r < _OFF_OP + _OP_LEN and 0 not in mv[i * _SZ + _OFF_OP:m.start()]:
+                out.add(i)
+        return out
+    # one that does not ("\b(?:f|v|vs)[0-9]..." on ppc64el, riscv64) is tried at every byte of the array
+    # (248 bytes an instruction): that was most of those arches' lint. Each distinct operand text of the
+    # chunk is searched once instead.
     buf = bytes(mv)
-    # capstone leaves old bytes after the operand string's NUL: only the text before it counts
     ops = [buf[b:b + _OP_LEN].partition(b"\0")[0] for b in range(_OFF_OP, n * _SZ, _SZ)]
     search = arch.fp_registers_bytes.search
     named = {op for op in set(ops) if search(op)}
     return {i for i, op in enumerate(ops) if op in named} if named else set()
+
+
+@cache
+def _literal_start(pattern: str) -> bool:
+    return bool(pattern) and (pattern[0].isalnum() or pattern[0] in "%$_")
 
 
 def _address(elf: Elf, sec: Section) -> int:
