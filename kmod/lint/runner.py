@@ -396,30 +396,33 @@ def _run_pool(run: Run, items: list, workers: int, collect) -> None:
     # the parent's pages one by one and did its half of drivers/media/usb in 0.24 s, twice the whole
     # set's time in one process. Frozen objects are left alone by the collector (gc.freeze).
     gc.freeze()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(run,))
+    # a signal only takes note while the pool's locks are in play, from its first submit (which forks the
+    # workers) on: an exception landing inside them would leave one held and hang the exit, as a Ctrl-C
+    # right after the first progress line sometimes did; it is raised here, between waits
     try:
-        futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
-        pending = set(futures)
-        # a signal only takes note while the pool's locks are in play (an exception landing inside them
-        # would leave one held and hang the exit); it is raised here, between waits
         with runmod.deferred_signals() as signals:
-            while pending:
-                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                signals.check()
-                for fut in finished:
-                    try:
-                        done = fut.result()
-                    except KmodError:
-                        raise
-                    except Exception:   # a worker died (BrokenProcessPool): redo its files here
-                        done = [_work_safely(run, i) for i in futures[fut]]
-                    collect(done)
-    except BaseException:
-        _kill_workers(pool)
-        # wait for the pool's own thread to see its workers gone: one still closing its pipe as the
-        # interpreter exits prints "Exception ignored ... Bad file descriptor" after our one line
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                       initargs=(run,))
+            try:
+                futures = {pool.submit(_work_many, chunk): chunk for chunk in _chunks(items, workers)}
+                pending = set(futures)
+                while pending:
+                    finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    signals.check()
+                    for fut in finished:
+                        try:
+                            done = fut.result()
+                        except KmodError:
+                            raise
+                        except Exception:   # a worker died (BrokenProcessPool): redo its files here
+                            done = [_work_safely(run, i) for i in futures[fut]]
+                        collect(done)
+            except BaseException:
+                _kill_workers(pool)
+                # wait for the pool's own thread to see its workers gone: one still closing its pipe as the
+                # interpreter exits prints "Exception ignored ... Bad file descriptor" after our one line
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         gc.unfreeze()
     pool.shutdown()
@@ -434,6 +437,16 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
         try:
             p.kill()
         except (OSError, ValueError, AttributeError):
+            pass
+    # A worker killed while it wrote a result leaves half a message in the result pipe, and the pool's
+    # thread waited for the rest for ever (this process holds the pipe's write end too), so shutdown()
+    # never returned: Ctrl-C hung about one run in forty. With this process's copy closed, the dead
+    # workers' ends were the last: the thread reads end-of-file, takes the pool as broken and stops.
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError:
             pass
 
 
