@@ -208,6 +208,15 @@ def _check_module(m: Module, given: set[str], where: str) -> Module:
         if extra:
             raise UserError(f"{where}: {extra[0]} does not apply to a hand-written source",
                             f"remove {extra[0]}, or remove source to use a template")
+        ignored = sorted(given & set(SOURCE_KEYS))
+        if ignored and (m.source / "dkms.conf").exists():
+            # its own dkms.conf is what kmod's build and the package's dkms run (MAKE[0], BUILT_MODULE_*):
+            # a spec key that would have said the same thing otherwise is silently without effect
+            raise UserError(f"{where}: {ignored[0]} is not used: the source has its own dkms.conf, whose MAKE[0] "
+                            "and BUILT_MODULE_LOCATION say how it is built",
+                            f"remove {ignored[0]}, or put it in the source's dkms.conf (e.g. MAKE[0]=\"make "
+                            "-C ${kernel_source_dir} M=${dkms_tree}/${PACKAGE_NAME}/${PACKAGE_VERSION}/build "
+                            "VAR=value\")")
         if m.build_dir and not (m.source / m.build_dir).is_dir():
             raise UserError(f"{where}: build_dir {m.build_dir!r} is not a subfolder of the source", 'e.g. "src"')
         if not ((m.source / "dkms.conf").exists()
@@ -375,7 +384,20 @@ def load(path: Path) -> Project:
                             f"did you mean [package.{close[0]}]?" if close else
                             f"declared modules: {', '.join(mods)}")
         packaging[name] = Packaging(**parse(Packaging, raw, f"{path.name}: [package.{name}]"))
+        _check_packaging(mods[name], packaging[name], f"{path.name}: [package.{name}]")
     return Project(path.resolve(), mods, default, packaging)
+
+
+def _check_packaging(m: Module, p: Packaging, where: str) -> None:
+    """A source with its own dkms.conf is packaged with that dkms.conf (kept, not replaced): a key that
+    would become a directive of the generated one has no effect. maintainer and homepage still apply."""
+    if m.source is None or not (m.source / "dkms.conf").exists():
+        return
+    for k in keys(Packaging):
+        if "dkms" in k.meta and getattr(p, k.attr):
+            raise UserError(f"{where}: {k.name} is not used: module {m.name}'s source has its own dkms.conf, "
+                            f"which the package keeps as it is (no {k.meta['dkms']} is written into it)",
+                            f"remove {k.name}, or set {k.meta['dkms']} in the source's dkms.conf")
 
 
 def find(explicit: str | None = None) -> Path:

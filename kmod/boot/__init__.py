@@ -42,6 +42,7 @@ class Target:
     ko: Path
     kos: tuple[Path, ...] = ()  # every .ko of the cell, in load order (default: `ko` alone)
     flavour: str = GENERIC
+    uses_kprobes: bool = False  # the build saw a .ko call register_k(ret)probe(s) (manifest kos[].kprobes)
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -95,12 +96,16 @@ def targets_from_manifest(project, manifest: Manifest, arches: list[archmod.Arch
         if not all(k.is_file() for k in kos):
             continue
         out.append(Target(wanted[rec["module"]], pinsmod.get(rec["kernel"]), archmod.get(rec["arch"]), kos[0],
-                          kos, flavour))
+                          kos, flavour, _uses_kprobes(rec)))
     return out
 
 
 def _kos(project, rec: dict) -> tuple[Path, ...]:
     return tuple(project.dist / k["ko"] for k in rec.get("kos") or [{"ko": rec["ko"]}])
+
+
+def _uses_kprobes(rec: dict) -> bool:
+    return any(isinstance(k, dict) and k.get("kprobes") for k in rec.get("kos") or [])
 
 
 def targets_from_cells(project, cells) -> list[Target]:
@@ -110,7 +115,7 @@ def targets_from_cells(project, cells) -> list[Target]:
         if c.pin is None or not rec.get("ko") or c.result not in ("ok", "cached"):
             continue  # host builds (--kdir) have no pinned kernel to boot
         kos = _kos(project, rec)
-        out.append(Target(c.module, c.pin, c.arch, kos[0], kos, c.flavour))
+        out.append(Target(c.module, c.pin, c.arch, kos[0], kos, c.flavour, _uses_kprobes(rec)))
     return out
 
 
@@ -140,7 +145,7 @@ def boot_one(target: Target, out_dir: Path, timeout: float, append: tuple[str, .
     cmd = run.argv
     v = verdict.judge(run.lines, target.probes, target.module.kernel_name, timed_out=run.timed_out,
                       timeout=timeout, exit_code=run.exit_code, needs_hits=not hand_written,
-                      expect=target.module.expect)
+                      expect=target.module.expect, uses_kprobes=target.uses_kprobes)
     boot_s = run.marks.get(f"{initramfs.MARKER} step=init")
     seconds = {"prepare": round(prepared, 3), "boot": round(boot_s, 3) if boot_s is not None else None,
                "test": round(run.seconds - boot_s, 3) if boot_s is not None else None,

@@ -6,7 +6,8 @@ kernel prints its own messages in between, in order. PASS needs: insmod ok, ever
 O and E, and a console free of the signs of a sick kernel. A hand-written module has no counters:
 kmod counts hits itself with a tracefs kprobe event on each address the module registered, or the
 spec's `expect` pattern on the console proves it; without either the verdict is "unproven". A module
-that registers no kprobes is judged on load, unload and kernel health alone, and the verdict says so. A boot that never reaches /init is an
+that registers no kprobes is judged on load, unload and kernel health alone, and the verdict says so;
+one that the build saw calling register_kprobe but that registered none during the test is "unproven". A boot that never reaches /init is an
 infrastructure error, not a verdict on the module."""
 import re
 from dataclasses import dataclass, field
@@ -161,18 +162,27 @@ def counted(steps: list[Step]) -> tuple[dict[str, int], dict[str, str]]:
 
 
 def _proof_by_count(v: Verdict, steps: list[Step], lines: list[str], probes, expect: str, found: list,
-                    excerpt) -> str:
+                    excerpt, uses_kprobes: bool = False) -> str:
     """A hand-written module: kmod's own kprobe events on the addresses it registered, or the spec's
     console pattern. Returns why the verdict is unproven ("" when proven or failed)."""
     mine = registered(v.kprobes)
-    if not mine and not probes:
-        v.proof = "none needed: the module registers no kprobes; judged on load, unload and kernel health alone"
-        return ""
     trig = next((s for s in steps if s.name == "trigger" and s.status == "start"), None)
     seen = ""
     if expect and trig:
         rx = re.compile(expect)
         seen = next((ln.strip() for ln in lines[trig.index:] if MARKER not in ln and rx.search(ln)), "")
+    if not mine and not probes:
+        if not uses_kprobes:
+            v.proof = "none needed: the module registers no kprobes; judged on load, unload and kernel health alone"
+            return ""
+        if seen:
+            v.proof = f"the console showed {expect!r}: {seen[:120]}"
+            return ""
+        # it calls register_kprobe (the build saw it), but no probe of it was listed after insmod: it
+        # registers them later (a parameter, a device it waits for) or not at all, and nothing was counted
+        return ("the module uses kprobes (its manifest's kos[].kprobes) but registered none while it was "
+                "loaded, so nothing proved a probe fired: give the spec a trigger that makes it register them "
+                "(kmod then counts their hits), or expect = \"a line the module prints when its probe fires\"")
     hits, failed = counted(steps)
     v.hits = [hits.get(p, 0) for p in mine] if hits else None
     never = [p for p in mine if hits.get(p) == 0]
@@ -198,7 +208,10 @@ def _proof_by_count(v: Verdict, steps: list[Step], lines: list[str], probes, exp
 
 
 def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, timed_out: bool = False,
-          timeout: float = 0.0, exit_code: int | None = 0, needs_hits: bool = True, expect: str = "") -> Verdict:
+          timeout: float = 0.0, exit_code: int | None = 0, needs_hits: bool = True, expect: str = "",
+          uses_kprobes: bool = False) -> Verdict:
+    """`uses_kprobes`: the build found the module calling register_k(ret)probe(s) (the manifest's
+    kos[].kprobes): a hand-written one that then registers nothing is unproven, not 'none needed'."""
     lines = [ln.rstrip("\r\n") for ln in lines]
     steps = parse_steps(lines)
     by_name: dict[str, Step] = {}
@@ -254,7 +267,8 @@ def judge(lines: list[str], probes: list[tuple[str, int]], module: str = "", *, 
                 found.append(Finding(kp.index, "kprobes", "; ".join(what), v.kprobes[:EXCERPT] or ["(list empty)"]))
         hits = by_name.get("hits")
         if not needs_hits and ins and ins.status == "ok" and "trigger" in by_name:
-            unproven = _proof_by_count(v, steps, lines, probes, expect, found, excerpt_since_previous)
+            unproven = _proof_by_count(v, steps, lines, probes, expect, found, excerpt_since_previous,
+                                       uses_kprobes)
         elif hits and hits.status == "ok":
             try:
                 v.hits = [int(x) for x in hits.fields.get("value", "").split(",") if x != ""]

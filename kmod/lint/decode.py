@@ -125,8 +125,9 @@ _INSN = capstone._cs_insn
 _SZ = ctypes.sizeof(_INSN)
 _OFF_ADDR, _OFF_SIZE = _INSN.address.offset, _INSN.size.offset
 _OFF_MN, _OFF_OP = _INSN.mnemonic.offset, _INSN.op_str.offset
-_OP_END = _OFF_OP + 160
-_CHUNK = 32768        # instructions per cs_disasm call: bounds memory (248 bytes per instruction)
+_OP_LEN = 160       # cs_insn.op_str: char[160]
+_CHUNK = 8192         # instructions per cs_disasm call: bounds memory (248 bytes per instruction); 2 MB
+                      # arrays decoded the in-tree modules about 5% faster than 8 MB ones (32768)
 
 
 def _cstr(mv, start: int, size: int) -> str:
@@ -139,26 +140,51 @@ def _after_last(mv, n: int) -> int:
     return int.from_bytes(mv[b + _OFF_ADDR:b + _OFF_ADDR + 8], "little") + (mv[b + _OFF_SIZE] | mv[b + _OFF_SIZE + 1] << 8)
 
 
-def _register_hits(arch: Arch, mv) -> set[int]:
-    """Indexes of the instructions whose operand text names an FP/vector register."""
-    out = set()
-    for m in arch.fp_registers_bytes.finditer(mv):
-        i, r = divmod(m.start(), _SZ)
-        # capstone leaves old bytes after the operand string's NUL: only count text before it
-        if _OFF_OP <= r < _OP_END and 0 not in mv[i * _SZ + _OFF_OP:m.start()]:
-            out.add(i)
-    return out
+def _register_hits(arch: Arch, mv, n: int) -> set[int]:
+    """Indexes of the `n` instructions whose operand text names an FP/vector register."""
+    if _literal_start(arch.lint.fp_registers):
+        # a pattern that starts with a literal ("mm[0-9]", "%[fv]...") is found by the regex engine's
+        # fast search: one pass over the whole cs_insn array costs less than reading each operand text
+        out = set()
+        for m in arch.fp_registers_bytes.finditer(mv):
+            i, r = divmod(m.start(), _SZ)
+            # capstone leaves old bytes after the operand string's NUL: only count text before it
+            if _OFF_OP <= r < _OFF_OP + _OP_LEN and 0 not in mv[i * _SZ + _OFF_OP:m.start()]:
+                out.add(i)
+        return out
+    # one that does not ("\b(?:f|v|vs)[0-9]..." on ppc64el, riscv64) is tried at every byte of the array
+    # (248 bytes an instruction): that was most of those arches' lint. Each distinct operand text of the
+    # chunk is searched once instead.
+    buf = bytes(mv)
+    ops = [buf[b:b + _OP_LEN].partition(b"\0")[0] for b in range(_OFF_OP, n * _SZ, _SZ)]
+    search = arch.fp_registers_bytes.search
+    named = {op for op in set(ops) if search(op)}
+    return {i for i, op in enumerate(ops) if op in named} if named else set()
 
 
-def _chunks(arch: Arch, code: bytes, lo: int, hi: int):
-    """Decode [lo, hi) in chunks: yields (memoryview of the cs_insn array, count, ids) for decoded runs
-    and (None, length, fp?) for undecodable bytes."""
+@cache
+def _literal_start(pattern: str) -> bool:
+    return bool(pattern) and (pattern[0].isalnum() or pattern[0] in "%$_")
+
+
+def _address(elf: Elf, sec: Section) -> int:
+    """The address of a section's first byte inside the module's bytes, for cs_disasm to read in place (a
+    section copied out and then into a ctypes buffer was two copies of all the code of every module)."""
+    data = elf.data
+    if not isinstance(data, bytes):
+        data = elf.data = bytes(data)
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value + sec.offset
+
+
+def _chunks(arch: Arch, elf: Elf, sec: Section, code, lo: int, hi: int):
+    """Decode [lo, hi) of a section (`code`: its bytes) in chunks: yields (memoryview of the cs_insn
+    array, count, ids) for decoded runs and (None, length, fp?) for undecodable bytes."""
     handle = disassembler(arch).csh
-    cbuf = ctypes.create_string_buffer(code[lo:hi], max(hi - lo, 0))
+    base = _address(elf, sec)     # elf.data stays referenced by elf for as long as this runs
     pos = lo
     while pos < hi:
         arr = ctypes.POINTER(_INSN)()
-        ptr = ctypes.cast(ctypes.byref(cbuf, pos - lo), ctypes.POINTER(ctypes.c_char))
+        ptr = ctypes.cast(base + pos, ctypes.POINTER(ctypes.c_char))
         n = capstone._cs.cs_disasm(handle, ptr, hi - pos, pos, _CHUNK, ctypes.byref(arr))
         if n == 0:
             length, fp = undecoded(arch, code, pos)
@@ -180,8 +206,8 @@ def _capstone_has_fp(elf: Elf, arch: Arch) -> bool:
     for sec in elf.sections:
         if not sec.executable or not sec.size:
             continue
-        code = elf.section_bytes(sec)
-        for mv, n, ids in _chunks(arch, code, 0, len(code)):
+        code = elf.section_view(sec)
+        for mv, n, ids in _chunks(arch, elf, sec, code, 0, len(code)):
             if mv is None:
                 if ids:
                     return True
@@ -195,7 +221,7 @@ def _capstone_has_fp(elf: Elf, arch: Arch) -> bool:
                     b = i * _SZ + _OFF_OP
                     if rx.search(bytes(mv[b:b + 160]).split(b"\0", 1)[0]):
                         return True
-            elif _register_hits(arch, mv):
+            elif _register_hits(arch, mv, n):
                 return True
     return False
 
@@ -219,18 +245,18 @@ def capstone_events(elf: Elf, arch: Arch, sec: Section, relocs: dict[int, object
     t = _tables(arch.name)
     relative = arch.lint.targets == "relative"
     before = arch.lint.call_relocation_before
-    code = elf.section_bytes(sec)
+    code = elf.section_view(sec)
     hi = len(code) if hi is None else min(hi, len(code))
     events = []
     append = events.append
-    for mv, n, ids in _chunks(arch, code, lo, hi):
+    for mv, n, ids in _chunks(arch, elf, sec, code, lo, hi):
         if mv is None:
             if ids:   # undecoded FP (an instruction capstone does not know, e.g. RISC-V V)
                 start, length = n
                 append([start, FP, None, start + length, start + length])
             continue
         hits = list(compress(range(n), map(t.interesting.__contains__, ids)))
-        vec = _register_hits(arch, mv)
+        vec = _register_hits(arch, mv, n)
         if vec:
             hits = sorted(vec.union(hits))
         run = None

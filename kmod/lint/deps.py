@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import ruledata
-from .elf import Elf, SHN_ABS, SHN_UNDEF
+from .elf import Elf, SHN_ABS
 from .findings import Finding
 
 # Defined by the final link of a .ko (the .mod.c part) on every arch; each arch adds its own
@@ -77,8 +77,8 @@ def exports_of(elf: Elf) -> dict[str, list]:
     out: dict[str, list] = {}
     ns: dict[str, str] = {}
     secs = elf.sections
-    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
-        if name_off not in starts or shndx == SHN_UNDEF or shndx >= len(secs):
+    for name_off, _info, _other, shndx, value, _size in elf._defined_rows:
+        if name_off not in starts or shndx >= len(secs):
             continue
         end = strtab.find(b"\0", name_off)
         name = strtab[name_off:end].decode("utf-8", "replace")
@@ -111,8 +111,8 @@ def export_crcs(elf: Elf) -> dict[str, int]:
     if not starts:
         return out
     secs = elf.sections
-    for name_off, _info, _other, shndx, value, _size in elf._rawsyms:
-        if name_off not in starts or shndx == SHN_UNDEF:
+    for name_off, _info, _other, shndx, value, _size in elf._defined_rows:
+        if name_off not in starts:
             continue
         name = strtab[name_off:strtab.find(b"\0", name_off)].decode("utf-8", "replace")[len("__crc_"):]
         if shndx == SHN_ABS:
@@ -161,17 +161,19 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
         unknown, ns_missing, gpl_used, only_for, crc_off = [], {}, [], {}, {}
         expects = f.get("versions") or {}
         weak = set(f.get("weak", ()))
+        import_ns = f["import_ns"]
         for sym in f["needs"]:
             entry = kernel.get(sym) if kernel is not None else None
-            if entry is not None and _entry(entry)[3] not in (VMLINUX, None, "") and any(
-                    p != path for p in set_exports.get(sym, ())):
-                entry = None   # an in-tree module's export that a module of the set provides: that file loads
             if entry is not None:
-                _crc, _gpl, space, owner = _entry(entry)
+                _crc, _gpl, space, owner = entry if len(entry) == 4 else _entry(entry)
                 if owner and owner != VMLINUX:
-                    res.provided[sym] = _provider_label(owner)
+                    in_set = set_exports.get(sym)
+                    if in_set and (len(in_set) > 1 or in_set[0] != path):
+                        entry = None   # an in-tree module's export that a module of the set provides: that file loads
+                    else:
+                        res.provided[sym] = _provider_label(owner)
                 # the target's GPL-only exports are license.py's rule
-            else:
+            if entry is None:
                 owners = [p for p in set_exports.get(sym, ()) if p != path]
                 if not owners:
                     if kernel is not None and sym not in sf and sym not in weak:   # softfloat-helper says it better
@@ -186,11 +188,13 @@ def resolve(modules: dict[str, dict], arch_of: dict[str, str | None], target_for
                     res.depends.append(owners[0])
                 if gpl and not f["gpl"]:
                     gpl_used.append(sym)
+            if not space:
+                continue
             if space.startswith(MODULE_NS):
                 # EXPORT_SYMBOL_FOR_MODULES (Linux >= 6.13): only the named modules may use it, no import
                 if not _module_match(f["name"], space[len(MODULE_NS):]):
                     only_for.setdefault(space[len(MODULE_NS):], []).append(sym)
-            elif space and space not in f["import_ns"]:
+            elif space not in import_ns:
                 ns_missing.setdefault(space, []).append(sym)
         where = t.name if t is not None else "the target"
         others = per_arch[arch] - 1

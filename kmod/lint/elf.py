@@ -75,6 +75,9 @@ class Elf:
     order: str = "<"        # struct byte order of every field: "<" little-endian, ">" big-endian
     _rawsyms: list = field(default_factory=list, repr=False)
     _strtab: bytes = field(default=b"", repr=False)
+    # the rows of _rawsyms the rules ask about, sorted out in parse()'s one pass over the table
+    _undef_rows: list = field(default_factory=list, repr=False)     # undefined, with a name
+    _defined_rows: list = field(default_factory=list, repr=False)   # defined (any binding)
     # relocations grouped by the index of the section they patch, read when first asked for
     relocs: "Relocs" = None
 
@@ -86,6 +89,12 @@ class Elf:
         if sec.type == SHT_NOBITS:
             return b""
         return self.data[sec.offset:sec.offset + sec.size]
+
+    def section_view(self, sec: Section) -> memoryview:
+        """A section's bytes without copying them (the decoder reads megabytes of code per module)."""
+        if sec.type == SHT_NOBITS:
+            return memoryview(b"")
+        return memoryview(self.data)[sec.offset:sec.offset + sec.size]
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -131,8 +140,8 @@ class Elf:
     def undefined(self) -> list[str]:
         st = self._strtab
         seen = {}
-        for name, info, _other, shndx, _value, _size in self._rawsyms:
-            if shndx == SHN_UNDEF and name and info & 0xF != STT_FILE:
+        for name, info, _other, _shndx, _value, _size in self._undef_rows:
+            if info & 0xF != STT_FILE:
                 n = _cstr(st, name)
                 if n:
                     seen.setdefault(n, None)
@@ -143,15 +152,14 @@ class Elf:
         """Undefined symbols bound weak: the loader leaves one it cannot resolve at 0 instead of refusing the
         module (simplify_symbols()), and modpost does not warn, e.g. PowerPC's machine_is(cell)'s mach_cell."""
         st = self._strtab
-        return {_cstr(st, name) for name, info, _o, shndx, _v, _s in self._rawsyms
-                if shndx == SHN_UNDEF and name and info >> 4 == STB_WEAK}
+        return {_cstr(st, name) for name, info, _o, _shndx, _v, _s in self._undef_rows if info >> 4 == STB_WEAK}
 
     @cached_property
     def global_names(self) -> set[str]:
         """Names of the defined global and weak symbols (module_init/module_exit aliases among them)."""
         st = self._strtab
-        return {_cstr(st, name) for name, info, _o, shndx, _v, _s in self._rawsyms
-                if shndx != SHN_UNDEF and info >> 4 in (STB_GLOBAL, STB_WEAK)}
+        return {_cstr(st, name) for name, info, _o, _shndx, _v, _s in self._defined_rows
+                if info >> 4 in (STB_GLOBAL, STB_WEAK)}
 
     def cstring_at(self, sec_index: int, offset: int, limit: int = 512) -> str | None:
         """The NUL-terminated string at `offset` of a section (used for symbol_name = "..." pointers)."""
@@ -279,10 +287,19 @@ def parse(data: bytes) -> Elf:
     nsec = len(sections)
     # symbols stay raw tuples until a rule needs them as objects: most modules only need the names
     # of their undefined and global symbols
-    elf._rawsyms = list(struct.iter_unpack(order + "IBBHQQ", elf.section_bytes(symtab)))
-    for i, row in enumerate(elf._rawsyms):
-        if nsec <= row[3] < SHN_LORESERVE:
-            raise BadElf(f"corrupt symbol {i}: section index {row[3]} out of range")
+    elf._rawsyms = rows = list(struct.iter_unpack(order + "IBBHQQ", elf.section_bytes(symtab)))
+    # one pass checks every row and sorts out the ones the rules ask about (undefined, defined): the
+    # undefined and global names, the exports and their CRCs each walked the whole table before
+    undef, defined = elf._undef_rows, elf._defined_rows
+    for row in rows:
+        shndx = row[3]
+        if shndx == SHN_UNDEF:
+            if row[0]:
+                undef.append(row)
+        elif shndx < nsec or shndx >= SHN_LORESERVE:
+            defined.append(row)
+        else:
+            raise BadElf(f"corrupt symbol {rows.index(row)}: section index {shndx} out of range")
 
     for sec in sections:
         if sec.type not in (SHT_RELA, SHT_REL) or sec.link != symtab.index:

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,16 +77,19 @@ class KernelTarget:
                 "how_to_get_symbols": self.how_to_get_symbols}
 
     @classmethod
-    def from_json(cls, d) -> "KernelTarget":
-        """The inverse of to_json; anything of the wrong shape raises ValueError (a damaged entry)."""
+    def from_json(cls, d, exports: dict | None = None) -> "KernelTarget":
+        """The inverse of to_json; anything of the wrong shape raises ValueError (a damaged entry).
+        `exports`: d's export table already made into tuples (shared, read-only: see _read_json)."""
         try:
             if d["format"] != FORMAT:
                 raise ValueError("old format")
-            exports, text, clones = d["exports"], d["text"], d["clones"]
+            text, clones = d["text"], d["clones"]
+            if exports is None:
+                exports = _exports_table(d["exports"])
             if not all(isinstance(x, (dict, type(None))) for x in (exports, text, clones)):
                 raise TypeError("not a table")
             return cls(name=str(d["name"]), arch=d["arch"], release=d["release"], vermagic=d["vermagic"],
-                       exports=None if exports is None else dict(zip(exports, map(tuple, exports.values()))),
+                       exports=exports,
                        allow_missing_namespaces=bool(d["allow_missing_namespaces"]),
                        entry_skip=int(d["entry_skip"]),
                        text=text, blacklist=set(d["blacklist"]),
@@ -96,6 +100,12 @@ class KernelTarget:
                        how_to_get_symbols=str(d["how_to_get_symbols"]))
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"damaged target cache ({type(e).__name__})") from None
+
+
+def _exports_table(exports):
+    if not isinstance(exports, (dict, type(None))):
+        raise TypeError("not a table")
+    return None if exports is None else dict(zip(exports, map(tuple, exports.values())))
 
 
 class TargetSpec:
@@ -179,10 +189,13 @@ class TargetSpec:
         return self._cache[arch_name]
 
     def prepare(self, arch_names) -> None:
-        """Load (download, extract) everything before worker processes fork, so they share it."""
+        """Load (download, extract) everything before worker processes fork, so they share it (the
+        GPL-only table too, which every module's license rule asks for)."""
         for a in arch_names:
             if a:
-                self.for_arch(a)
+                t = self.for_arch(a)
+                if t is not None:
+                    t.gpl_only()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -440,15 +453,49 @@ def _cache_files(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC) -> t
     return cached, cached.with_suffix(".symbols.json")
 
 
-def _symbols_json(path: Path) -> dict:
-    more = json.loads(path.read_bytes())
+# The target files this process has read: path -> (stat, what was made of them). A build lints each of its
+# cells, preflight and the benchmarks call lint_paths again and again, and each call decoded the pin's
+# whole export table (about 30,000 entries: 20 ms, a tenth of a package's lint) anew. A file that
+# changed (another stat) is read again. What is kept is shared, read-only, by the targets made from it:
+# every KernelTarget still gets its own object and its own sets and lists (with_symbols and preflight
+# change those), so no run sees another's.
+_READ: dict[str, tuple[tuple, object]] = {}
+_READ_LOCK = threading.Lock()
+
+
+def _read_json(path: Path, make):
+    st = os.stat(path)
+    key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    with _READ_LOCK:
+        hit = _READ.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    made = make(json.loads(path.read_bytes()))
+    with _READ_LOCK:
+        _READ[str(path)] = (key, made)
+    return made
+
+
+def _target_json(d) -> tuple[dict, dict | None]:
+    try:
+        return d, _exports_table(d["exports"])
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"damaged target cache ({type(e).__name__})") from None
+
+
+def _symbols_table(more) -> dict:
     if not isinstance(more, dict) or more.get("format") != FORMAT:
         raise ValueError("damaged symbols")
     text, clones = more["text"], more["clones"]
     if not isinstance(text, (dict, type(None))) or not isinstance(clones, dict):
         raise ValueError("damaged symbols")
-    return {"text": text, "clones": clones, "blacklist": set(more["blacklist"]),
-            "ranges": [(int(a), int(b), str(n)) for a, b, n in more["ranges"]]}
+    return {"text": text, "clones": clones, "blacklist": frozenset(more["blacklist"]),
+            "ranges": tuple((int(a), int(b), str(n)) for a, b, n in more["ranges"])}
+
+
+def _symbols_json(path: Path) -> dict:
+    more = _read_json(path, _symbols_table)
+    return {**more, "blacklist": set(more["blacklist"]), "ranges": list(more["ranges"])}
 
 
 def load_symbols(pin: pins.Pin, arch: archmod.Arch, t: KernelTarget, flavour: str = GENERIC) -> bool:
@@ -469,7 +516,7 @@ def load_pin(pin: pins.Pin, arch: archmod.Arch, flavour: str = GENERIC, symbols:
     cached, cached_symbols = _cache_files(pin, arch, flavour)
     if cached.exists():
         try:
-            t = KernelTarget.from_json(json.loads(cached.read_bytes()))
+            t = KernelTarget.from_json(*_read_json(cached, _target_json))
             t.symbols_deferred = True
             if symbols and not load_symbols(pin, arch, t, flavour):
                 raise ValueError("damaged symbols")

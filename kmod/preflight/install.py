@@ -135,8 +135,10 @@ class Installer:
         mark = f"KMODPREFLIGHT-RUN-{uuid.uuid4().hex[:12]}"
         res = self.sh(trial_script(m, probes, mark))
         lines = kernel_log(res.stdout, mark)
+        from ..lint.callgraph import PROBE_REGISTRATION
         v = bootverdict.judge(lines, [(p.symbol, p.offset) for p in m.probes], m.name,
-                              exit_code=res.exit_code, needs_hits=not m.source)
+                              exit_code=res.exit_code, needs_hits=not m.source,
+                              uses_kprobes=bool(PROBE_REGISTRATION & self.info.imports))
         t.log = lines
         t.hits, t.step, t.excerpt = v.hits, v.step, v.excerpt
         if v.status == bootverdict.PASS:

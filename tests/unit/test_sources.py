@@ -106,13 +106,12 @@ def test_one_license_table():
     assert licenses.get("Beerware").spdx == "LicenseRef-Beerware" and not licenses.get("Beerware").gpl_compatible
 
 
-def hand_written_project(tmp_path, files):
+def hand_written_project(tmp_path, files, extra='build_dir = "drv"\nmake_vars = { HDAPS = "1" }\n'):
     src = tmp_path / "src"
     for n, text in files.items():
         (src / n).parent.mkdir(parents=True, exist_ok=True)
         (src / n).write_text(text)
-    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "pair"\nversion = "1.0"\nsource = "src"\n'
-                                        'build_dir = "drv"\nmake_vars = { HDAPS = "1" }\n')
+    (tmp_path / "kmod.toml").write_text('[[module]]\nname = "pair"\nversion = "1.0"\nsource = "src"\n' + extra)
     project = spec.load(tmp_path / "kmod.toml")
     return project, render.render(project.modules["pair"], project.dist / "pair" / "src")
 
@@ -138,7 +137,8 @@ def test_generated_dkms_conf_lists_every_module_and_follows_kprobes(tmp_path):
 
 def test_own_dkms_conf_is_kept_and_names_the_tree(tmp_path):
     own = 'PACKAGE_NAME="up_stream"\nPACKAGE_VERSION="0.4.2"\nBUILT_MODULE_NAME[0]="a"\n'
-    project, sources = hand_written_project(tmp_path, {"dkms.conf": own, "drv/Kbuild": "obj-m := a.o\n"})
+    # no build_dir or make_vars: its own dkms.conf says how it is built (kmod.spec refuses them here)
+    project, sources = hand_written_project(tmp_path, {"dkms.conf": own, "drv/Kbuild": "obj-m := a.o\n"}, extra="")
     write_build(project, "pair", sources, [{"name": "a", "location": "", "license": "GPL", "kprobes": False}],
                 {"conf": "own", "package_name": "up_stream", "package_version": "0.4.2",
                  "exclusive": {"BUILD_EXCLUSIVE_CONFIG": "CONFIG_ACPI"}})

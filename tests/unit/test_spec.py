@@ -235,3 +235,35 @@ def test_in_tree_module_names_refused_unless_replaced_on_purpose(tmp_path):
     m = load_text(tmp_path, '[[module]]\nname = "ext4"\nsymbols = ["x"]\nreplaces_in_tree = true\n').modules["ext4"]
     assert m.replaces_in_tree
     assert load_text(tmp_path, '[[module]]\nname = "ext4_probe"\nsymbols = ["x"]\n').modules["ext4_probe"]
+
+
+@pytest.mark.parametrize("line, key", [('make_vars = { HDAPS = "1" }', "make_vars"), ('make_target = "all"', "make_target"),
+                                       ('build_dir = "src"', "build_dir")])
+def test_a_source_with_its_own_dkms_conf_refuses_the_build_keys_it_ignores(tmp_path, line, key):
+    """Its own dkms.conf (MAKE[0], BUILT_MODULE_LOCATION) is what kmod's build and dkms run: these keys
+    were silently without effect."""
+    (tmp_path / "src" / "src").mkdir(parents=True)
+    (tmp_path / "src" / "dkms.conf").write_text('PACKAGE_NAME="m"\n')
+    (tmp_path / "kmod.toml").write_text(f'[[module]]\nname = "m"\nsource = "src"\n{line}\n')
+    with pytest.raises(UserError) as e:
+        spec.load(tmp_path / "kmod.toml")
+    assert f"{key} is not used: the source has its own dkms.conf" in str(e.value)
+    assert "\n" not in str(e.value)
+    # without a dkms.conf of its own the same key is what the generated one is made from
+    (tmp_path / "src" / "dkms.conf").unlink()
+    (tmp_path / "src" / "src" / "Makefile").write_text("all:\n")
+    (tmp_path / "src" / "Makefile").write_text("all:\n")
+    assert spec.load(tmp_path / "kmod.toml").modules["m"].source is not None
+
+
+def test_a_source_with_its_own_dkms_conf_refuses_package_directives_it_ignores(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "dkms.conf").write_text('PACKAGE_NAME="m"\n')
+    body = '[[module]]\nname = "m"\nsource = "src"\n[package.m]\nmaintainer = "A B <a@b.org>"\n'
+    (tmp_path / "kmod.toml").write_text(body)
+    assert spec.load(tmp_path / "kmod.toml").packaging["m"].maintainer == "A B <a@b.org>"   # still used
+    (tmp_path / "kmod.toml").write_text(body + 'build_exclusive_kernel_min = "6.1"\n')
+    with pytest.raises(UserError) as e:
+        spec.load(tmp_path / "kmod.toml")
+    assert "[package.m]: build_exclusive_kernel_min is not used" in str(e.value)
+    assert "BUILD_EXCLUSIVE_KERNEL_MIN" in str(e.value) and "\n" not in str(e.value)

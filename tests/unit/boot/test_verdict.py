@@ -229,3 +229,23 @@ def test_real_panic_then_hang_before_init(console):
                       timeout=20, exit_code=None)
     assert (v.status, v.step) == (verdict.ERROR, "boot")
     assert "VFS: Unable to mount root fs" in v.reason and "hung until the timeout of 20s" in v.reason
+
+
+def test_a_module_that_uses_kprobes_but_registered_none_is_unproven():
+    """The manifest says it calls register_kprobe (kos[].kprobes), yet no probe of it was listed during
+    the test (a probe armed through a parameter, a device it waits for): nothing proved anything fired,
+    so not 'none needed', and the verdict says what would prove it."""
+    v = verdict.judge(hand_written(registered=False), [], "m", needs_hits=False, uses_kprobes=True)
+    assert (v.status, v.step) == (verdict.UNPROVEN, "hits")
+    assert "uses kprobes" in v.reason and "registered none" in v.reason
+    assert "trigger" in v.reason and "expect =" in v.reason
+    # its console line is proof
+    v = verdict.judge(hand_written(registered=False, console=["[ 2.5] demo: probe hit"]), [], "m",
+                      needs_hits=False, uses_kprobes=True, expect="probe hit")
+    assert v.status == verdict.PASS and "the console showed" in v.proof
+
+
+def test_targets_carry_whether_the_build_saw_kprobes(tmp_path):
+    from kmod.boot import _uses_kprobes
+    assert _uses_kprobes({"kos": [{"ko": "a.ko", "kprobes": False}, {"ko": "b.ko", "kprobes": True}]})
+    assert not _uses_kprobes({"kos": [{"ko": "a.ko", "kprobes": False}]}) and not _uses_kprobes({"ko": "a.ko"})

@@ -163,3 +163,28 @@ def test_a_signal_stops_a_pooled_lint_within_a_second(build, tmp_path, signum, c
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)     # no worker of that run is left
+
+
+_POOL = None
+
+
+def _write_half_a_result():
+    """In a worker: half of a result message in the pool's result pipe, then nothing (killed there)."""
+    import struct
+    os.write(_POOL._result_queue._writer.fileno(), struct.pack("!i", 1 << 16) + b"x")
+    time.sleep(60)
+
+
+def test_killing_workers_mid_result_never_hangs_the_shutdown():
+    """A worker killed while it wrote its result left half a message in the pipe; the pool's thread waited
+    for the rest for ever and Ctrl-C hung the lint at exit, about one run in forty."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    global _POOL
+    _POOL = pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    pool.submit(_write_half_a_result)
+    time.sleep(1.0)              # the pool's thread is now waiting for the rest of the message
+    runner._kill_workers(pool)
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.shutdown(wait=True, cancel_futures=True), done.set()), daemon=True).start()
+    assert done.wait(10), "shutdown hung after the workers were killed"

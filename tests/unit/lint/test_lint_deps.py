@@ -243,3 +243,35 @@ def test_a_weak_reference_nobody_provides_loads_as_zero(build, kernel, strong):
     r = lint_paths([build("x86_64", src, name="w")], target=str(kernel), jobs=1, use_cache=False).modules[0]
     undefined = [f for f in r.findings if f.rule == "undefined-symbol"]
     assert [f.message.split(" ", 1)[0] for f in undefined] == (["strong_missing"] if strong else [])
+
+
+@pytest.mark.parametrize("marks", [("dkms.conf",), ("modules.order",)])
+def test_a_file_linted_alone_sees_its_whole_package(build, kernel, tmp_path, marks):
+    """ddcci-backlight/ddcci-backlight.ko linted on its own needs ../ddcci/ddcci.ko's exports: the package's
+    root (a dkms.conf, or the modules.order of an M= build, above folders of the build) is searched too."""
+    root = tmp_path / "ddcci-0.4"
+    (root / "ddcci").mkdir(parents=True)
+    (root / "ddcci-backlight").mkdir()
+    for d in (root, root / "ddcci", root / "ddcci-backlight"):
+        (d / "Makefile").write_text("obj-m := x.o\n")
+    for m in marks:
+        (root / m).write_text("ddcci/ddcci.o\nddcci-backlight/ddcci-backlight.o\n" if m == "modules.order" else
+                              'PACKAGE_NAME="ddcci"\n')
+    provider = root / "ddcci" / "ddcci.ko"
+    shutil.copy(build("x86_64", EXPORTER, name="a"), provider)
+    user_ko = root / "ddcci-backlight" / "ddcci-backlight.ko"
+    shutil.copy(user(build, "a_fn"), user_ko)
+    alone = lint_paths([user_ko], target=str(kernel), jobs=1, use_cache=False).modules[0]
+    assert rules_of(alone) == [] and alone.provided == {"a_fn": str(provider)}
+
+
+def test_a_folder_outside_any_build_is_not_walked_up(build, kernel, tmp_path):
+    """A dist/ folder (no Makefile, no dkms.conf) is its own package: a module elsewhere above it that
+    exports the symbol must not hide the error."""
+    dist = tmp_path / "proj" / "dist" / "b" / "x86_64"
+    dist.mkdir(parents=True)
+    (tmp_path / "proj" / "Makefile").write_text("all:\n")
+    shutil.copy(build("x86_64", EXPORTER, name="a"), tmp_path / "proj" / "dist" / "a.ko")
+    shutil.copy(user(build, "a_fn"), dist / "b.ko")
+    r = lint_paths([dist / "b.ko"], target=str(kernel), jobs=1, use_cache=False).modules[0]
+    assert rules_of(r) == [("undefined-symbol", "error")]
