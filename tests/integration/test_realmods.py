@@ -27,10 +27,12 @@ DOC = ROOT / "docs" / "real-modules.md"
 # spec name -> (Debian package, suite, extra spec lines). The suite is the one whose version we take.
 DKMS = {
     "ddcci": ("ddcci-dkms", "bookworm", ""),
-    "tp-smapi": ("tp-smapi-dkms", "bookworm", ""),
+    # these two replace modules the kernel ships (hdaps; hid-kye, hid-uclogic, ...) on purpose: kmod
+    # refuses such a build unless the spec says so
+    "tp-smapi": ("tp-smapi-dkms", "bookworm", "replaces_in_tree = true\n"),
     "ovpn-dco": ("openvpn-dco-dkms", "bookworm", ""),
     "nat-rtsp": ("nat-rtsp-dkms", "bookworm", ""),
-    "digimend": ("digimend-dkms", "bookworm", ""),
+    "digimend": ("digimend-dkms", "bookworm", "replaces_in_tree = true\n"),
     "v4l2loopback": ("v4l2loopback-dkms", "bookworm", ""),
     "lenovo-legion": ("lenovolegionlinux-dkms", "trixie", ""),
 }
