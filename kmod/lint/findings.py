@@ -34,6 +34,20 @@ class ModuleResult:
     def worst(self) -> str | None:
         return max((f.severity for f in self.findings), key=RANK.__getitem__, default=None)
 
+    def signature(self, against_cert: bool) -> str:
+        """What the signature rule found, as kmod.lint.signature.state() says it: absent, present,
+        malformed, and against a certificate verifies or does not verify ("" when the file was no module)."""
+        rules = {f.rule for f in self.findings}
+        if self.arch is None:
+            return ""
+        if "module-signature" in rules:
+            return "malformed"
+        if "signature-present" not in rules:
+            return "absent"
+        if not against_cert:
+            return "present"
+        return "does not verify" if "signature-invalid" in rules else "verifies"
+
 
 @dataclass
 class Report:
@@ -41,6 +55,7 @@ class Report:
     target: str | None = None
     cached: int = 0          # how many modules came from the cache (for progress lines and the benchmark)
     order: list[str] = field(default_factory=list)   # load order: providers first (deps.provider_order)
+    cert: str | None = None  # the certificate the signatures were checked against (--cert)
 
     def worst(self) -> str | None:
         return max((m.worst() for m in self.modules if m.worst()), key=RANK.__getitem__, default=None)

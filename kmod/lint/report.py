@@ -31,6 +31,11 @@ def format_text(report: Report) -> str:
             shown = ", ".join(syms[:5]) + (f" and {len(syms) - 5} more" if len(syms) > 5 else "")
             lines.append(f"{m.path}: needs {Path(provider).name if '/' in provider else provider} "
                          f"loaded first ({shown})")
+    states = [m.signature(report.cert is not None) for m in report.modules]
+    counted = {st: states.count(st) for st in dict.fromkeys(states) if st}
+    if counted:    # unsigned is no finding without --cert (most modules are), but it is said
+        lines.append("signatures: " + ", ".join(f"{k} {st}" for st, k in counted.items())
+                     + (f" (against {report.cert})" if report.cert else ""))
     n = len(report.modules)
     counts = ", ".join(f"{report.count(s)} {s}(s)" for s in ("error", "warning", "info"))
     lines.append(f"{n} module(s) linted{f' against {report.target}' if report.target else ''}: {counts}")
@@ -47,12 +52,13 @@ def _by_provider(m) -> dict[str, list[str]]:
 
 
 def to_json(report: Report) -> dict:
-    """{"modules": [{"path", "arch", "findings": [{"rule", "severity", "function", "address", "message"}],
-    "depends", "provided"}], "order"} ("section" is added to each finding: an address inside a relocatable
+    """{"modules": [{"path", "arch", "signature", "findings": [{"rule", "severity", "function", "address",
+    "message"}], "depends", "provided"}], "order"} ("signature": absent, present, malformed, or with --cert
+    verifies / does not verify) ("section" is added to each finding: an address inside a relocatable
     module means nothing without it; "provided" maps each symbol that a module of the set or an in-tree
     module provides to it; "order" is the load order, providers first)."""
     return {"modules": [
-        {"path": m.path, "arch": m.arch,
+        {"path": m.path, "arch": m.arch, "signature": m.signature(report.cert is not None),
          "findings": [{"rule": f.rule, "severity": f.severity, "function": f.function,
                        "address": _addr(f.address), "message": f.message, "section": f.section}
                       for f in m.findings],

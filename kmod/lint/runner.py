@@ -380,7 +380,7 @@ def lint_paths(paths_in: list, target: str | None = None, jobs: int | None = Non
     named = [Path(os.path.abspath(p)) for p in paths_in if not os.path.isdir(p)]
     extra = siblings(named, {r.path for r in linted}) if named else []
     order = resolve_set(linted, spec, extra)
-    return Report(linted, target=target, cached=cached, order=order)
+    return Report(linted, target=target, cached=cached, order=order, cert=cert)
 
 
 def _run_pool(run: Run, items: list, workers: int, collect) -> None:

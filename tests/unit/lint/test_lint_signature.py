@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from kmod.lint import lint_paths, signature
+from kmod.lint.report import format_text, to_json
 from tests.conftest import ROOT, need_tool, run_cli, run_program
 
 MODULE = """
@@ -71,7 +72,10 @@ def test_signature_present_names_signer_key_and_hash(signed):
     assert (rule, sev) == ("signature-present", "info")
     assert "'kmod-test-signer'" in msg and "sha256" in msg
     assert serial.lstrip("0") in msg.replace(":", "").lstrip("0"), msg
-    assert findings(report, unsigned) == []          # unsigned and no --cert: nothing to say
+    assert findings(report, unsigned) == []          # unsigned and no --cert: no finding, but said
+    states = {m["path"]: m["signature"] for m in to_json(report)["modules"]}
+    assert states == {str(ko): "present", str(unsigned): "absent"}
+    assert "signatures: 1 present, 1 absent" in format_text(report)
 
 
 def test_cert_verifies_the_bytes_the_kernel_checks(signed, tmp_path):
@@ -80,9 +84,12 @@ def test_cert_verifies_the_bytes_the_kernel_checks(signed, tmp_path):
     assert [r for r, _, _ in findings(report, ko)] == ["signature-present"]
     assert [(r, s) for r, s, _ in findings(report, unsigned)] == [("signature-absent", "error")]
     assert signature.state(ko.read_bytes(), cert) == "verifies"
+    assert {m.path: m.signature(True) for m in report.modules} == {str(ko): "verifies", str(unsigned): "absent"}
+    assert f"signatures: 1 verifies, 1 absent (against {cert})" in format_text(report)
 
     wrong = lint_paths([ko], cert=str(other_der), use_cache=False)     # a DER certificate of another key
     assert ("signature-invalid", "error") in [(r, s) for r, s, _ in findings(wrong, ko)]
+    assert wrong.modules[0].signature(True) == "does not verify"
 
     tampered = tmp_path / "tampered.ko"
     data = bytearray(ko.read_bytes())
