@@ -51,6 +51,10 @@ def against(rev: str, reps: int, section: tuple[str, str] = SUPPLY) -> None:
     alternating, in this one invocation. Cache hit: the no-change rebuild; warm build: one arm64 cell
     with its image present, lint off (both sides' images are built first, outside the timing)."""
     import statistics
+
+    import docker
+    engine = docker.from_env()
+    before = {i.id for i in engine.images.list()}
     base = Path(tempfile.mkdtemp(prefix="kmod-bench-base-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), rev], check=True,
                    capture_output=True)
@@ -95,6 +99,15 @@ warm build baseline {', '.join(f'{x:.2f}' for x in warm['baseline'])} / this {',
         print(body)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
+        # the images the baseline's checkout made are not this kmod's: gone with it (tests pick images by
+        # this checkout's tags, and an older recipe's image has none of its labels)
+        for image in engine.images.list():
+            if image.id not in before and not any(t == images.tag(pins.get(p)) for t in image.tags
+                                                  for p in pins.names()):
+                try:
+                    engine.images.remove(image.id, force=True)
+                except docker.errors.APIError:
+                    pass
 
 
 def main() -> None:
