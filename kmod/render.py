@@ -39,9 +39,8 @@ class _SignedBytecodeCache(jinja2.BytecodeCache):
 
     def load_bytecode(self, bucket) -> None:
         try:
-            with open(self.directory / bucket.key, "rb", opener=_nofollow) as f:
-                data = f.read()
-        except OSError:
+            data = nofollow.read_bytes(self.directory, bucket.key, "compiled template")
+        except (OSError, nofollow.UnsafeFile):
             return
         mac, body = data[:32], data[32:]
         if hmac.compare_digest(mac, self._mac(bucket, body)):
@@ -53,10 +52,6 @@ class _SignedBytecodeCache(jinja2.BytecodeCache):
             atomic.write_bytes(self.directory / bucket.key, self._mac(bucket, body) + body, mode=0o600)
         except OSError:
             pass
-
-
-def _nofollow(path, flags):
-    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 def code_key() -> bytes | None:

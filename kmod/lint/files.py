@@ -9,11 +9,11 @@ import io
 import lzma
 import os
 import shutil
-import stat
 import subprocess
 import threading
 from pathlib import Path
 
+from .. import inputs
 from ..errors import UserError
 
 SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -49,18 +49,13 @@ def expand(paths: list) -> list[Path]:
 
 def not_regular(st: os.stat_result) -> str | None:
     """Why a file with this stat is not read, or None for a regular file."""
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        return None
-    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
-            "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
-            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    return f"is {kind}, not a regular file"
+    what = inputs.kind(st.st_mode)
+    return f"is {what}, not a regular file" if what else None
 
 
 def read_raw(path: Path | str) -> bytes:
-    """The bytes of a regular file, at most MAX_MODULE of them. Opened non-blocking and checked on the
-    open descriptor, so a FIFO or device swapped in after a stat cannot block or stream forever."""
+    """The bytes of a regular file, at most MAX_MODULE of them (kmod.inputs: a FIFO or device swapped in
+    after a stat cannot block or stream forever)."""
     data = read_head(path, MAX_MODULE + 1)
     if len(data) > MAX_MODULE:
         raise Unreadable(f"grew past {MAX_MODULE >> 20} MiB while being read")
@@ -70,31 +65,15 @@ def read_raw(path: Path | str) -> bytes:
 def read_head(path: Path | str, limit: int) -> bytes:
     """At most `limit` bytes from the start of a regular file (see read_raw)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        return inputs.read_regular(path, limit, MAX_MODULE)
+    except inputs.NotAFile as e:
+        raise Unreadable(f"is {e.kind}, not a regular file") from None
+    except inputs.TooLarge as e:
+        raise Unreadable(f"is {e.size >> 20} MiB, more than the {MAX_MODULE >> 20} MiB any module has") from None
+    except IsADirectoryError:
+        raise Unreadable("is a directory, not a regular file") from None
     except OSError as e:
         raise Unreadable(f"cannot read: {e.strerror}") from None
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        st = os.fstat(fd)
-        why = not_regular(st)
-        if why:
-            raise Unreadable(why)
-        if st.st_size > MAX_MODULE:
-            raise Unreadable(f"is {st.st_size >> 20} MiB, more than the {MAX_MODULE >> 20} MiB any module has")
-        chunks, got = [], 0
-        # the whole file in one read(2), with a byte to spare to see that it did not grow: asking for
-        # `limit` (256 MiB) each time made the kernel map and unmap that much for every module, four
-        # times the system time of the reads themselves over the 4,023 in-tree modules
-        size = min(limit, st.st_size + 1)
-        try:
-            while got < limit:
-                piece = f.read(min(limit - got, size if not chunks else _STREAM))   # a short one is not the end
-                if not piece:
-                    break
-                chunks.append(piece)
-                got += len(piece)
-        except OSError as e:
-            raise Unreadable(f"cannot read: {e.strerror}") from None
-    return b"".join(chunks)
 
 
 def _bomb() -> Unreadable:
