@@ -204,6 +204,15 @@ def reap_work_dirs(dist: Path, grace: float = 60.0) -> list[str]:
     return reaped
 
 
+def kill_group(proc) -> None:
+    """SIGKILL a child started in a session of its own (start_new_session) with everything it started
+    (make's compilers, QEMU): the one way kmod ends a process tree."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 # --- scratch folders outside dist/: /tmp, /dev/shm, the cache ----------------------------------------
 
 SCRATCH_GRACE = 60.0

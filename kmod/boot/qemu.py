@@ -7,7 +7,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from .. import run as runmod
 from ..arch import Arch, get as get_arch
 from ..errors import InfraError
 from ..flavour import GENERIC, get as get_flavour
@@ -139,10 +139,7 @@ class Run:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # QEMU is its own group leader (start_new_session)
-    except ProcessLookupError:
-        pass
+    runmod.kill_group(proc)   # QEMU is its own group leader (start_new_session)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -2,7 +2,6 @@
 compiled kernel"). Same contract as Docker; no image, no isolation beyond a private build folder."""
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -59,7 +58,5 @@ class HostRuntime(Runtime):
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    from ... import run as runmod
+    runmod.kill_group(proc)
